@@ -1,0 +1,317 @@
+"""Turns images of any source, size and mode into the prompt + pixel batch that relsim reads.
+
+Image-only on purpose: the stock Qwen2.5-VL processor needs torchvision (its video processor), this one does not.
+This file travels as remote code next to saved weights, so it imports only torch, transformers and its siblings
+(Pillow comes with transformers' vision support, which any image processor needs).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from transformers import AddedToken, AutoTokenizer
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
+from transformers.processing_utils import ProcessorMixin
+from transformers.utils import is_vision_available
+
+from .configuration_relsim import CROP_POLICIES, DEFAULT_INSTRUCTION
+
+
+if is_vision_available():
+    import PIL.Image
+    import PIL.ImageOps
+
+IMAGE_TOKEN = "<|image_pad|>"
+USER_TURN_START = "<|im_start|>user"
+
+
+class UnreadableImageError(ValueError):
+    """An image input could not be turned into pixels; `source` names it (a file path or the batch position)."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"cannot read image {source}: {reason}")
+
+
+def _open_image_file(path: str | os.PathLike) -> PIL.Image.Image:
+    """Decodes the whole file now, so a truncated or corrupt file fails here and names itself."""
+    path_str = os.fspath(path)
+    if path_str.startswith(("http://", "https://")):
+        raise UnreadableImageError(path_str, "URLs are not fetched; download the images first (e.g. img2dataset)")
+    try:
+        with PIL.Image.open(path_str) as image:
+            image.load()
+            return PIL.ImageOps.exif_transpose(image)
+    except FileNotFoundError as error:
+        raise UnreadableImageError(path_str, "file not found") from error
+    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImageError(path_str, f"{type(error).__name__}: {error}") from error
+
+
+def _image_from_array(array: np.ndarray | torch.Tensor, source: str) -> PIL.Image.Image:
+    """Accepts HW, HWC or CHW arrays with 1, 3 or 4 channels, uint8 or float in [0, 1]."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
+        raise UnreadableImageError(source, f"array of shape {tuple(array.shape)} is not an HW, HWC or CHW image")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise UnreadableImageError(source, "float array holds NaN or infinite values")
+        scale = 255.0 if array.max() <= 1.0 else 1.0
+        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        scale = 257.0 if array.max() > 255 else 1.0
+        array = np.clip(array / scale, 0, 255).round().astype(np.uint8)
+    return PIL.Image.fromarray(np.ascontiguousarray(array))
+
+
+def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """Transparent pixels become white rather than whatever colour happens to sit under the alpha channel."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return PIL.Image.fromarray((np.asarray(image, dtype=np.float32) / 257.0).round().astype(np.uint8)).convert(
+            "RGB"
+        )
+    if image.mode in ("I", "F"):
+        return _image_from_array(np.asarray(image, dtype=np.float32), "mode " + image.mode).convert("RGB")
+    has_alpha = "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = PIL.Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def add_query_token(tokenizer: Any, query_token: str) -> int:
+    """Adds `query_token` as an atomic special token when the tokenizer lacks it; returns its id."""
+    if tokenizer.convert_tokens_to_ids(query_token) in (None, tokenizer.unk_token_id):
+        tokenizer.add_tokens([AddedToken(query_token, special=True, normalized=False)], special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(query_token)
+
+
+class RelSimProcessor(ProcessorMixin):
+    r"""Builds relsim inputs: the chat prompt `[system] user: [instruction] <image> <|query|>` and the image pixels.
+
+    The prompt ends at the query token: attention is causal, so nothing after it can change the read-out.
+    `pixel_values` come back per sample, `(batch, max_patches, patch_dim)` zero-padded, so a batch can be sliced
+    (GradCache micro-batches, DDP shards); the model drops the padding using `image_grid_thw`.
+
+    Args:
+        image_processor (`Qwen2VLImageProcessorPil`, *optional*): normalises and patchifies the resized image.
+        tokenizer (`PreTrainedTokenizerBase`): a Qwen2.5-VL tokenizer; `query_token` is added if it is missing.
+        chat_template (`str`, *optional*): Jinja template; defaults to the tokenizer's.
+        query_token (`str`): the read-out token.
+        instruction (`str`, *optional*): text placed before the image; `None` for none (the official release).
+        use_system_prompt (`bool`): keep the template's system turn.
+        image_size (`int`): square side (`crop="center"`) or pixel budget `image_size**2` (`crop="none"`).
+        crop (`str`): `"center"` (square centre crop) or `"none"` (keep the aspect ratio).
+    """
+
+    def __init__(
+        self,
+        image_processor: Qwen2VLImageProcessorPil | None = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        query_token: str = "<|query|>",
+        instruction: str | None = DEFAULT_INSTRUCTION,
+        use_system_prompt: bool = True,
+        image_size: int = 448,
+        crop: str = "center",
+    ) -> None:
+        if tokenizer is None:
+            raise ValueError("RelSimProcessor needs a tokenizer (a Qwen2.5-VL tokenizer)")
+        if image_processor is None:
+            image_processor = Qwen2VLImageProcessorPil()
+        if crop not in CROP_POLICIES:
+            raise ValueError(f"crop must be one of {CROP_POLICIES}, got {crop!r}")
+        factor = image_processor.patch_size * image_processor.merge_size
+        if crop == "center" and (image_size <= 0 or image_size % factor):
+            raise ValueError(
+                f"image_size must be a positive multiple of patch_size * merge_size = {factor}, got {image_size}"
+            )
+        add_query_token(tokenizer, query_token)
+        if chat_template is None:
+            chat_template = getattr(tokenizer, "chat_template", None)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self.query_token = query_token
+        self.instruction = instruction
+        self.use_system_prompt = use_system_prompt
+        self.image_size = image_size
+        self.crop = crop
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        """Pins the PIL image processor: train and inference must see identical pixels, with or without torchvision."""
+        subfolder = kwargs.pop("subfolder", "")
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(
+            pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        return [image_processor, tokenizer]
+
+    @property
+    def query_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.query_token)
+
+    @property
+    def image_token(self) -> str:
+        return getattr(self.tokenizer, "image_token", None) or IMAGE_TOKEN
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.image_token)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values", "image_grid_thw"]
+
+    def settings(self) -> dict[str, Any]:
+        """The prompt and image settings a RelSimConfig must agree with."""
+        return {
+            "query_token": self.query_token,
+            "instruction": self.instruction,
+            "use_system_prompt": self.use_system_prompt,
+            "image_size": self.image_size,
+            "crop": self.crop,
+        }
+
+    def render_prompt(self) -> str:
+        """The prompt text for one image, with a single image placeholder, ending at the query token."""
+        template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
+        if not template:
+            raise ValueError("no chat template: pass chat_template= or use a tokenizer that has one")
+        content: list[dict[str, str]] = []
+        if self.instruction:
+            content.append({"type": "text", "text": self.instruction})
+        content += [{"type": "image"}, {"type": "text", "text": self.query_token}]
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], chat_template=template, tokenize=False, add_generation_prompt=False
+        )
+        if text.count(self.query_token) != 1 or text.count(self.image_token) != 1:
+            raise ValueError(
+                f"the chat template must render the image as one {self.image_token} and keep the query token "
+                f"{self.query_token} once; it rendered: {text!r}"
+            )
+        if not self.use_system_prompt:
+            user_start = text.find(USER_TURN_START)
+            if user_start < 0:
+                raise ValueError(f"use_system_prompt=False needs a template with a {USER_TURN_START!r} turn")
+            text = text[user_start:]
+        return text[: text.index(self.query_token) + len(self.query_token)]
+
+    def prompt_token_ids(self) -> tuple[list[int], list[int]]:
+        """Token ids before and after the image placeholder; special tokens are atomic, so the split is exact."""
+        before, after = self.render_prompt().split(self.image_token)
+        before_ids = self.tokenizer(before, add_special_tokens=False)["input_ids"]
+        after_ids = self.tokenizer(after, add_special_tokens=False)["input_ids"]
+        if after_ids[-1:] != [self.query_token_id] or (before_ids + after_ids).count(self.query_token_id) != 1:
+            raise ValueError(f"the query token {self.query_token!r} did not tokenize as a single special token")
+        return before_ids, after_ids
+
+    def prepare_image(self, image: Any, index: int = 0) -> PIL.Image.Image:
+        """Any supported input -> RGB PIL image, cropped and resized as configured (LANCZOS)."""
+        if isinstance(image, (str, os.PathLike)):
+            source = os.fspath(image)
+            pil_image = _open_image_file(image)
+        elif is_vision_available() and isinstance(image, PIL.Image.Image):
+            source, pil_image = f"at batch position {index}", image
+        elif isinstance(image, (np.ndarray, torch.Tensor)):
+            source = f"at batch position {index}"
+            pil_image = _image_from_array(image, source)
+        else:
+            raise TypeError(
+                f"image at batch position {index} is a {type(image).__name__}; "
+                "expected a file path, a PIL image, a numpy array or a torch tensor"
+            )
+        width, height = pil_image.size
+        if width == 0 or height == 0:
+            raise UnreadableImageError(source, f"image has an empty size {width}x{height}")
+        rgb = _to_rgb(pil_image)
+        if self.crop == "center":
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            rgb = rgb.crop((left, top, left + side, top + side))
+            target_height = target_width = self.image_size
+        else:
+            factor = self.image_processor.patch_size * self.image_processor.merge_size
+            try:
+                # the same pixel budget for every image: small images are enlarged, large ones reduced
+                target_height, target_width = smart_resize(
+                    height, width, factor=factor, min_pixels=self.image_size**2, max_pixels=self.image_size**2
+                )
+            except ValueError as error:
+                raise UnreadableImageError(source, str(error)) from error
+        if rgb.size != (target_width, target_height):
+            rgb = rgb.resize((target_width, target_height), resample=PIL.Image.LANCZOS)
+        return rgb
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: Any = None,
+        padding_side: str | None = None,
+        return_tensors: str = "pt",
+    ) -> BatchFeature:
+        """Processes a batch of images.
+
+        Args:
+            images: a path, PIL image or array, or a list of them.
+            padding_side: `"left"` or `"right"`; defaults to the tokenizer's.
+
+        Returns:
+            `BatchFeature` with `input_ids` and `attention_mask` `(batch, seq)`, `pixel_values`
+            `(batch, max_patches, patch_dim)` and `image_grid_thw` `(batch, 3)`.
+        """
+        if text is not None:
+            raise ValueError("RelSimProcessor embeds images only; captions go to the text encoder")
+        if return_tensors != "pt":
+            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
+        if images is None or (isinstance(images, Sequence) and not isinstance(images, str) and len(images) == 0):
+            raise ValueError("RelSimProcessor got an empty batch: pass at least one image")
+        if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) or not isinstance(images, Sequence):
+            images = [images]
+        prepared = [self.prepare_image(image, index) for index, image in enumerate(images)]
+        pixels = self.image_processor(images=prepared, do_resize=False, return_tensors="pt")
+        image_grid_thw = pixels["image_grid_thw"]
+        patches_per_image = image_grid_thw.prod(-1)
+        pixel_values = pad_sequence(
+            list(torch.split(pixels["pixel_values"], patches_per_image.tolist())), batch_first=True
+        )
+        tokens_per_image = (patches_per_image // self.image_processor.merge_size**2).tolist()
+        before_ids, after_ids = self.prompt_token_ids()
+        input_ids = [before_ids + [self.image_token_id] * count + after_ids for count in tokens_per_image]
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before batching")
+        text_inputs = self.tokenizer.pad(
+            {"input_ids": input_ids},
+            padding=True,
+            padding_side=padding_side or self.tokenizer.padding_side,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return BatchFeature(
+            data={
+                "input_ids": text_inputs["input_ids"],
+                "attention_mask": text_inputs["attention_mask"],
+                "pixel_values": pixel_values,
+                "image_grid_thw": image_grid_thw,
+            }
+        )
+
+
+__all__ = ["RelSimProcessor", "UnreadableImageError", "add_query_token"]
