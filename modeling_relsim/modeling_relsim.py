@@ -36,10 +36,14 @@ class RelSimOutput(ModelOutput):
             Relational embeddings, L2-normalised.
         query_hidden_states (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
             Final-norm last hidden state at each sample's query token, before the projection.
+        logit_scale (`torch.FloatTensor` of shape `()`):
+            The learnable log inverse temperature. Returned by the forward so that, under DDP, it is part of every
+            forward graph and its gradient is reduced with the others.
     """
 
     image_embeds: torch.FloatTensor | None = None
     query_hidden_states: torch.FloatTensor | None = None
+    logit_scale: torch.FloatTensor | None = None
 
 
 class RelSimQueryEmbedding(nn.Module):
@@ -267,9 +271,10 @@ class RelSimModel(RelSimPreTrainedModel):
         projection_dtype = next(self.projection.parameters()).dtype
         projected = self.projection(query_hidden_states.to(projection_dtype))
         image_embeds = F.normalize(projected, dim=-1)
+        logit_scale = self.logit_scale
         if not return_dict:
-            return (image_embeds, query_hidden_states)
-        return RelSimOutput(image_embeds=image_embeds, query_hidden_states=query_hidden_states)
+            return (image_embeds, query_hidden_states, logit_scale)
+        return RelSimOutput(image_embeds=image_embeds, query_hidden_states=query_hidden_states, logit_scale=logit_scale)
 
     def get_image_features(self, **inputs: Any) -> torch.Tensor:
         """L2-normalised relational embeddings `(batch_size, projection_dim)` of a processor batch."""

@@ -7,6 +7,7 @@ This file travels as remote code next to saved weights, so it imports only torch
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -40,19 +41,23 @@ class UnreadableImageError(ValueError):
         super().__init__(f"cannot read image {source}: {reason}")
 
 
-def _open_image_file(path: str | os.PathLike) -> PIL.Image.Image:
-    """Decodes the whole file now, so a truncated or corrupt file fails here and names itself."""
-    path_str = os.fspath(path)
-    if path_str.startswith(("http://", "https://")):
-        raise UnreadableImageError(path_str, "URLs are not fetched; download the images first (e.g. img2dataset)")
+def _decode_image(file: str | io.BytesIO, source: str) -> PIL.Image.Image:
+    """Decodes the whole image now, so a truncated or corrupt one fails here and names itself."""
     try:
-        with PIL.Image.open(path_str) as image:
+        with PIL.Image.open(file) as image:
             image.load()
             return PIL.ImageOps.exif_transpose(image)
     except FileNotFoundError as error:
-        raise UnreadableImageError(path_str, "file not found") from error
+        raise UnreadableImageError(source, "file not found") from error
     except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
-        raise UnreadableImageError(path_str, f"{type(error).__name__}: {error}") from error
+        raise UnreadableImageError(source, f"{type(error).__name__}: {error}") from error
+
+
+def _open_image_file(path: str | os.PathLike) -> PIL.Image.Image:
+    path_str = os.fspath(path)
+    if path_str.startswith(("http://", "https://")):
+        raise UnreadableImageError(path_str, "URLs are not fetched; download the images first (e.g. img2dataset)")
+    return _decode_image(path_str, path_str)
 
 
 def _image_from_array(array: np.ndarray | torch.Tensor, source: str) -> PIL.Image.Image:
@@ -224,10 +229,13 @@ class RelSimProcessor(ProcessorMixin):
         return before_ids, after_ids
 
     def prepare_image(self, image: Any, index: int = 0) -> PIL.Image.Image:
-        """Any supported input -> RGB PIL image, cropped and resized as configured (LANCZOS)."""
+        """A path, encoded bytes, PIL image or array -> RGB PIL image, cropped and resized as configured (LANCZOS)."""
         if isinstance(image, (str, os.PathLike)):
             source = os.fspath(image)
             pil_image = _open_image_file(image)
+        elif isinstance(image, (bytes, bytearray)):
+            source = f"at batch position {index}"
+            pil_image = _decode_image(io.BytesIO(image), source)
         elif is_vision_available() and isinstance(image, PIL.Image.Image):
             source, pil_image = f"at batch position {index}", image
         elif isinstance(image, (np.ndarray, torch.Tensor)):
@@ -236,7 +244,7 @@ class RelSimProcessor(ProcessorMixin):
         else:
             raise TypeError(
                 f"image at batch position {index} is a {type(image).__name__}; "
-                "expected a file path, a PIL image, a numpy array or a torch tensor"
+                "expected a file path, encoded bytes, a PIL image, a numpy array or a torch tensor"
             )
         width, height = pil_image.size
         if width == 0 or height == 0:
@@ -283,7 +291,7 @@ class RelSimProcessor(ProcessorMixin):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
         if images is None or (isinstance(images, Sequence) and not isinstance(images, str) and len(images) == 0):
             raise ValueError("RelSimProcessor got an empty batch: pass at least one image")
-        if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) or not isinstance(images, Sequence):
+        if isinstance(images, (str, bytes, os.PathLike, np.ndarray, torch.Tensor)) or not isinstance(images, Sequence):
             images = [images]
         prepared = [self.prepare_image(image, index) for index, image in enumerate(images)]
         pixels = self.image_processor(images=prepared, do_resize=False, return_tensors="pt")

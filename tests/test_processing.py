@@ -129,6 +129,17 @@ def test_files_are_read_and_exif_rotated(processor, tmp_path):
     assert height > width
 
 
+def test_encoded_bytes_are_decoded(processor, images):
+    buffer = io.BytesIO()
+    images[0].save(buffer, "PNG")
+    from_bytes = processor([buffer.getvalue()])
+    from_image = processor([images[0]])
+    for key in from_image:
+        assert torch.equal(from_bytes[key], from_image[key]), key
+    with pytest.raises(UnreadableImageError, match="batch position 1"):
+        processor([buffer.getvalue(), buffer.getvalue()[:40]])
+
+
 def test_missing_file_names_the_file(processor, tmp_path):
     with pytest.raises(UnreadableImageError, match=r"nowhere\.png.*file not found"):
         processor([tmp_path / "nowhere.png"])

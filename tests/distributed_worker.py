@@ -1,0 +1,106 @@
+"""One training step of RelSimTrainer on a fixed global batch, run alone or under torchrun; writes the logged loss
+and the gradients the optimizer would see (after DDP's reduction) to `<output>/rank<r>-<config>.safetensors`.
+
+The global batch holds 8 examples in order; example 6 is unreadable, so under two processes rank 0 trains on 4
+images and rank 1 on 3, exercising uneven gathers.
+"""
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import datasets
+from helpers import pattern_dataset
+from safetensors.torch import save_file
+from torch.utils.data import SequentialSampler
+from transformers import TrainerCallback
+
+from training.arguments import RelSimTrainingArguments
+from training.caption_encoder import CaptionEncoder
+from training.collator import RelSimCollator
+from training.distributed import world
+from training.tiny_backbone import build_tiny_model, build_tiny_processor
+from training.trainer import RelSimTrainer
+
+
+GLOBAL_BATCH = 8
+CONFIGS = {"plain-symmetric": {"symmetric_loss": True}, "gradcache-symmetric": {"symmetric_loss": True, "micro": 2}}
+
+
+class InOrderTrainer(RelSimTrainer):
+    def _get_train_sampler(self, train_dataset=None):
+        return SequentialSampler(train_dataset or self.train_dataset)
+
+
+class RecordGradients(TrainerCallback):
+    def __init__(self):
+        self.gradients = {}
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.gradients = {
+            name: parameter.grad.detach().clone()
+            for name, parameter in model.named_parameters()
+            if parameter.grad is not None
+        }
+
+
+def global_batch() -> datasets.Dataset:
+    rows = {"image": [], "caption": []}
+    for index, example in enumerate(pattern_dataset(GLOBAL_BATCH, seed=5)):
+        buffer = io.BytesIO()
+        example["image"].save(buffer, "PNG")
+        content = buffer.getvalue()[:40] if index == 6 else buffer.getvalue()
+        rows["image"].append({"bytes": content, "path": f"example-{index}.png"})
+        # two captions only, so every caption spans both ranks
+        rows["caption"].append(example["caption"] if index % 2 else '"one caption shared by half the batch"')
+    features = datasets.Features({"image": datasets.Image(decode=False), "caption": datasets.Value("string")})
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def main(output_dir: str) -> None:
+    output = Path(output_dir)
+    # the process group starts inside the Trainer; torchrun announces the layout through the environment
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    processor = build_tiny_processor(image_size=112, instruction=None, use_system_prompt=False)
+    encoder = CaptionEncoder("sentence-transformers/all-MiniLM-L6-v2")
+    for name, config in CONFIGS.items():
+        recorder = RecordGradients()
+        arguments = RelSimTrainingArguments(
+            output_dir=str(output / name),
+            per_device_train_batch_size=GLOBAL_BATCH // world_size,
+            max_steps=1,
+            learning_rate=1e-3,
+            max_grad_norm=0.0,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            seed=0,
+            disable_tqdm=True,
+            symmetric_loss=config.get("symmetric_loss", False),
+            contrastive_micro_batch_size=config.get("micro"),
+            max_unreadable_fraction=0.5,
+        )
+        trainer = InOrderTrainer(
+            model=build_tiny_model(processor, seed=0),
+            args=arguments,
+            train_dataset=global_batch(),
+            data_collator=RelSimCollator(processor),
+            processing_class=processor,
+            caption_encoder=encoder,
+            callbacks=[recorder],
+        )
+        trainer.train()
+        assert world() == (rank, world_size)
+        loss = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+        save_file(
+            {key: value.contiguous() for key, value in recorder.gradients.items()},
+            output / f"rank{rank}-of{world_size}-{name}.safetensors",
+            metadata={"loss": json.dumps(loss), "trained_images": json.dumps(GLOBAL_BATCH // world_size)},
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,49 @@
+"""Two processes (DDP over gloo, CPU) against one process on the same global batch: same loss, same gradients."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+
+WORKER = Path(__file__).parent / "distributed_worker.py"
+
+
+def run_worker(command, output_dir):
+    tests, repository = Path(__file__).parent, Path(__file__).parent.parent
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests), str(repository)]), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [*command, str(WORKER), str(output_dir)], env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+def read(path):
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads(handle.metadata()["loss"]), {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    output = tmp_path_factory.mktemp("ddp")
+    run_worker([sys.executable], output)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    run_worker(torchrun, output)
+    return output
+
+
+@pytest.mark.parametrize("config", ["plain-symmetric", "gradcache-symmetric"])
+def test_two_processes_match_one(runs, config):
+    single_loss, single = read(runs / f"rank0-of1-{config}.safetensors")
+    for rank in (0, 1):
+        loss, gradients = read(runs / f"rank{rank}-of2-{config}.safetensors")
+        assert loss == pytest.approx(single_loss, abs=1e-5)
+        assert gradients.keys() == single.keys()
+        assert "temperature.logit_scale" in gradients
+        for name, gradient in single.items():
+            torch.testing.assert_close(gradients[name], gradient, atol=1e-6, rtol=1e-4, msg=f"{config} {name}")

@@ -1,0 +1,99 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import pattern_dataset
+from transformers import AutoModel
+
+from modeling_relsim import RelSimModel, RelSimProcessor
+from training.export_relsim import export_checkpoint
+from training.train_relsim import main, parse_arguments
+
+
+PAPER_RECIPE = "training/configs/relsim-qwen2.5-vl-7b.yaml"
+
+
+def test_the_paper_recipe_holds_the_paper_numbers():
+    recipe = yaml.safe_load(Path(PAPER_RECIPE).read_text())
+    model, _, training = parse_arguments(["--config", PAPER_RECIPE, "--bf16", "false"])
+    assert model.backbone == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert (model.use_lora, model.lora_r, model.lora_alpha, model.lora_dropout) == (True, 16, 32, 0.05)
+    assert model.lora_target_modules == ["q_proj", "v_proj"]
+    assert model.relsim_settings() == {
+        "instruction": None,
+        "use_system_prompt": True,
+        "image_size": 448,
+        "crop": "center",
+    }
+    assert (training.learning_rate, training.weight_decay, training.max_grad_norm) == (1e-4, 0.01, 1.0)
+    assert training.lr_scheduler_type == "cosine" and training.max_steps == 15000
+    assert recipe["bf16"] is True
+    assert training.per_device_train_batch_size * 8 == 256  # 8 GPUs, gathered into one contrastive batch
+
+
+def test_overrides_win_and_unknown_keys_are_named(tmp_path):
+    _, _, training = parse_arguments(["--config", PAPER_RECIPE, "--bf16", "false", "--learning_rate", "3e-5"])
+    assert training.learning_rate == 3e-5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backbone: x\nlearning_rte: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rte"):
+        parse_arguments(["--config", str(bad)])
+    null_instruction = tmp_path / "null.yaml"
+    null_instruction.write_text("instruction: null\n")
+    with pytest.raises(ValueError, match='instruction: ""'):
+        parse_arguments(["--config", str(null_instruction)])
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    dataset_dir = tmp_path / "patterns"
+    splits = pattern_dataset(96, seed=3).train_test_split(test_size=32, seed=0)
+    splits.save_to_disk(str(dataset_dir))
+    recipe = {
+        "tiny_backbone": True,
+        "use_lora": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "instruction": "",
+        "use_system_prompt": False,
+        "image_size": 112,
+        "dataset_name": str(dataset_dir),
+        "eval_split": "test",
+        "output_dir": str(tmp_path / "run"),
+        "per_device_train_batch_size": 16,
+        "max_steps": 50,
+        "learning_rate": 1e-3,
+        "logging_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "use_cpu": True,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    return config, tmp_path
+
+
+def test_cli_trains_evaluates_and_exports(tiny_run):
+    config, work = tiny_run
+    exported = main(["--config", str(config), "--max_steps", "4"])
+    assert exported == work / "run" / "final"
+    state = json.loads((work / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    evaluation = json.loads((work / "run" / "eval_results.json").read_text())
+    assert evaluation["eval_recall@5"] == 1.0 and 0.0 <= evaluation["eval_recall@1"] <= 1.0
+    assert json.loads((work / "run" / "train_results.json").read_text())["train_loss"] > 0
+    model = AutoModel.from_pretrained(exported, trust_remote_code=True)
+    processor = RelSimProcessor.from_pretrained(exported)
+    assert isinstance(model, RelSimModel) and processor.instruction is None
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert math.isfinite(model.logit_scale.item())
+
+    from_checkpoint = export_checkpoint(work / "run" / "checkpoint-4", work / "exported-again")
+    again = RelSimModel.from_pretrained(from_checkpoint)
+    for (name, expected), (_, actual) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0, msg=name)

@@ -1,0 +1,123 @@
+"""Configuration of a relsim training run: model, data and trainer arguments (parsed by `HfArgumentParser`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from modeling_relsim.configuration_relsim import DEFAULT_INSTRUCTION
+
+
+@dataclass
+class ModelArguments:
+    """Which relsim to train and how: from a Qwen2.5-VL backbone, a relsim folder, or a tiny random backbone."""
+
+    backbone: str | None = field(
+        default="Qwen/Qwen2.5-VL-7B-Instruct", metadata={"help": "Qwen2.5-VL hub id or folder to build relsim from"}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "start from a saved RelSimModel folder instead of a backbone"}
+    )
+    tiny_backbone: bool = field(
+        default=False, metadata={"help": "a tiny random Qwen2.5-VL and offline tokenizer (CPU recipes and tests)"}
+    )
+    dtype: str = field(default="float32", metadata={"help": "weights dtype: float32, bfloat16 or float16"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
+    use_lora: bool = field(default=True, metadata={"help": "LoRA on the language model; else train it in full"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    train_vision_tower: bool = field(
+        default=False, metadata={"help": "without LoRA, also train the vision tower (e.g. a tiny model from scratch)"}
+    )
+    projection_dim: int = 384
+    instruction: str | None = field(
+        default=DEFAULT_INSTRUCTION, metadata={"help": 'text before the image; "" for none (the official release)'}
+    )
+    use_system_prompt: bool = True
+    image_size: int = 448
+    crop: str = field(default="center", metadata={"help": "center (square crop) or none (keep the aspect ratio)"})
+    initializer_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.backbone or self.model_name_or_path or self.tiny_backbone):
+            raise ValueError("set one of backbone, model_name_or_path or tiny_backbone")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    def relsim_settings(self) -> dict[str, object]:
+        """The RelSimConfig/RelSimProcessor settings these arguments fix."""
+        return {
+            "instruction": self.instruction or None,
+            "use_system_prompt": self.use_system_prompt,
+            "image_size": self.image_size,
+            "crop": self.crop,
+        }
+
+
+@dataclass
+class DataArguments:
+    """Where the (image, caption) examples come from: a `datasets` dataset or the official jsonl + image folder."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "datasets hub id or local folder"})
+    dataset_config: str | None = None
+    train_split: str = "train"
+    eval_split: str | None = field(default=None, metadata={"help": "held-out split of dataset_name"})
+    image_column: str = "image"
+    caption_column: str = "caption"
+    captions_jsonl: str | None = field(default=None, metadata={"help": "official captions jsonl (training)"})
+    eval_captions_jsonl: str | None = field(default=None, metadata={"help": "official captions jsonl (held out)"})
+    image_dir: str | None = field(default=None, metadata={"help": "folder of <image_hash>.<ext> for the jsonl rows"})
+    eval_fraction: float = field(
+        default=0.0, metadata={"help": "carve this fraction of the training data out as the held-out split"}
+    )
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset_name and self.captions_jsonl:
+            raise ValueError("set dataset_name or captions_jsonl, not both")
+        if self.captions_jsonl and not self.image_dir:
+            raise ValueError("captions_jsonl needs image_dir (a folder of <image_hash>.<ext>)")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class RelSimTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the contrastive loss, the text tower and the unreadable-image policy."""
+
+    text_encoder: str | None = field(
+        default=None, metadata={"help": "sentence-transformers model; default: the model config's text_encoder"}
+    )
+    symmetric_loss: bool = field(default=False, metadata={"help": "add text->image over unique captions"})
+    fixed_logit_scale: float | None = field(
+        default=None, metadata={"help": "freeze the temperature at this log inverse temperature"}
+    )
+    contrastive_micro_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "GradCache micro-batch: the whole per-device batch stays one contrastive batch, computed in "
+            "micro-batches of this size (gradient accumulation would not add negatives)"
+        },
+    )
+    max_unreadable_fraction: float = field(
+        default=0.01, metadata={"help": "stop when more than this fraction of the training images is unreadable"}
+    )
+    export_dir: str | None = field(
+        default=None, metadata={"help": "where the merged standalone model goes (default: <output_dir>/final)"}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "the collator needs image and caption"})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every trainable part is used"})
+    ddp_broadcast_buffers: bool | None = field(
+        default=False, metadata={"help": "buffers are constant; broadcasting them would make GradCache replays sync"}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.contrastive_micro_batch_size is not None and self.contrastive_micro_batch_size < 1:
+            raise ValueError(f"contrastive_micro_batch_size must be positive, got {self.contrastive_micro_batch_size}")
+        if not 0.0 <= self.max_unreadable_fraction <= 1.0:
+            raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")

@@ -1,0 +1,125 @@
+"""Train relsim: `python -m training.train_relsim --config training/configs/<recipe>.yaml [--key value ...]`.
+
+The YAML recipe sets `ModelArguments`, `DataArguments` and `RelSimTrainingArguments` fields; command-line
+`--key value` pairs override it. Multi-GPU: `accelerate launch` or `torchrun` run the same command under DDP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import transformers
+import yaml
+from transformers import HfArgumentParser, set_seed
+
+from training.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
+from training.collator import RelSimCollator
+from training.data import load_training_data
+from training.model_factory import build_processor_and_model, save_model_arguments
+from training.trainer import RelSimTrainer
+
+
+logger = logging.getLogger("relsim.train")
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, RelSimTrainingArguments)
+
+
+def _defaults() -> dict[str, Any]:
+    defaults = {}
+    for argument_class in ARGUMENT_CLASSES:
+        for spec in dataclasses.fields(argument_class):
+            if spec.default is not dataclasses.MISSING:
+                defaults[spec.name] = spec.default
+            elif spec.default_factory is not dataclasses.MISSING:
+                defaults[spec.name] = spec.default_factory()
+    return defaults
+
+
+def recipe_to_arguments(recipe: dict[str, Any], source: str) -> list[str]:
+    """A YAML mapping as `--key value` command-line arguments (lists spread, dicts as JSON).
+
+    `null` keeps a field's default, so it is refused where the default is not None (an empty instruction is
+    written `instruction: ""`).
+    """
+    defaults = _defaults()
+    arguments: list[str] = []
+    for key, value in recipe.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{source}: keys must be argument names, got {key!r}")
+        if value is None:
+            if defaults.get(key) is not None:
+                raise ValueError(
+                    f"{source}: {key}: null would keep the default {defaults[key]!r}; write the value you mean "
+                    '(e.g. instruction: "" for no instruction)'
+                )
+            continue
+        if isinstance(value, bool):
+            arguments += [f"--{key}", str(value).lower()]
+        elif isinstance(value, list):
+            arguments += [f"--{key}", *map(str, value)]
+        elif isinstance(value, dict):
+            arguments += [f"--{key}", json.dumps(value)]
+        else:
+            arguments += [f"--{key}", str(value)]
+    return arguments
+
+
+def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, RelSimTrainingArguments]:
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    argv = list(argv)
+    recipe_arguments: list[str] = []
+    if "--config" in argv:
+        position = argv.index("--config")
+        if position + 1 >= len(argv):
+            raise ValueError("--config needs a YAML file")
+        config_path = Path(argv[position + 1])
+        del argv[position : position + 2]
+        recipe = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{config_path}: a recipe is a mapping of argument names to values")
+        recipe_arguments = recipe_to_arguments(recipe, str(config_path))
+    try:
+        return parser.parse_args_into_dataclasses(args=recipe_arguments + argv)
+    except ValueError as error:
+        raise ValueError(f"{error} (check the recipe's keys and the overrides)") from error
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    model_arguments, data_arguments, training_arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_arguments.get_process_log_level())
+    set_seed(training_arguments.seed)
+
+    processor, model = build_processor_and_model(model_arguments)
+    train_dataset, eval_dataset = load_training_data(data_arguments, training_arguments.seed)
+    logger.info("%d training examples, %s held out", len(train_dataset), len(eval_dataset) if eval_dataset else "none")
+    if training_arguments.process_index == 0:
+        save_model_arguments(model_arguments, training_arguments.output_dir)
+
+    trainer = RelSimTrainer(
+        model=model,
+        args=training_arguments,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=RelSimCollator(processor),
+        processing_class=processor,
+    )
+    result = trainer.train(resume_from_checkpoint=training_arguments.resume_from_checkpoint)
+    trainer.save_metrics("train", result.metrics)
+    if eval_dataset is not None:
+        trainer.save_metrics("eval", trainer.evaluate())
+    trainer.save_state()
+    exported = trainer.export_model()
+    logger.info("standalone model written to %s", exported)
+    return exported
+
+
+if __name__ == "__main__":
+    main()
