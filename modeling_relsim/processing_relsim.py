@@ -294,7 +294,16 @@ class RelSimProcessor(ProcessorMixin):
         if isinstance(images, (str, bytes, os.PathLike, np.ndarray, torch.Tensor)) or not isinstance(images, Sequence):
             images = [images]
         prepared = [self.prepare_image(image, index) for index, image in enumerate(images)]
-        pixels = self.image_processor(images=prepared, do_resize=False, return_tensors="pt")
+        return self.batch_prepared_images(prepared, padding_side=padding_side)
+
+    def batch_prepared_images(
+        self, prepared: Sequence[PIL.Image.Image], padding_side: str | None = None
+    ) -> BatchFeature:
+        """Batches images that already went through [`prepare_image`] (e.g. decoded one by one in a collator, so
+        that an unreadable one can be left out); preparing twice could resize twice."""
+        if not prepared:
+            raise ValueError("RelSimProcessor got an empty batch: pass at least one image")
+        pixels = self.image_processor(images=list(prepared), do_resize=False, return_tensors="pt")
         image_grid_thw = pixels["image_grid_thw"]
         patches_per_image = image_grid_thw.prod(-1)
         pixel_values = pad_sequence(

@@ -48,3 +48,11 @@ def test_a_batch_with_no_readable_image_stops_with_a_clear_error(processor, exam
         example["image"]["bytes"] = b"nothing"
     with pytest.raises(RuntimeError, match=r"all 4 images of a batch are unreadable.*photo-0\.png"):
         RelSimCollator(processor)(examples)
+
+
+def test_collator_batches_exactly_what_the_processor_builds(aspect_processor, images):
+    batch = RelSimCollator(aspect_processor)([{"image": image, "caption": "c"} for image in images])
+    expected = aspect_processor(images)
+    assert expected["image_grid_thw"].tolist() == [[1, 6, 8], [1, 8, 8], [1, 10, 4]]
+    for key in expected:
+        assert torch.equal(batch[key], expected[key]), key

@@ -58,7 +58,7 @@ class RelSimCollator:
             raise RuntimeError(
                 f"all {len(examples)} images of a batch are unreadable ({reasons}); is the image folder right?"
             )
-        batch = dict(self.processor(prepared, padding_side=self.padding_side))
+        batch = dict(self.processor.batch_prepared_images(prepared, padding_side=self.padding_side))
         batch["captions"] = captions
         batch["caption_ids"] = torch.tensor([caption_id(caption) for caption in captions], dtype=torch.long)
         batch["unreadable_images"] = unreadable
