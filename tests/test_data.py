@@ -103,5 +103,5 @@ def test_training_data_from_a_saved_dataset(tmp_path):
 def test_data_arguments_are_checked():
     with pytest.raises(ValueError, match="needs image_dir"):
         DataArguments(captions_jsonl="a.jsonl")
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="set one data source"):
         DataArguments(dataset_name="x", captions_jsonl="a.jsonl", image_dir="d")

@@ -22,6 +22,7 @@ class ModelArguments:
     tiny_backbone: bool = field(
         default=False, metadata={"help": "a tiny random Qwen2.5-VL and offline tokenizer (CPU recipes and tests)"}
     )
+    tiny_preset: str = field(default="tiny", metadata={"help": "size of the tiny backbone: tiny or small"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype: float32, bfloat16 or float16"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
     use_lora: bool = field(default=True, metadata={"help": "LoRA on the language model; else train it in full"})
@@ -44,6 +45,8 @@ class ModelArguments:
     def __post_init__(self) -> None:
         if not (self.backbone or self.model_name_or_path or self.tiny_backbone):
             raise ValueError("set one of backbone, model_name_or_path or tiny_backbone")
+        if self.tiny_preset not in ("tiny", "small"):
+            raise ValueError(f"tiny_preset must be tiny or small, got {self.tiny_preset!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
@@ -75,10 +78,19 @@ class DataArguments:
     )
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    synthetic_num_per_family: int | None = field(
+        default=None, metadata={"help": "generate this many training images per synthetic relation family"}
+    )
+    synthetic_eval_num_per_family: int | None = field(
+        default=None, metadata={"help": "held-out-attribute synthetic images per family for evaluation"}
+    )
+    synthetic_image_size: int = 112
+    synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dataset_name and self.captions_jsonl:
-            raise ValueError("set dataset_name or captions_jsonl, not both")
+        sources = [bool(self.dataset_name), bool(self.captions_jsonl), bool(self.synthetic_num_per_family)]
+        if sum(sources) > 1:
+            raise ValueError("set one data source: dataset_name, captions_jsonl or synthetic_num_per_family")
         if self.captions_jsonl and not self.image_dir:
             raise ValueError("captions_jsonl needs image_dir (a folder of <image_hash>.<ext>)")
         if not 0.0 <= self.eval_fraction < 1.0:

@@ -97,7 +97,23 @@ def _load_splits(name: str, config: str | None) -> datasets.DatasetDict:
 
 def load_training_data(arguments: DataArguments, seed: int) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """The training split and the held-out split (or None) as `image` / `caption` datasets."""
-    if arguments.captions_jsonl:
+    if arguments.synthetic_num_per_family:
+        from training.synthetic import synthetic_dataset
+
+        settings = {
+            "seed": arguments.synthetic_seed,
+            "image_size": arguments.synthetic_image_size,
+            "show_progress": True,
+        }
+        train = synthetic_dataset(arguments.synthetic_num_per_family, "train", **settings)
+        held_out = (
+            synthetic_dataset(arguments.synthetic_eval_num_per_family, "heldout", **settings)
+            if arguments.synthetic_eval_num_per_family
+            else None
+        )
+        train = image_caption_dataset(train)
+        held_out = image_caption_dataset(held_out) if held_out is not None else None
+    elif arguments.captions_jsonl:
         train = read_official_captions(arguments.captions_jsonl, arguments.image_dir)
         held_out = (
             read_official_captions(arguments.eval_captions_jsonl, arguments.image_dir)
@@ -113,7 +129,9 @@ def load_training_data(arguments: DataArguments, seed: int) -> tuple[datasets.Da
         train = image_caption_dataset(splits[arguments.train_split], **columns)
         held_out = image_caption_dataset(splits[arguments.eval_split], **columns) if arguments.eval_split else None
     else:
-        raise ValueError("no training data: set dataset_name, or captions_jsonl with image_dir")
+        raise ValueError(
+            "no training data: set dataset_name, captions_jsonl with image_dir, or synthetic_num_per_family"
+        )
     if held_out is None and arguments.eval_fraction > 0:
         parts = train.train_test_split(test_size=arguments.eval_fraction, seed=seed)
         train, held_out = parts["train"], parts["test"]

@@ -17,7 +17,7 @@ from peft import get_peft_model
 from modeling_relsim import RelSimModel, RelSimProcessor
 from training.arguments import ModelArguments
 from training.lora import relsim_lora_config
-from training.tiny_backbone import build_tiny_model, build_tiny_processor
+from training.tiny_backbone import TINY_PRESETS, build_tiny_model, build_tiny_processor
 
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ def build_base(arguments: ModelArguments) -> tuple[RelSimProcessor, RelSimModel]
         model = build_tiny_model(
             processor,
             seed=arguments.initializer_seed,
+            sizes=TINY_PRESETS[arguments.tiny_preset],
             projection_dim=arguments.projection_dim,
             initializer_seed=arguments.initializer_seed,
         )

@@ -93,6 +93,25 @@ class TinyBackboneSizes:
     window_size: int = 56
 
 
+TINY_PRESETS = {
+    "tiny": TinyBackboneSizes(),
+    # about 4M parameters: still minutes on a GPU, for the demo's --device cuda run
+    "small": TinyBackboneSizes(
+        text_hidden_size=256,
+        text_layers=4,
+        text_heads=8,
+        text_kv_heads=4,
+        text_intermediate_size=768,
+        vision_hidden_size=128,
+        vision_depth=4,
+        vision_heads=4,
+        vision_intermediate_size=384,
+        fullatt_block_indexes=(1, 3),
+        window_size=112,
+    ),
+}
+
+
 def build_tiny_tokenizer(vocab_size: int = 400) -> Qwen2TokenizerFast:
     """A byte-level BPE with Qwen2.5-VL's special tokens and chat template, built offline in milliseconds."""
     bpe = Tokenizer(models.BPE())
@@ -199,6 +218,7 @@ def save_tiny_backbone(directory: str | Path, seed: int = 0, sizes: TinyBackbone
 __all__ = [
     "QWEN2_5_VL_CHAT_TEMPLATE",
     "QWEN2_5_VL_SPECIAL_TOKENS",
+    "TINY_PRESETS",
     "TinyBackboneSizes",
     "build_tiny_model",
     "build_tiny_processor",

@@ -1,0 +1,113 @@
+"""Synthetic relational datasets: every image drawn from its own seed, so any subset is reproducible on its own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from transformers.utils.logging import tqdm
+
+from training.synthetic.attributes import SPLITS, sample_style
+from training.synthetic.families import FAMILIES, FAMILY_NAMES, draw_example
+
+
+logger = logging.getLogger(__name__)
+
+FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "caption": datasets.Value("string"),
+        "family": datasets.ClassLabel(names=list(FAMILY_NAMES)),
+        "shape": datasets.Value("string"),
+        "colour": datasets.Value("string"),
+        "texture": datasets.Value("string"),
+        "background": datasets.Value("string"),
+        "index": datasets.Value("int32"),
+    }
+)
+
+
+def synthetic_examples(
+    num_per_family: int,
+    split: str = "train",
+    seed: int = 0,
+    image_size: int = 112,
+    families: Sequence[str] = FAMILY_NAMES,
+    show_progress: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Yields `num_per_family` examples of each family (families interleaved), each with its metadata.
+
+    Args:
+        split: `"train"` draws the training shapes and colours, `"heldout"` only the held-out ones.
+        seed: with `(split, family, index)` it fixes every pixel of an example.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    unknown = [name for name in families if name not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; choose from {FAMILY_NAMES}")
+    if num_per_family < 1 or image_size < 32:
+        raise ValueError(f"need num_per_family >= 1 and image_size >= 32, got {num_per_family} and {image_size}")
+    total = num_per_family * len(families)
+    with tqdm(total=total, desc=f"drawing {split} images", unit="image", disable=not show_progress) as progress:
+        for index in range(num_per_family):
+            for name in families:
+                rng = np.random.default_rng([seed, SPLITS.index(split), FAMILY_NAMES.index(name), index])
+                style = sample_style(rng, split)
+                image, metadata = draw_example(name, rng, style, image_size, split)
+                progress.update(1)
+                yield {
+                    "image": image,
+                    "caption": FAMILIES[name].caption,
+                    "family": name,
+                    "shape": style.shape,
+                    "colour": style.colour,
+                    "texture": style.texture,
+                    "background": style.background,
+                    "index": index,
+                    "metadata": metadata,
+                }
+
+
+def synthetic_dataset(
+    num_per_family: int,
+    split: str = "train",
+    seed: int = 0,
+    image_size: int = 112,
+    families: Sequence[str] = FAMILY_NAMES,
+    show_progress: bool = False,
+) -> datasets.Dataset:
+    """The examples as a `datasets.Dataset` (`image`, `caption`, `family` label and the nuisance attributes)."""
+    rows: dict[str, list[Any]] = {name: [] for name in FEATURES}
+    for example in synthetic_examples(num_per_family, split, seed, image_size, families, show_progress):
+        for name in FEATURES:
+            rows[name].append(example[name])
+    return datasets.Dataset.from_dict(rows, features=FEATURES)
+
+
+def synthetic_url(split: str, family: str, index: int) -> str:
+    return f"synthetic://{split}/{family}/{index}"
+
+
+def write_official_format(dataset: datasets.Dataset, folder: str | Path, split: str) -> Path:
+    """Writes `images/<md5(url)>.png` and `captions.jsonl` rows `{"image_hash", "caption", "url_link"}` with the
+    caption wrapped in literal quotes, as the official release stores them; returns the jsonl path."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    family_names = dataset.features["family"].names
+    lines = []
+    for example in dataset:
+        url = synthetic_url(split, family_names[example["family"]], example["index"])
+        image_hash = hashlib.md5(url.encode("utf-8")).hexdigest()
+        example["image"].save(folder / "images" / f"{image_hash}.png")
+        lines.append(json.dumps({"image_hash": image_hash, "caption": f'"{example["caption"]}"', "url_link": url}))
+    jsonl = folder / "captions.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    logger.info("wrote %d images and %s", len(lines), jsonl)
+    return jsonl
