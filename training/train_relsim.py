@@ -19,6 +19,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from training.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
+from training.cards import render_model_card
 from training.collator import RelSimCollator
 from training.data import load_training_data
 from training.model_factory import build_processor_and_model, save_model_arguments
@@ -117,8 +118,53 @@ def main(argv: Sequence[str] | None = None) -> Path:
         trainer.save_metrics("eval", trainer.evaluate())
     trainer.save_state()
     exported = trainer.export_model()
+    if trainer.is_world_process_zero():
+        write_model_card(exported, model_arguments, data_arguments, training_arguments)
     logger.info("standalone model written to %s", exported)
     return exported
+
+
+def recipe_summary(model: ModelArguments, data: DataArguments, training: RelSimTrainingArguments) -> dict[str, str]:
+    """The run's recipe as model-card rows."""
+    schedule = getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type)
+    adapters = "none (full training)"
+    if model.use_lora:
+        targets = ", ".join(model.lora_target_modules)
+        adapters = f"LoRA r={model.lora_r}, alpha={model.lora_alpha}, dropout {model.lora_dropout} on {targets}"
+    batch = f"{training.per_device_train_batch_size} per device"
+    if training.contrastive_micro_batch_size:
+        batch += f", GradCache micro-batches of {training.contrastive_micro_batch_size}"
+    synthetic = f"synthetic relations, {data.synthetic_num_per_family} images per family"
+    return {
+        "base": "tiny random Qwen2.5-VL, trained from scratch" if model.tiny_backbone else str(model.backbone),
+        "adapters": adapters,
+        "optimiser": f"AdamW lr {training.learning_rate:g}, weight decay {training.weight_decay:g}",
+        "schedule": str(schedule),
+        "steps": str(training.max_steps),
+        "contrastive batch": batch,
+        "images": f"{model.image_size} px, crop {model.crop}",
+        "data": data.dataset_name or data.captions_jsonl or synthetic,
+    }
+
+
+def write_model_card(
+    folder: Path, model: ModelArguments, data: DataArguments, training: RelSimTrainingArguments
+) -> None:
+    """README.md for the exported model: this run's recipe and, when the run evaluated, its held-out scores."""
+    evaluation_file = Path(training.output_dir) / "eval_results.json"
+    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
+    scores = {name.removeprefix("eval_"): round(value, 4) for name, value in evaluation.items() if "recall" in name}
+    note = "Held-out image -> caption retrieval at the end of this run." if scores else "This run did not evaluate."
+    card = render_model_card(
+        repo_id=training.hub_model_id or folder.name,
+        base_model="Qwen/Qwen2.5-VL-7B-Instruct" if model.tiny_backbone else str(model.backbone),
+        recipe=recipe_summary(model, data, training),
+        evaluation=scores,
+        metric_name="recall",
+        evaluation_note=note,
+        text_encoder=training.text_encoder or "sentence-transformers/all-MiniLM-L6-v2",
+    )
+    card.save(folder / "README.md")
 
 
 if __name__ == "__main__":
