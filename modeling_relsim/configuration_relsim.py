@@ -16,6 +16,8 @@ DEFAULT_INSTRUCTION = (
     "how its parts relate, change, repeat or are arranged."
 )
 CROP_POLICIES = ("center", "none")
+# the settings a processor must share with the model it feeds
+PROCESSOR_SETTING_NAMES = ("query_token", "instruction", "use_system_prompt", "image_size", "crop")
 
 
 class RelSimConfig(PretrainedConfig):
@@ -112,13 +114,7 @@ class RelSimConfig(PretrainedConfig):
     def processor_settings(self) -> dict[str, Any]:
         """The prompt and image settings a RelSimProcessor must share: `RelSimProcessor.from_pretrained(backbone,
         **config.processor_settings())` builds a matching one."""
-        return {
-            "query_token": self.query_token,
-            "instruction": self.instruction,
-            "use_system_prompt": self.use_system_prompt,
-            "image_size": self.image_size,
-            "crop": self.crop,
-        }
+        return {name: getattr(self, name) for name in PROCESSOR_SETTING_NAMES}
 
     def get_text_config(self, *args: Any, **kwargs: Any) -> PretrainedConfig:
         return self.backbone_config.get_text_config(*args, **kwargs)

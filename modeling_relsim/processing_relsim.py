@@ -21,7 +21,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.processing_utils import ProcessorMixin
 from transformers.utils import is_vision_available
 
-from .configuration_relsim import CROP_POLICIES, DEFAULT_INSTRUCTION
+from .configuration_relsim import CROP_POLICIES, DEFAULT_INSTRUCTION, PROCESSOR_SETTING_NAMES
 
 
 if is_vision_available():
@@ -187,13 +187,7 @@ class RelSimProcessor(ProcessorMixin):
 
     def settings(self) -> dict[str, Any]:
         """The prompt and image settings a RelSimConfig must agree with."""
-        return {
-            "query_token": self.query_token,
-            "instruction": self.instruction,
-            "use_system_prompt": self.use_system_prompt,
-            "image_size": self.image_size,
-            "crop": self.crop,
-        }
+        return {name: getattr(self, name) for name in PROCESSOR_SETTING_NAMES}
 
     def render_prompt(self) -> str:
         """The prompt text for one image, with a single image placeholder, ending at the query token."""

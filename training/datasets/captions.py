@@ -9,7 +9,7 @@ from typing import Any
 import datasets
 
 from training.datasets.features import ANONYMOUS_CAPTIONS, FEATURES, RANDOM_POOL
-from training.datasets.validation import RejectionLog, clean_caption, md5_of, read_jsonl
+from training.datasets.validation import RejectionLog, accept_hash, clean_caption, read_jsonl
 
 
 def _string_field(record: dict[str, Any], name: str, path: Path, line: int, log: RejectionLog) -> str | None:
@@ -59,13 +59,8 @@ def build_random_pool(path: str | Path, log: RejectionLog) -> datasets.DatasetDi
         url = image_hash and _string_field(record, "url_link", path, line, log)
         if not url:
             continue
-        if image_hash != md5_of(url):
-            log.reject(path, line, "image_hash", f"{image_hash} is not md5(url_link) = {md5_of(url)}")
+        if not accept_hash(path, line, image_hash, url, first_line, log, url_field="url_link"):
             continue
-        if image_hash in first_line:
-            log.reject(path, line, "image_hash", f"duplicate of line {first_line[image_hash]}")
-            continue
-        first_line[image_hash] = line
         rows["image_hash"].append(image_hash)
         rows["url"].append(url)
     return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=FEATURES[RANDOM_POOL])})

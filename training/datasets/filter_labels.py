@@ -14,7 +14,7 @@ from typing import Any
 import datasets
 
 from training.datasets.features import FEATURES, FILTER_LABEL_NAMES, FILTER_LABELS
-from training.datasets.validation import RejectionLog, md5_of, read_jsonl
+from training.datasets.validation import RejectionLog, accept_hash, md5_of, read_jsonl
 
 
 _LABELS = {
@@ -54,13 +54,8 @@ def build_filter_labels(path: str | Path, log: RejectionLog) -> datasets.Dataset
             log.reject(path, line, "label", f"{record.get('label')!r} is not one of {FILTER_LABEL_NAMES} (or 1/0)")
             continue
         image_hash = record.get("image_hash") or md5_of(url)
-        if image_hash != md5_of(url):
-            log.reject(path, line, "image_hash", f"{image_hash} is not md5(url) = {md5_of(url)}")
+        if not accept_hash(path, line, image_hash, url, first_line, log):
             continue
-        if image_hash in first_line:
-            log.reject(path, line, "image_hash", f"duplicate of line {first_line[image_hash]}")
-            continue
-        first_line[image_hash] = line
         annotator = record.get("annotator")
         rows["image_hash"].append(image_hash)
         rows["url"].append(url)

@@ -62,6 +62,26 @@ def md5_of(url: str) -> str:
     return hashlib.md5(url.encode("utf-8")).hexdigest()
 
 
+def accept_hash(
+    path: str | Path,
+    line: int,
+    image_hash: str,
+    url: str,
+    first_line: dict[str, int],
+    log: RejectionLog,
+    url_field: str = "url",
+) -> bool:
+    """Checks image_hash = md5(url) and that the hash is new (recording it); rejects and returns False if not."""
+    if image_hash != md5_of(url):
+        log.reject(path, line, "image_hash", f"{image_hash} is not md5({url_field}) = {md5_of(url)}")
+        return False
+    if image_hash in first_line:
+        log.reject(path, line, "image_hash", f"duplicate of line {first_line[image_hash]}")
+        return False
+    first_line[image_hash] = line
+    return True
+
+
 def caption_placeholders(caption: str) -> list[str]:
     """The `{...}` names of an anonymous caption, in order of first use.
 
