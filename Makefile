@@ -4,9 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
+# LPIPS and DreamSim need torchvision, which does not import beside the CPU torch 2.13 wheel: their tests run in a
+# second venv on the torch/torchvision pair that does (see the README's evaluation section).
+PERCEPTUAL_VENV ?= .venv-perceptual
+PERCEPTUAL_TORCH ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUTPUT ?= relsim-demo
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install install-perceptual clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +22,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+$(PERCEPTUAL_VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PERCEPTUAL_VENV)/bin/python || $(PYTHON) -m venv $(PERCEPTUAL_VENV)
+	$(PERCEPTUAL_VENV)/bin/python -c "import torchvision" 2>/dev/null || \
+		$(PERCEPTUAL_VENV)/bin/python -m pip install --quiet $(PERCEPTUAL_TORCH)
+	$(PERCEPTUAL_VENV)/bin/python -m pip install --quiet -e ".[test,perceptual]"
+	touch $@
+
+install-perceptual: $(PERCEPTUAL_VENV)/.installed
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m training.demo --output $(DEMO_OUTPUT)
 
@@ -25,8 +38,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+test: lint install-perceptual
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not perceptual"
+	HF_HUB_OFFLINE=1 $(PERCEPTUAL_VENV)/bin/python -m pytest -m perceptual
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUTPUT) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(PERCEPTUAL_VENV) $(DEMO_OUTPUT) .pytest_cache .ruff_cache *.egg-info

@@ -168,3 +168,21 @@ def test_export_shards_large_splits(pipeline, tmp_path):
     ]
     reloaded = datasets.load_dataset(str(tmp_path), "seed_group_images", cache_dir=str(tmp_path / "cache"))
     assert reloaded["train"].num_rows == 5
+
+
+def test_eval_pool_manifest_from_the_pipeline_folders(pipeline, sources, tmp_path):
+    from training.eval.__main__ import main as eval_main
+    from training.eval.pool import read_pool
+
+    images = sources / "images"
+    output = tmp_path / "pool.jsonl"
+    eval_main(["pool", "--built", str(pipeline / "built"), "--images", str(pipeline / "downloads"), "--output",
+               str(output)])  # fmt: skip
+    items = {item.image_hash: item for item in read_pool(output)}
+    url = {index: md5_of(f"file://{images / f'{index}.png'}") for index in range(6)}
+    # group 0 (images 0-2; image 1 is also a random-pool row but stays a group member), group 1 (image 3; its
+    # partner is missing), the test caption of image 5; the broken and missing files are not in the pool
+    assert set(items) == {url[0], url[1], url[2], url[3], url[5]}
+    assert [items[url[index]].group_id for index in (0, 1, 2, 3)] == [0, 0, 0, 1]
+    assert items[url[5]].caption == "nested {Object}s" and items[url[5]].group_id is None
+    assert all(item.split == "test" and min(PIL.Image.open(item.image).size) == 32 for item in items.values())
