@@ -6,11 +6,11 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 # LPIPS and DreamSim need torchvision, which does not import beside the CPU torch 2.13 wheel: their tests run in a
 # second venv on the torch/torchvision pair that does (see the README's evaluation section).
-PERCEPTUAL_VENV ?= .venv-perceptual
-PERCEPTUAL_TORCH ?= torch==2.14.1 torchvision==0.29.1
+TORCHVISION_VENV ?= .venv-torchvision
+TORCHVISION_TORCH ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUTPUT ?= relsim-demo
 
-.PHONY: demo test lint install install-perceptual clean
+.PHONY: demo test lint install install-torchvision clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-$(PERCEPTUAL_VENV)/.installed: setup.cfg pyproject.toml
-	test -x $(PERCEPTUAL_VENV)/bin/python || $(PYTHON) -m venv $(PERCEPTUAL_VENV)
-	$(PERCEPTUAL_VENV)/bin/python -c "import torchvision" 2>/dev/null || \
-		$(PERCEPTUAL_VENV)/bin/python -m pip install --quiet $(PERCEPTUAL_TORCH)
-	$(PERCEPTUAL_VENV)/bin/python -m pip install --quiet -e ".[test,perceptual]"
+$(TORCHVISION_VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(TORCHVISION_VENV)/bin/python || $(PYTHON) -m venv $(TORCHVISION_VENV)
+	$(TORCHVISION_VENV)/bin/python -c "import torchvision" 2>/dev/null || \
+		$(TORCHVISION_VENV)/bin/python -m pip install --quiet $(TORCHVISION_TORCH)
+	$(TORCHVISION_VENV)/bin/python -m pip install --quiet -e ".[test,perceptual]"
 	touch $@
 
-install-perceptual: $(PERCEPTUAL_VENV)/.installed
+install-torchvision: $(TORCHVISION_VENV)/.installed
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m training.demo --output $(DEMO_OUTPUT)
@@ -38,9 +38,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint install-perceptual
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not perceptual"
-	HF_HUB_OFFLINE=1 $(PERCEPTUAL_VENV)/bin/python -m pytest -m perceptual
+test: lint install-torchvision
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not torchvision"
+	HF_HUB_OFFLINE=1 $(TORCHVISION_VENV)/bin/python -m pytest -m torchvision
 
 clean:
-	rm -rf $(VENV) $(PERCEPTUAL_VENV) $(DEMO_OUTPUT) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(TORCHVISION_VENV) $(DEMO_OUTPUT) .pytest_cache .ruff_cache *.egg-info

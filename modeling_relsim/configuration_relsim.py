@@ -51,6 +51,9 @@ class RelSimConfig(PretrainedConfig):
             Standard deviation of the new parameters' (query vector, projection) normal initialisation.
         initializer_seed (`int`, defaults to 0):
             Seed of the new parameters' initialisation, so building from a backbone is reproducible.
+        vision_attention (`str`, defaults to `"batched"`):
+            `"batched"` sends all vision windows of one length through one attention call; `"reference"` keeps
+            transformers' one-call-per-window loop. Same numbers; batched is much faster on GPU.
     """
 
     model_type = "relsim"
@@ -71,6 +74,7 @@ class RelSimConfig(PretrainedConfig):
         text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2",
         initializer_range: float = 0.02,
         initializer_seed: int = 0,
+        vision_attention: str = "batched",
         **kwargs: Any,
     ) -> None:
         if backbone_config is None:
@@ -83,6 +87,8 @@ class RelSimConfig(PretrainedConfig):
             )
         if crop not in CROP_POLICIES:
             raise ValueError(f"crop must be one of {CROP_POLICIES}, got {crop!r}")
+        if vision_attention not in ("batched", "reference"):
+            raise ValueError(f"vision_attention must be 'batched' or 'reference', got {vision_attention!r}")
         if projection_dim <= 0:
             raise ValueError(f"projection_dim must be positive, got {projection_dim}")
         if image_size <= 0:
@@ -104,6 +110,7 @@ class RelSimConfig(PretrainedConfig):
         self.text_encoder = text_encoder
         self.initializer_range = initializer_range
         self.initializer_seed = initializer_seed
+        self.vision_attention = vision_attention
         super().__init__(**kwargs)
 
     @property

@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_relsim import RelSimConfig
 from .processing_relsim import RelSimProcessor, add_query_token
+from .vision_attention import set_vision_attention
 
 
 logger = logging.get_logger(__name__)
@@ -68,14 +69,25 @@ class RelSimTemperature(nn.Module):
         return self.logit_scale
 
 
+def _checks_cost_nothing(tensor: torch.Tensor) -> bool:
+    """Input checks that read a value back to the host run on CPU tensors only: on an accelerator they would stall
+    the stream every forward, and under torch.compile they would break the graph. The processor guarantees them."""
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def unpad_pixel_values(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
     """`(batch, max_patches, patch_dim)` per-sample layout -> `(total_patches, patch_dim)` the vision tower reads.
 
-    A 2-D input is already flat (the stock Qwen2.5-VL processor's layout) and is returned as is.
+    A 2-D input is already flat (the stock Qwen2.5-VL processor's layout) and is returned as is. When every image has
+    the full patch count (centre-cropped batches) this is a free reshape; the vision tower reads the grid on the host
+    anyway, so reading the patch counts here costs no extra stall.
     """
     if pixel_values.dim() == 2:
         return pixel_values
-    patches_per_image = image_grid_thw.prod(-1).to(pixel_values.device)
+    patches_per_image = image_grid_thw.prod(-1)
+    if not torch.compiler.is_compiling() and bool((patches_per_image == pixel_values.shape[1]).all()):
+        return pixel_values.reshape(-1, pixel_values.shape[-1])
+    patches_per_image = patches_per_image.to(pixel_values.device)
     keep = torch.arange(pixel_values.shape[1], device=pixel_values.device) < patches_per_image[:, None]
     return pixel_values[keep]
 
@@ -165,6 +177,7 @@ class RelSimModel(RelSimPreTrainedModel):
     def __init__(self, config: RelSimConfig) -> None:
         super().__init__(config)
         self.backbone = AutoModel.from_config(config.backbone_config)
+        set_vision_attention(self.backbone.visual, config.vision_attention)
         hidden_size = config.backbone_config.text_config.hidden_size
         self.query_embedding = RelSimQueryEmbedding(hidden_size)
         self.projection = nn.Linear(hidden_size, config.projection_dim)
@@ -179,6 +192,17 @@ class RelSimModel(RelSimPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
 
+    def set_vision_attention(self, mode: str) -> None:
+        """`"batched"` (one attention call per window length) or `"reference"` (transformers' per-window loop)."""
+        set_vision_attention(self.backbone.visual, mode)
+        self.config.vision_attention = mode
+
+    def compile_vision(self, **compile_kwargs: Any) -> None:
+        """`torch.compile`s each vision block in place (weights and state-dict names unchanged). It pays on GPU,
+        where the blocks' many small element-wise kernels fuse; the window grouping runs eagerly once per forward."""
+        for block in self.backbone.visual.blocks:
+            block.compile(**{"dynamic": True, **compile_kwargs})
+
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.backbone.set_input_embeddings(value)
 
@@ -192,7 +216,7 @@ class RelSimModel(RelSimPreTrainedModel):
             )
         query_mask = (input_ids == query_token_id) & attention_mask.bool()
         counts = query_mask.sum(-1)
-        if bool((counts != 1).any()):
+        if _checks_cost_nothing(counts) and bool((counts != 1).any()):
             sample = int((counts != 1).nonzero()[0, 0])
             raise ValueError(
                 f"sample {sample} holds {int(counts[sample])} query tokens ({self.config.query_token!r}, id "
@@ -206,6 +230,7 @@ class RelSimModel(RelSimPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_grid_thw: torch.LongTensor | None = None,
+        image_features: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> RelSimOutput | tuple[torch.Tensor, ...]:
@@ -221,6 +246,9 @@ class RelSimModel(RelSimPreTrainedModel):
                 `(total_patches, patch_dim)` flat.
             image_grid_thw (`torch.LongTensor` of shape `(batch_size, 3)`):
                 Temporal, height and width patch grid of each image.
+            image_features (`torch.Tensor` of shape `(image_tokens, hidden_size)`, *optional*):
+                The vision tower's output from [`get_vision_features`], instead of `pixel_values`: the tower is
+                frozen in relsim's recipe, so a GradCache replay can reuse the features of its first pass.
             kwargs: passed to the language model (e.g. attention-backend options).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -232,15 +260,11 @@ class RelSimModel(RelSimPreTrainedModel):
 
         # The query token's own vocabulary row is never read: its id may even lie past the embedding matrix.
         inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(query_mask, 0))
-        if pixel_values is not None:
-            if image_grid_thw is None:
-                raise ValueError("pixel_values were given without image_grid_thw")
-            flat_pixels = unpad_pixel_values(pixel_values, image_grid_thw)
-            visual = self.backbone.visual
-            vision_output = visual(flat_pixels.to(visual.dtype), grid_thw=image_grid_thw)
-            image_features = getattr(vision_output, "pooler_output", vision_output)
+        if image_features is None and pixel_values is not None:
+            image_features = self.get_vision_features(pixel_values, image_grid_thw)
+        if image_features is not None:
             image_mask = input_ids == backbone_config.image_token_id
-            if int(image_mask.sum()) != image_features.shape[0]:
+            if _checks_cost_nothing(image_mask) and int(image_mask.sum()) != image_features.shape[0]:
                 raise ValueError(
                     f"the batch holds {int(image_mask.sum())} image tokens but the images give "
                     f"{image_features.shape[0]} features; were input_ids and pixel_values made together?"
@@ -275,6 +299,15 @@ class RelSimModel(RelSimPreTrainedModel):
         if not return_dict:
             return (image_embeds, query_hidden_states, logit_scale)
         return RelSimOutput(image_embeds=image_embeds, query_hidden_states=query_hidden_states, logit_scale=logit_scale)
+
+    def get_vision_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.LongTensor) -> torch.Tensor:
+        """The vision tower's merged patch features `(image_tokens, hidden_size)` of a processor batch."""
+        if image_grid_thw is None:
+            raise ValueError("pixel_values were given without image_grid_thw")
+        visual = self.backbone.visual
+        flat_pixels = unpad_pixel_values(pixel_values, image_grid_thw)
+        vision_output = visual(flat_pixels.to(visual.dtype), grid_thw=image_grid_thw)
+        return getattr(vision_output, "pooler_output", vision_output)
 
     def get_image_features(self, **inputs: Any) -> torch.Tensor:
         """L2-normalised relational embeddings `(batch_size, projection_dim)` of a processor batch."""
@@ -356,6 +389,7 @@ class RelSimModel(RelSimPreTrainedModel):
         with torch.device("meta"):
             model = cls(config)
         model.backbone = backbone
+        set_vision_attention(backbone.visual, config.vision_attention)
         model.config.backbone_config = backbone.config
         model.config._attn_implementation = backbone.config._attn_implementation
         reference = backbone.get_input_embeddings().weight

@@ -19,7 +19,7 @@ from transformers import AddedToken, AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 from transformers.processing_utils import ProcessorMixin
-from transformers.utils import is_vision_available
+from transformers.utils import is_torchvision_available, is_vision_available
 
 from .configuration_relsim import CROP_POLICIES, DEFAULT_INSTRUCTION, PROCESSOR_SETTING_NAMES
 
@@ -30,6 +30,21 @@ if is_vision_available():
 
 IMAGE_TOKEN = "<|image_pad|>"
 USER_TURN_START = "<|im_start|>user"
+
+
+IMAGE_BACKENDS = ("auto", "pil", "torchvision")
+
+
+def _image_processor_class(image_backend: str) -> type:
+    if image_backend not in IMAGE_BACKENDS:
+        raise ValueError(f"image_backend must be one of {IMAGE_BACKENDS}, got {image_backend!r}")
+    if image_backend == "pil" or (image_backend == "auto" and not is_torchvision_available()):
+        return Qwen2VLImageProcessorPil
+    if not is_torchvision_available():
+        raise ImportError("image_backend='torchvision' needs torchvision installed (matching your torch build)")
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    return Qwen2VLImageProcessor
 
 
 class UnreadableImageError(ValueError):
@@ -117,7 +132,8 @@ class RelSimProcessor(ProcessorMixin):
     (GradCache micro-batches, DDP shards); the model drops the padding using `image_grid_thw`.
 
     Args:
-        image_processor (`Qwen2VLImageProcessorPil`, *optional*): normalises and patchifies the resized image.
+        image_processor (`Qwen2VLImageProcessorPil` or its torchvision twin, *optional*): normalises and patchifies
+            the image this processor resized.
         tokenizer (`PreTrainedTokenizerBase`): a Qwen2.5-VL tokenizer; `query_token` is added if it is missing.
         chat_template (`str`, *optional*): Jinja template; defaults to the tokenizer's.
         query_token (`str`): the read-out token.
@@ -161,9 +177,15 @@ class RelSimProcessor(ProcessorMixin):
 
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        """Pins the PIL image processor: train and inference must see identical pixels, with or without torchvision."""
+        """Loads the image processor of `image_backend` (`"auto"`: torchvision when installed, else PIL).
+
+        Resizing is always this processor's own (PIL, LANCZOS, in `prepare_image`); the image processor only
+        rescales, normalises and patchifies, where the two backends agree to 1e-6. (Their resizing differs by up to
+        0.3, which is why it is never theirs.) So the faster torchvision backend cannot shift the embeddings.
+        """
         subfolder = kwargs.pop("subfolder", "")
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(
+        image_processor_class = _image_processor_class(kwargs.pop("image_backend", "auto"))
+        image_processor = image_processor_class.from_pretrained(
             pretrained_model_name_or_path, subfolder=subfolder, **kwargs
         )
         tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)

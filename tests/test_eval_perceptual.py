@@ -1,5 +1,5 @@
-"""LPIPS and DreamSim through their packages; these need torchvision, so `make test` runs them in .venv-perceptual
-(torch 2.14.1 + torchvision 0.29.1) with `pytest -m perceptual`."""
+"""LPIPS and DreamSim through their packages; these need torchvision, so `make test` runs them in .venv-torchvision
+(torch 2.14.1 + torchvision 0.29.1) with `pytest -m torchvision`."""
 
 import inspect
 
@@ -14,7 +14,7 @@ from training.eval.pool import read_pool
 from training.eval.retrieval import retrieve
 
 
-pytestmark = pytest.mark.perceptual
+pytestmark = pytest.mark.torchvision
 
 
 @pytest.fixture(scope="module")

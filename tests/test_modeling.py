@@ -138,6 +138,7 @@ def test_save_and_reload_round_trip(model, processor, images, tmp_path):
         "configuration_relsim.py",
         "modeling_relsim.py",
         "processing_relsim.py",
+        "vision_attention.py",
     }
     batch = processor(images)
     with torch.no_grad():
@@ -214,3 +215,14 @@ def test_gradient_checkpointing_is_non_reentrant_and_exact(model, processor, ima
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_precomputed_vision_features_give_the_same_embeddings(model, processor, images):
+    batch = processor(images)
+    with torch.no_grad():
+        features = model.get_vision_features(batch["pixel_values"], batch["image_grid_thw"])
+        direct = model(**batch).image_embeds
+        reused = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       image_grid_thw=batch["image_grid_thw"], image_features=features).image_embeds  # fmt: skip
+    assert features.shape == (int((batch["input_ids"] == model.config.backbone_config.image_token_id).sum()), 64)
+    torch.testing.assert_close(reused, direct, atol=0, rtol=0)

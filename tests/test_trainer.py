@@ -122,6 +122,32 @@ def test_grad_cache_gives_the_full_batch_gradients(aspect_processor, images, cap
         torch.testing.assert_close(cached[name], full[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+def test_grad_cache_with_lora_runs_the_frozen_vision_tower_once_per_micro_batch(
+    aspect_processor, images, caption_encoder, tmp_path
+):
+    examples = [{"image": image, "caption": PATTERN_CAPTIONS[index % 3]} for index, image in enumerate(images * 3)]
+    batch = RelSimCollator(aspect_processor)(examples)
+    results = {}
+    for micro_batch_size in (None, 2):
+        # no LoRA dropout: micro-batches draw other dropout masks than the full batch
+        lora = relsim_lora_config(r=4, lora_alpha=8, lora_dropout=0.0)
+        model = get_peft_model(build_tiny_model(aspect_processor, seed=0), lora)
+        visual = model.get_base_model().backbone.visual
+        calls = []
+        visual.register_forward_hook(lambda module, args, output, calls=calls: calls.append(1))
+        trainer = make_trainer(model, aspect_processor, None, caption_encoder, tmp_path,
+                               contrastive_micro_batch_size=micro_batch_size)  # fmt: skip
+        trainer.current_gradient_accumulation_steps = 1
+        loss = trainer.training_step(model, dict(batch))
+        results[micro_batch_size] = (loss, _gradients(model), len(calls))
+    (full_loss, full, full_calls), (cached_loss, cached, cached_calls) = results[None], results[2]
+    assert (full_calls, cached_calls) == (1, 5)  # five micro-batches, the tower not run again in the replay
+    assert cached_loss.item() == pytest.approx(full_loss.item(), abs=1e-6)
+    assert full.keys() == cached.keys() and not any("visual" in name for name in full)
+    for name in full:
+        torch.testing.assert_close(cached[name], full[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_resume_continues_the_loss_curve_exactly(short_prompt_processor, patterns, caption_encoder, tmp_path):
     def lora_model():
         return get_peft_model(build_tiny_model(short_prompt_processor, seed=0), relsim_lora_config(r=4, lora_alpha=8))

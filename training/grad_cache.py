@@ -50,6 +50,24 @@ def split_batch(batch: Mapping[str, Any], micro_batch_size: int) -> list[dict[st
     return micro_batches
 
 
+def reuse_frozen_vision_features(relsim_model: torch.nn.Module, micro_batches: list[dict[str, Any]]) -> bool:
+    """Replaces each micro-batch's pixels by the vision tower's features when no vision parameter trains (relsim's
+    recipe): GradCache's two passes then run the tower once instead of twice, and never under autograd.
+
+    Returns whether the features were computed (False when some vision parameter trains).
+    """
+    if any(parameter.requires_grad for parameter in relsim_model.backbone.visual.parameters()):
+        return False
+    with torch.no_grad():
+        for micro_batch in micro_batches:
+            if micro_batch.get("pixel_values") is not None:
+                pixel_values = micro_batch.pop("pixel_values")
+                micro_batch["image_features"] = relsim_model.get_vision_features(
+                    pixel_values, micro_batch["image_grid_thw"]
+                )
+    return True
+
+
 def grad_cache_step(
     model: torch.nn.Module,
     micro_batches: list[dict[str, Any]],

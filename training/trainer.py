@@ -22,7 +22,7 @@ from modeling_relsim import RelSimModel
 from training.arguments import RelSimTrainingArguments
 from training.caption_encoder import CaptionEncoder
 from training.distributed import world
-from training.grad_cache import grad_cache_step, split_batch
+from training.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
 from training.losses import ContrastiveLoss, relational_info_nce
 from training.metrics import retrieval_compute_metrics
 
@@ -201,9 +201,12 @@ class RelSimTrainer(Trainer):
                 result = scaled_loss(output.image_embeds, output.logit_scale)
                 self.accelerator.backward(result.loss, **backward_kwargs)
             else:
+                micro_batches = split_batch(model_inputs, micro_batch_size)
+                if self.accelerator.distributed_type != DistributedType.FSDP:  # FSDP shards must run in the wrapper
+                    reuse_frozen_vision_features(relsim_base_model(self.accelerator.unwrap_model(model)), micro_batches)
                 result = grad_cache_step(
                     model,
-                    split_batch(model_inputs, micro_batch_size),
+                    micro_batches,
                     loss_fn=scaled_loss,
                     backward=self.accelerator.backward,
                     no_sync=lambda: self.accelerator.no_sync(model),

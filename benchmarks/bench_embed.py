@@ -1,0 +1,201 @@
+"""Embedding throughput: the official one-image loop and plain batched transformers against relsim's forward.
+
+    python benchmarks/bench_embed.py --preset tiny                      # CPU smoke run (seconds)
+    python benchmarks/bench_embed.py --preset 7b --device cuda --dtype bfloat16 --batch-size 64 --json out.json
+
+Paths, all on the same random-weight model and the same preprocessed 448x448 (preset default) images:
+- `official_loop`: one image per forward through transformers' Qwen2_5_VLModel, reading `output_hidden_states`
+  (how the official code embeds), transformers' per-window vision attention;
+- `transformers_batched`: a plain batched Qwen2_5_VLModel forward, per-window vision attention;
+- `relsim`: RelSimModel's forward: batched window attention, no hidden-state stack, no lm_head (optionally with
+  `--compile`, torch.compile of the vision blocks).
+Preprocessing is done once, before timing (it runs in DataLoader workers in `embed_images`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import transformers
+from presets import (
+    DEFAULT_IMAGE_SIZE,
+    PRESETS,
+    AttentionCallCounter,
+    image_forward_flops,
+    peak_memory_gib,
+    peak_tflops,
+    reset_peak_memory,
+    synchronize,
+)
+
+from modeling_relsim import RelSimConfig, RelSimModel
+from modeling_relsim.modeling_relsim import unpad_pixel_values
+from training.tiny_backbone import build_tiny_processor, tiny_backbone_config
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_model(preset: str, processor, device: torch.device, dtype: torch.dtype, attention: str) -> RelSimModel:
+    config = RelSimConfig(
+        backbone_config=tiny_backbone_config(processor.tokenizer, PRESETS[preset]),
+        query_token_id=processor.query_token_id,
+        **processor.settings(),
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = RelSimModel._from_config(config, dtype=dtype, attn_implementation=attention)
+    return model.eval()
+
+
+def random_images(count: int, size: int) -> list[PIL.Image.Image]:
+    rng = np.random.default_rng(0)
+    return [PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def backbone_inputs(model: RelSimModel, batch) -> dict[str, torch.Tensor]:
+    """The stock Qwen2.5-VL inputs of a relsim batch: flat pixels, image token types, and a real vocabulary token in
+    place of relsim's query token (whose id may lie past the tiny vocabulary; it costs the same)."""
+    input_ids = batch["input_ids"].masked_fill(batch["input_ids"] == model.config.query_token_id, 0)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": batch["attention_mask"],
+        "pixel_values": unpad_pixel_values(batch["pixel_values"], batch["image_grid_thw"]).to(model.dtype),
+        "image_grid_thw": batch["image_grid_thw"],
+        "mm_token_type_ids": (input_ids == model.config.backbone_config.image_token_id).int(),
+    }
+
+
+def timed(device: torch.device, run, repeats: int) -> float:
+    """Seconds per call after one warm-up call."""
+    run()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--image-size", type=int, help="default: 112 for tiny, 448 for 3b/7b")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="timed batches per path (after one warm-up)")
+    parser.add_argument("--loop-images", type=int, default=4, help="images timed through the one-image loop")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--attention", default="sdpa", help="attention backend of the language model and reference")
+    parser.add_argument("--compile", action="store_true", help="torch.compile relsim's vision blocks")
+    parser.add_argument("--peak-tflops", type=float, help="for the roofline fraction (default: known GPUs)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.preset]
+    processor = build_tiny_processor(image_size=image_size)
+    model = build_model(args.preset, processor, device, dtype, args.attention)
+    batch = processor(random_images(args.batch_size, image_size)).to(device)
+    stock_inputs = backbone_inputs(model, batch)
+    results: dict[str, dict] = {}
+
+    # the official loop: one image at a time, the whole hidden-state stack returned
+    model.set_vision_attention("reference")
+    singles = [processor(image).to(device) for image in random_images(args.loop_images, image_size)]
+    single_inputs = [backbone_inputs(model, single) for single in singles]
+
+    def official_loop() -> None:
+        with torch.inference_mode():
+            for inputs in single_inputs:
+                model.backbone(**inputs, output_hidden_states=True, use_cache=False)
+
+    reset_peak_memory(device)
+    seconds = timed(device, official_loop, max(1, args.repeats // 2))
+    results["official_loop"] = {
+        "images_per_second": len(single_inputs) / seconds,
+        "peak_memory_gib": peak_memory_gib(device),
+    }
+
+    def transformers_batched() -> None:
+        with torch.inference_mode():
+            model.backbone(**stock_inputs, use_cache=False)
+
+    reset_peak_memory(device)
+    seconds = timed(device, transformers_batched, args.repeats)
+    with AttentionCallCounter() as counter:
+        transformers_batched()
+    results["transformers_batched"] = {
+        "images_per_second": args.batch_size / seconds,
+        "attention_calls": counter.calls,
+        "peak_memory_gib": peak_memory_gib(device),
+    }
+    with torch.inference_mode():
+        reference_embeds = model(**batch).image_embeds.float()
+
+    model.set_vision_attention("batched")
+    if args.compile:
+        model.compile_vision()
+
+    def relsim_forward() -> None:
+        with torch.inference_mode():
+            model(**batch)
+
+    reset_peak_memory(device)
+    seconds = timed(device, relsim_forward, args.repeats)
+    with AttentionCallCounter() as counter:
+        relsim_forward()
+    with torch.inference_mode():
+        embeds = model(**batch).image_embeds.float()
+    results["relsim"] = {
+        "images_per_second": args.batch_size / seconds,
+        "attention_calls": counter.calls,
+        "peak_memory_gib": peak_memory_gib(device),
+        "max_abs_diff_to_reference": float((embeds - reference_embeds).abs().max()),
+        "min_cosine_to_reference": float(torch.nn.functional.cosine_similarity(embeds, reference_embeds).min()),
+    }
+
+    prompt_tokens = int(batch["attention_mask"][0].sum()) - (image_size // 28) ** 2
+    flops = image_forward_flops(PRESETS[args.preset], image_size, prompt_tokens)
+    peak = args.peak_tflops or peak_tflops(device)
+    for entry in results.values():
+        entry["achieved_tflops"] = entry["images_per_second"] * flops.total / 1e12
+        entry["roofline_fraction"] = entry["achieved_tflops"] / peak if peak else None
+    ours = results["relsim"]["images_per_second"]
+    summary = {
+        "speedup_vs_official_loop": ours / results["official_loop"]["images_per_second"],
+        "speedup_vs_transformers_batched": ours / results["transformers_batched"]["images_per_second"],
+        "roofline_images_per_second": peak * 1e12 / flops.total if peak else None,
+    }
+    report = {
+        "benchmark": "embed",
+        "preset": args.preset, "image_size": image_size, "batch_size": args.batch_size, "dtype": args.dtype,
+        "attention": args.attention, "compile": args.compile,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "flops_per_image": {"vision": flops.vision, "language": flops.language, "total": flops.total},
+        "paths": results,
+        **summary,
+    }  # fmt: skip
+    print(f"{'path':<22}{'img/s':>10}{'attn calls':>12}{'TFLOP/s':>10}{'roofline':>10}{'peak GiB':>10}")
+    for name, entry in results.items():
+        roofline = f"{entry['roofline_fraction']:.1%}" if entry["roofline_fraction"] is not None else "-"
+        calls = entry.get("attention_calls", "-")
+        print(f"{name:<22}{entry['images_per_second']:>10.2f}{calls:>12}{entry['achieved_tflops']:>10.3f}"
+              f"{roofline:>10}{entry['peak_memory_gib']:>10.2f}")  # fmt: skip
+    print(f"relsim vs official loop: {summary['speedup_vs_official_loop']:.2f}x; "
+          f"vs transformers batched: {summary['speedup_vs_transformers_batched']:.2f}x; "
+          f"min cosine to reference {results['relsim']['min_cosine_to_reference']:.7f}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

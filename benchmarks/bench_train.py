@@ -1,0 +1,166 @@
+"""Contrastive training throughput: a plain LoRA loop against relsim's GradCache step with its speed-ups.
+
+    python benchmarks/bench_train.py --preset tiny                       # CPU smoke run (seconds)
+    python benchmarks/bench_train.py --preset 7b --device cuda --dtype bfloat16 --reference-batch 16 \
+        --contrastive-batch 256 --micro-batch 32 --json out.json
+
+Both paths train LoRA r16 on q_proj/v_proj of the language model plus the query vector, projection and temperature
+(the paper's recipe), with InfoNCE against fixed caption embeddings (the frozen text tower is cached in training, so
+it is left out), on the same random-weight model and images:
+- `reference`: a plain step over `--reference-batch` samples, gradient checkpointing on the whole backbone,
+  transformers' per-window vision attention, AdamW;
+- `relsim`: one GradCache step over `--contrastive-batch` samples in micro-batches of `--micro-batch`: batched window
+  attention; the frozen vision tower runs once per micro-batch without autograd and its features serve both GradCache
+  passes; non-reentrant checkpointing on the language model only; fused AdamW on GPU; bf16 autocast on GPU with the
+  trainable parts in fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from bench_embed import DTYPES, build_model, random_images
+from peft import get_peft_model
+from presets import DEFAULT_IMAGE_SIZE, PRESETS, peak_memory_gib, reset_peak_memory, synchronize
+
+from training.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
+from training.lora import relsim_lora_config
+from training.losses import relational_info_nce
+from training.tiny_backbone import build_tiny_processor
+
+
+def lora_model(preset, processor, device, dtype, vision_attention: str):
+    model = build_model(preset, processor, device, dtype, "sdpa")
+    model.set_vision_attention(vision_attention)
+    model = get_peft_model(model, relsim_lora_config())
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()  # fp32 master weights for the small trainable parts
+    return model
+
+
+def enable_checkpointing(module, options: dict | None = None) -> None:
+    """transformers 5.23 renamed gradient to activation checkpointing; 5.17 has only the old name."""
+    if hasattr(module, "activation_checkpointing_enable"):
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+
+def caption_targets(count: int, dimension: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    embeds = torch.nn.functional.normalize(torch.randn(count, dimension, generator=generator), dim=-1).to(device)
+    return embeds, torch.arange(count, device=device)
+
+
+def timed_steps(device, step, repeats: int) -> tuple[float, float]:
+    """(seconds per step after one warm-up step, the warm-up step's loss)."""
+    first_loss = step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats, first_loss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--reference-batch", type=int, default=4)
+    parser.add_argument("--contrastive-batch", type=int, default=16)
+    parser.add_argument("--micro-batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the frozen backbone")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.preset]
+    processor = build_tiny_processor(image_size=image_size)
+    images = random_images(max(args.reference_batch, args.contrastive_batch), image_size)
+    results = {}
+
+    # reference: a plain loop
+    model = lora_model(args.preset, processor, device, dtype, "reference")
+    enable_checkpointing(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = processor(images[: args.reference_batch]).to(device)
+    targets, caption_ids = caption_targets(args.reference_batch, model.config.projection_dim, device)
+
+    def reference_step() -> float:
+        output = model(**batch)
+        loss = relational_info_nce(output.image_embeds.float(), targets, caption_ids, output.logit_scale).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    reset_peak_memory(device)
+    seconds, reference_loss = timed_steps(device, reference_step, args.repeats)
+    results["reference"] = {"samples_per_second": args.reference_batch / seconds, "batch": args.reference_batch,
+                            "peak_memory_gib": peak_memory_gib(device), "first_loss": reference_loss}  # fmt: skip
+    del model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # relsim: GradCache at the full contrastive batch
+    model = lora_model(args.preset, processor, device, dtype, "batched")
+    relsim = model.get_base_model()
+    enable_checkpointing(relsim.backbone.language_model, {"use_reentrant": False})
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
+    batch = processor(images[: args.contrastive_batch]).to(device)
+    targets, caption_ids = caption_targets(args.contrastive_batch, relsim.config.projection_dim, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+    def relsim_step() -> float:
+        micro_batches = split_batch(batch, args.micro_batch)
+        with autocast:
+            reuse_frozen_vision_features(relsim, micro_batches)
+            result = grad_cache_step(
+                model,
+                micro_batches,
+                lambda embeds, scale: relational_info_nce(embeds, targets, caption_ids, scale),
+                backward=lambda loss: loss.backward(),
+                no_sync=contextlib.nullcontext,
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(result.loss.detach())
+
+    reset_peak_memory(device)
+    seconds, relsim_loss = timed_steps(device, relsim_step, args.repeats)
+    results["relsim"] = {"samples_per_second": args.contrastive_batch / seconds, "batch": args.contrastive_batch,
+                         "micro_batch": args.micro_batch, "peak_memory_gib": peak_memory_gib(device),
+                         "first_loss": relsim_loss}  # fmt: skip
+
+    speedup = results["relsim"]["samples_per_second"] / results["reference"]["samples_per_second"]
+    report = {
+        "benchmark": "train",
+        "preset": args.preset, "image_size": image_size, "dtype": args.dtype,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "paths": results,
+        "speedup": speedup,
+    }  # fmt: skip
+    print(f"{'path':<12}{'batch':>7}{'samples/s':>12}{'peak GiB':>10}{'first loss':>12}")
+    for name, entry in results.items():
+        print(f"{name:<12}{entry['batch']:>7}{entry['samples_per_second']:>12.2f}{entry['peak_memory_gib']:>10.2f}"
+              f"{entry['first_loss']:>12.4f}")  # fmt: skip
+    print(f"relsim vs reference: {speedup:.2f}x samples/s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
