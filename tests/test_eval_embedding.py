@@ -23,11 +23,12 @@ def test_read_pool_resolves_relative_images_and_keeps_fields(tmp_path):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"image_hash": "a", "image": "a.png", "split": "train"}', "line 2: field 'split' must be one of"),
-        ('{"image": "a.png", "split": "test"}', "line 2: field 'image_hash' is missing"),
-        ('{"image_hash": "a", "image": "a.png", "split": "test", "group_id": "7"}', "line 2: field 'group_id'"),
-        ('{"image_hash": "x", "image": "b.png", "split": "test"}', "line 2: image_hash 'x' already on line 1"),
-        ("not json", "line 2: not JSON"),
+        ('{"image_hash": "a", "image": "a.png", "split": "train"}', ":2: field 'split' must be one of"),
+        ('{"image": "a.png", "split": "test"}', ":2: field 'image_hash' is missing"),
+        ('{"image_hash": "a", "image": "a.png", "split": "test", "group_id": "7"}', ":2: field 'group_id'"),
+        ('{"image_hash": "x", "image": "b.png", "split": "test"}', ":2: image_hash 'x' already on line 1"),
+        ("not json", ":2: <line>: malformed JSON"),
+        ("[1, 2]", ":2: <line>: expected a JSON object"),
     ],
 )
 def test_read_pool_names_file_line_and_field(tmp_path, line, message):

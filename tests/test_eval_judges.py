@@ -155,3 +155,13 @@ def test_local_vlm_judge_answers_each_pair_greedily(backbone_dir, pool, tmp_path
     assert [j.answer for j in again] == [j.answer for j in judgements]  # greedy: the same answers
     assert all(j.score == parse_score(j.answer) for j in judgements)
     assert judge.identity()["model"] == str(backbone_dir)
+
+
+def test_a_damaged_answer_cache_names_its_file_and_line(tmp_path):
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"key": "a", "answer": "Score: 3"}\n{"key": "b"}\n')
+    with pytest.raises(ValueError, match=r"answers\.jsonl:2: answer: missing from this judge answer record"):
+        JudgementCache(path)
+    path.write_text('{"key": "a", "answer": "Score: 3"}\n{"key": "b", "ans\n')
+    with pytest.raises(ValueError, match=r"answers\.jsonl:2: <line>: malformed JSON"):
+        JudgementCache(path)

@@ -3,13 +3,13 @@ hash in a JSON-lines file, so both baselines and any rerun share one captioning 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import PIL.Image
 
 from training.eval.qwen_chat import QwenVLChat
+from training.eval.records import append_record, iter_objects
 
 
 CAPTION_PROMPT = "Describe this image in one sentence of at most 30 words."
@@ -28,22 +28,15 @@ class Captioner:
         self.cache_file = Path(cache_file)
         self.captions: dict[str, str] = {}
         if self.cache_file.is_file():
-            with self.cache_file.open(encoding="utf-8") as lines:
-                for number, line in enumerate(lines, start=1):
-                    try:
-                        record = json.loads(line)
-                        self.captions[record["image_hash"]] = record["caption"]
-                    except (json.JSONDecodeError, KeyError, TypeError) as error:
-                        raise ValueError(f"{self.cache_file}, line {number}: not a caption record ({error})") from error
+            for _, record in iter_objects(self.cache_file, "caption", required=("image_hash", "caption")):
+                self.captions[record["image_hash"]] = record["caption"]
 
     def __call__(self, images: Sequence[PIL.Image.Image], image_hashes: Sequence[str]) -> list[str]:
         todo = [index for index, image_hash in enumerate(image_hashes) if image_hash not in self.captions]
         if todo:
             answers = self.chat.generate([([images[index]], self.prompt) for index in todo], max_new_tokens=64)
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            with self.cache_file.open("a", encoding="utf-8") as out:
-                for index, answer in zip(todo, answers, strict=True):
-                    caption = limit_words(answer)
-                    self.captions[image_hashes[index]] = caption
-                    out.write(json.dumps({"image_hash": image_hashes[index], "caption": caption}) + "\n")
+            for index, answer in zip(todo, answers, strict=True):
+                caption = limit_words(answer)
+                self.captions[image_hashes[index]] = caption
+                append_record({"image_hash": image_hashes[index], "caption": caption}, self.cache_file)
         return [self.captions[image_hash] for image_hash in image_hashes]

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from training.eval.records import iter_objects
+
 
 SPLITS = ("test", "distractor")
 
@@ -49,34 +51,25 @@ def read_pool(path: str | Path) -> list[PoolItem]:
     path = Path(path)
     items: list[PoolItem] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            image_hash = _field(record, "image_hash", str, where)
-            split = _field(record, "split", str, where)
-            if split not in SPLITS:
-                raise ValueError(f"{where}: field 'split' must be one of {SPLITS}, got {split!r}")
-            if image_hash in seen:
-                raise ValueError(f"{where}: image_hash {image_hash!r} already on line {seen[image_hash]}")
-            seen[image_hash] = number
-            image = Path(_field(record, "image", str, where))
-            items.append(
-                PoolItem(
-                    image_hash=image_hash,
-                    image=str(image if image.is_absolute() else path.parent / image),
-                    split=split,
-                    caption=_field(record, "caption", str, where, required=False),
-                    group_id=_field(record, "group_id", int, where, required=False),
-                )
+    for number, record in iter_objects(path, "pool"):
+        where = f"{path}:{number}"
+        image_hash = _field(record, "image_hash", str, where)
+        split = _field(record, "split", str, where)
+        if split not in SPLITS:
+            raise ValueError(f"{where}: field 'split' must be one of {SPLITS}, got {split!r}")
+        if image_hash in seen:
+            raise ValueError(f"{where}: image_hash {image_hash!r} already on line {seen[image_hash]}")
+        seen[image_hash] = number
+        image = Path(_field(record, "image", str, where))
+        items.append(
+            PoolItem(
+                image_hash=image_hash,
+                image=str(image if image.is_absolute() else path.parent / image),
+                split=split,
+                caption=_field(record, "caption", str, where, required=False),
+                group_id=_field(record, "group_id", int, where, required=False),
             )
+        )
     if not items:
         raise ValueError(f"{path} lists no images")
     return items

@@ -7,16 +7,16 @@ FAISS flat index. Scores are "higher is closer": cosine similarity, or minus the
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from training.eval.embedding_cache import EmbeddingCache
 from training.eval.pool import PoolItem
+from training.eval.records import read_records, write_records
 
 
 @dataclass
@@ -167,20 +167,8 @@ def retrieve(
 
 
 def write_retrievals(retrievals: Sequence[Retrieval], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for retrieval in retrievals:
-            out.write(json.dumps(asdict(retrieval)) + "\n")
-    return path
+    return write_records(retrievals, path)
 
 
 def read_retrievals(path: str | Path) -> list[Retrieval]:
-    retrievals = []
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            try:
-                retrievals.append(Retrieval(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as error:
-                raise ValueError(f"{path}, line {number}: not a retrieval record ({error})") from error
-    return retrievals
+    return read_records(path, Retrieval, "retrieval")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from training.eval.records import append_record, iter_objects, read_records, write_records
 
 
 @dataclass
@@ -29,39 +31,20 @@ class JudgementCache:
         self.path = Path(path)
         self.answers: dict[str, str] = {}
         if self.path.is_file():
-            with self.path.open(encoding="utf-8") as lines:
-                for number, line in enumerate(lines, start=1):
-                    try:
-                        record = json.loads(line)
-                        self.answers[record["key"]] = record["answer"]
-                    except (json.JSONDecodeError, KeyError, TypeError) as error:
-                        raise ValueError(f"{self.path}, line {number}: not a judge answer ({error})") from error
+            for _, record in iter_objects(self.path, "judge answer", required=("key", "answer")):
+                self.answers[record["key"]] = record["answer"]
 
     def get(self, key: str) -> str | None:
         return self.answers.get(key)
 
     def put(self, key: str, answer: str, **context: Any) -> None:
         self.answers[key] = answer
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps({"key": key, "answer": answer, **context}) + "\n")
+        append_record({"key": key, "answer": answer, **context}, self.path)
 
 
 def write_judgements(judgements: list[Judgement], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for judgement in judgements:
-            out.write(json.dumps(asdict(judgement)) + "\n")
-    return path
+    return write_records(judgements, path)
 
 
 def read_judgements(path: str | Path) -> list[Judgement]:
-    judgements = []
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            try:
-                judgements.append(Judgement(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as error:
-                raise ValueError(f"{path}, line {number}: not a judgement record ({error})") from error
-    return judgements
+    return read_records(path, Judgement, "judgement")
