@@ -69,17 +69,15 @@ class BatchedWindowAttentionMixin:
             embedding = torch.cat((rotary_pos_emb, rotary_pos_emb), dim=-1)
             position_embeddings = (embedding.cos(), embedding.sin())
         query, key = self._apply_rotary(query, key, *position_embeddings)
-        output = torch.empty_like(query)
-        for length, windows, index in _cached_groups(self, cu_seqlens):
-            if index is None:
-                q, k, v = (t.view(windows, length, self.num_heads, -1).transpose(1, 2) for t in (query, key, value))
-            else:
-                q, k, v = (
-                    t[index].view(windows, length, self.num_heads, -1).transpose(1, 2) for t in (query, key, value)
-                )
+        groups = _cached_groups(self, cu_seqlens)
+        # one group in token order (the common centre-cropped case) needs neither gather nor scatter
+        output = None if groups[0][2] is None else torch.empty_like(query)
+        for length, windows, index in groups:
+            q, k, v = (t if index is None else t[index] for t in (query, key, value))
+            q, k, v = (t.view(windows, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
             attended = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
             attended = attended.transpose(1, 2).reshape(windows * length, self.num_heads, -1)
-            if index is None:
+            if output is None:
                 output = attended
             else:
                 output[index] = attended
