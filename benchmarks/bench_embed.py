@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +43,9 @@ from training.tiny_backbone import build_tiny_processor, tiny_backbone_config
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+logger = logging.getLogger("relsim.benchmarks")
 
 
 def build_model(preset: str, processor, device: torch.device, dtype: torch.dtype, attention: str) -> RelSimModel:
@@ -98,6 +103,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, help="for the roofline fraction (default: known GPUs)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.preset]
@@ -184,13 +190,13 @@ def main() -> None:
         "paths": results,
         **summary,
     }  # fmt: skip
-    print(f"{'path':<22}{'img/s':>10}{'attn calls':>12}{'TFLOP/s':>10}{'roofline':>10}{'peak GiB':>10}")
+    logger.info(f"{'path':<22}{'img/s':>10}{'attn calls':>12}{'TFLOP/s':>10}{'roofline':>10}{'peak GiB':>10}")
     for name, entry in results.items():
         roofline = f"{entry['roofline_fraction']:.1%}" if entry["roofline_fraction"] is not None else "-"
         calls = entry.get("attention_calls", "-")
-        print(f"{name:<22}{entry['images_per_second']:>10.2f}{calls:>12}{entry['achieved_tflops']:>10.3f}"
+        logger.info(f"{name:<22}{entry['images_per_second']:>10.2f}{calls:>12}{entry['achieved_tflops']:>10.3f}"
               f"{roofline:>10}{entry['peak_memory_gib']:>10.2f}")  # fmt: skip
-    print(f"relsim vs official loop: {summary['speedup_vs_official_loop']:.2f}x; "
+    logger.info(f"relsim vs official loop: {summary['speedup_vs_official_loop']:.2f}x; "
           f"vs transformers batched: {summary['speedup_vs_transformers_batched']:.2f}x; "
           f"min cosine to reference {results['relsim']['min_cosine_to_reference']:.7f}")  # fmt: skip
     if args.json:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +36,9 @@ from training.grad_cache import grad_cache_step, reuse_frozen_vision_features, s
 from training.lora import relsim_lora_config
 from training.losses import relational_info_nce
 from training.tiny_backbone import build_tiny_processor
+
+
+logger = logging.getLogger("relsim.benchmarks")
 
 
 def lora_model(preset, processor, device, dtype, vision_attention: str):
@@ -83,6 +88,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the frozen backbone")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.preset]
@@ -153,11 +159,11 @@ def main() -> None:
         "paths": results,
         "speedup": speedup,
     }  # fmt: skip
-    print(f"{'path':<12}{'batch':>7}{'samples/s':>12}{'peak GiB':>10}{'first loss':>12}")
+    logger.info(f"{'path':<12}{'batch':>7}{'samples/s':>12}{'peak GiB':>10}{'first loss':>12}")
     for name, entry in results.items():
-        print(f"{name:<12}{entry['batch']:>7}{entry['samples_per_second']:>12.2f}{entry['peak_memory_gib']:>10.2f}"
+        logger.info(f"{name:<12}{entry['batch']:>7}{entry['samples_per_second']:>12.2f}{entry['peak_memory_gib']:>10.2f}"
               f"{entry['first_loss']:>12.4f}")  # fmt: skip
-    print(f"relsim vs reference: {speedup:.2f}x samples/s")
+    logger.info(f"relsim vs reference: {speedup:.2f}x samples/s")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

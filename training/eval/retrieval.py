@@ -44,13 +44,6 @@ def closeness(queries: torch.Tensor, pool: torch.Tensor, metric: str) -> torch.T
     raise ValueError(f"unknown metric {metric!r}; expected 'cosine' or 'l2'")
 
 
-def _digest_codes(query_digests: Sequence[str], pool_digests: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    codes: dict[str, int] = {}
-    query = torch.tensor([codes.setdefault(digest, len(codes)) for digest in query_digests])
-    pool = torch.tensor([codes.setdefault(digest, len(codes)) for digest in pool_digests])
-    return query, pool
-
-
 def search_exact(
     cache: EmbeddingCache,
     query_hashes: Sequence[str],
@@ -66,25 +59,25 @@ def search_exact(
     digests = cache.content_digests
     _, queries = cache.load(query_hashes)
     in_pool = set(pool_hashes)
+    codes: dict[str, int] = {}
+    query_codes = torch.tensor([codes.setdefault(digests[h], len(codes)) for h in query_hashes])
+    searched: list[str] = []  # pool hashes in the order they were scored; best_index points into it
     best_scores = torch.full((len(query_hashes), 0), float("-inf"))
-    best_hashes: list[list[str]] = [[] for _ in query_hashes]
+    best_index = torch.zeros((len(query_hashes), 0), dtype=torch.long)
     for shard_hashes, shard in cache.iter_shards():
         keep = [index for index, image_hash in enumerate(shard_hashes) if image_hash in in_pool]
         for start in range(0, len(keep), chunk_size):
             rows = keep[start : start + chunk_size]
-            chunk_hashes = [shard_hashes[row] for row in rows]
+            chunk_codes = torch.tensor([codes.setdefault(digests[shard_hashes[row]], len(codes)) for row in rows])
             scores = closeness(queries, shard[rows].float(), cache.metric)
-            query_codes, chunk_codes = _digest_codes(
-                [digests[h] for h in query_hashes], [digests[h] for h in chunk_hashes]
-            )
             scores[query_codes[:, None] == chunk_codes[None, :]] = float("-inf")
-            merged = torch.cat([best_scores, scores], dim=1)
-            candidates = [old + chunk_hashes for old in best_hashes]
-            best_scores, order = merged.topk(min(top_k, merged.shape[1]), dim=1)
-            best_hashes = [
-                [row[index] for index in indices] for row, indices in zip(candidates, order.tolist(), strict=True)
-            ]
-    return _drop_excluded(best_hashes, best_scores)
+            chunk_index = torch.arange(len(searched), len(searched) + len(rows)).expand(len(query_hashes), -1)
+            searched += [shard_hashes[row] for row in rows]
+            merged_scores = torch.cat([best_scores, scores], dim=1)
+            best_scores, order = merged_scores.topk(min(top_k, merged_scores.shape[1]), dim=1)
+            best_index = torch.cat([best_index, chunk_index], dim=1).gather(1, order)
+    neighbours = [[searched[index] for index in row] for row in best_index.tolist()]
+    return _drop_excluded(neighbours, best_scores)
 
 
 def search_faiss(
