@@ -2,24 +2,27 @@
 
     python benchmarks/bench_embed.py --preset tiny                      # CPU smoke run (seconds)
     python benchmarks/bench_embed.py --preset 7b --device cuda --dtype bfloat16 --batch-size 64 --json out.json
+    python benchmarks/bench_embed.py --preset 7b --narrow --batch-size 32   # 7b's kernel launches at 1/10 width, CPU
 
 Paths, all on the same random-weight model and the same preprocessed 448x448 (preset default) images:
 - `official_loop`: one image per forward through transformers' Qwen2_5_VLModel, reading `output_hidden_states`
   (how the official code embeds), transformers' per-window vision attention;
 - `transformers_batched`: a plain batched Qwen2_5_VLModel forward, per-window vision attention;
-- `relsim`: RelSimModel's forward: batched window attention, no hidden-state stack, no lm_head (optionally with
-  `--compile`, torch.compile of the vision blocks).
+- `relsim`: RelSimModel's forward on a batch sent as `embed_images` sends it (`move_batch`): batched window
+  attention, vision layout computed on the host, no hidden-state stack, no lm_head (optionally with
+  `--compile`, torch.compile of the vision blocks; `--compile-mode reduce-overhead` adds CUDA graphs).
 Preprocessing is done once, before timing (it runs in DataLoader workers in `embed_images`).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import logging
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +33,20 @@ from presets import (
     DEFAULT_IMAGE_SIZE,
     PRESETS,
     AttentionCallCounter,
+    achieved,
     image_forward_flops,
+    median_seconds_interleaved,
     peak_memory_gib,
     peak_tflops,
+    preset_sizes,
+    prompt_token_count,
     reset_peak_memory,
     synchronize,
 )
 
-from modeling_relsim import RelSimConfig, RelSimModel
+from modeling_relsim import RelSimConfig, RelSimModel, move_batch
 from modeling_relsim.modeling_relsim import unpad_pixel_values
-from training.tiny_backbone import build_tiny_processor, tiny_backbone_config
+from training.tiny_backbone import TinyBackboneSizes, build_tiny_processor, tiny_backbone_config
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -48,9 +55,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 logger = logging.getLogger("relsim.benchmarks")
 
 
-def build_model(preset: str, processor, device: torch.device, dtype: torch.dtype, attention: str) -> RelSimModel:
+def build_model(
+    sizes: TinyBackboneSizes, processor, device: torch.device, dtype: torch.dtype, attention: str
+) -> RelSimModel:
     config = RelSimConfig(
-        backbone_config=tiny_backbone_config(processor.tokenizer, PRESETS[preset]),
+        backbone_config=tiny_backbone_config(processor.tokenizer, sizes),
         query_token_id=processor.query_token_id,
         **processor.settings(),
     )
@@ -78,28 +87,47 @@ def backbone_inputs(model: RelSimModel, batch) -> dict[str, torch.Tensor]:
     }
 
 
-def timed(device: torch.device, run, repeats: int) -> float:
-    """Seconds per call after one warm-up call."""
+def sharing_weights(model: RelSimModel, vision_attention: str) -> RelSimModel:
+    """A second RelSimModel on the very same parameter and buffer tensors (no memory), with its own modules, so the
+    reference path's attention classes never touch (or recompile) relsim's."""
+    shared = {id(tensor): tensor for tensor in itertools.chain(model.parameters(), model.buffers())}
+    twin = copy.deepcopy(model, memo=shared)
+    twin.set_vision_attention(vision_attention)
+    return twin
+
+
+def first_synchronizing_call(run) -> str | None:
+    """None when `run` makes no call that waits for the GPU (CUDA's sync debug mode raises at the first one)."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run()
+    except RuntimeError as error:
+        return str(error).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return None
+
+
+def peak_memory_of(device: torch.device, run) -> float:
+    reset_peak_memory(device)
     run()
     synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        run()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
+    return peak_memory_gib(device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--narrow", action="store_true", help="the preset's layout at head width 8 (see presets.py)")
     parser.add_argument("--image-size", type=int, help="default: 112 for tiny, 448 for 3b/7b")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="timed batches per path (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up each); the median")
     parser.add_argument("--loop-images", type=int, default=4, help="images timed through the one-image loop")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--attention", default="sdpa", help="attention backend of the language model and reference")
     parser.add_argument("--compile", action="store_true", help="torch.compile relsim's vision blocks")
+    parser.add_argument("--compile-mode", help="torch.compile mode with --compile, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument("--peak-tflops", type=float, help="for the roofline fraction (default: known GPUs)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -108,72 +136,58 @@ def main() -> None:
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.preset]
     processor = build_tiny_processor(image_size=image_size)
-    model = build_model(args.preset, processor, device, dtype, args.attention)
-    batch = processor(random_images(args.batch_size, image_size)).to(device)
+    sizes = preset_sizes(args.preset, args.narrow)
+    model = build_model(sizes, processor, device, dtype, args.attention)
+    host_batch = processor(random_images(args.batch_size, image_size))
+    batch = host_batch.to(device)
     stock_inputs = backbone_inputs(model, batch)
-    results: dict[str, dict] = {}
-
-    # the official loop: one image at a time, the whole hidden-state stack returned
-    model.set_vision_attention("reference")
-    singles = [processor(image).to(device) for image in random_images(args.loop_images, image_size)]
-    single_inputs = [backbone_inputs(model, single) for single in singles]
-
-    def official_loop() -> None:
-        with torch.inference_mode():
-            for inputs in single_inputs:
-                model.backbone(**inputs, output_hidden_states=True, use_cache=False)
-
-    reset_peak_memory(device)
-    seconds = timed(device, official_loop, max(1, args.repeats // 2))
-    results["official_loop"] = {
-        "images_per_second": len(single_inputs) / seconds,
-        "peak_memory_gib": peak_memory_gib(device),
-    }
-
-    def transformers_batched() -> None:
-        with torch.inference_mode():
-            model.backbone(**stock_inputs, use_cache=False)
-
-    reset_peak_memory(device)
-    seconds = timed(device, transformers_batched, args.repeats)
-    with AttentionCallCounter() as counter:
-        transformers_batched()
-    results["transformers_batched"] = {
-        "images_per_second": args.batch_size / seconds,
-        "attention_calls": counter.calls,
-        "peak_memory_gib": peak_memory_gib(device),
-    }
-    with torch.inference_mode():
-        reference_embeds = model(**batch).image_embeds.float()
-
-    model.set_vision_attention("batched")
+    reference = sharing_weights(model, "reference")
     if args.compile:
-        model.compile_vision()
+        model.compile_vision(**({"mode": args.compile_mode} if args.compile_mode else {}))
+    singles = [processor(image).to(device) for image in random_images(args.loop_images, image_size)]
+    single_inputs = [backbone_inputs(reference, single) for single in singles]
+    relsim_batch = move_batch(host_batch, device)  # as embed_images sends it: grid on the host, no needless mask
 
+    @torch.inference_mode()
+    def official_loop() -> None:
+        """One image at a time, the whole hidden-state stack returned."""
+        for inputs in single_inputs:
+            reference.backbone(**inputs, output_hidden_states=True, use_cache=False)
+
+    @torch.inference_mode()
+    def transformers_batched() -> None:
+        reference.backbone(**stock_inputs, use_cache=False)
+
+    @torch.inference_mode()
     def relsim_forward() -> None:
-        with torch.inference_mode():
-            model(**batch)
+        model(**relsim_batch)
 
-    reset_peak_memory(device)
-    seconds = timed(device, relsim_forward, args.repeats)
-    with AttentionCallCounter() as counter:
-        relsim_forward()
+    paths = {"official_loop": official_loop, "transformers_batched": transformers_batched, "relsim": relsim_forward}
+    images = {"official_loop": len(single_inputs), "transformers_batched": args.batch_size, "relsim": args.batch_size}
+    seconds = median_seconds_interleaved(device, paths, args.repeats)
+    results: dict[str, dict] = {}
+    for name, run in paths.items():
+        results[name] = {
+            "images_per_second": images[name] / seconds[name],
+            "peak_memory_gib": peak_memory_of(device, run),
+        }
+        if name != "official_loop":
+            with AttentionCallCounter() as counter:
+                run()
+            results[name]["attention_calls"] = counter.calls
+    if device.type == "cuda":
+        results["relsim"]["synchronizing_call"] = first_synchronizing_call(relsim_forward)
     with torch.inference_mode():
-        embeds = model(**batch).image_embeds.float()
-    results["relsim"] = {
-        "images_per_second": args.batch_size / seconds,
-        "attention_calls": counter.calls,
-        "peak_memory_gib": peak_memory_gib(device),
-        "max_abs_diff_to_reference": float((embeds - reference_embeds).abs().max()),
-        "min_cosine_to_reference": float(torch.nn.functional.cosine_similarity(embeds, reference_embeds).min()),
-    }
+        reference_embeds = reference(**batch).image_embeds.float()
+        embeds = model(**relsim_batch).image_embeds.float()
+    results["relsim"]["max_abs_diff_to_reference"] = float((embeds - reference_embeds).abs().max())
+    cosine = torch.nn.functional.cosine_similarity(embeds, reference_embeds)
+    results["relsim"]["min_cosine_to_reference"] = float(cosine.min())
 
-    prompt_tokens = int(batch["attention_mask"][0].sum()) - (image_size // 28) ** 2
-    flops = image_forward_flops(PRESETS[args.preset], image_size, prompt_tokens)
+    flops = image_forward_flops(sizes, image_size, prompt_token_count(batch["attention_mask"], image_size))
     peak = args.peak_tflops or peak_tflops(device)
     for entry in results.values():
-        entry["achieved_tflops"] = entry["images_per_second"] * flops.total / 1e12
-        entry["roofline_fraction"] = entry["achieved_tflops"] / peak if peak else None
+        entry.update(achieved(entry["images_per_second"], flops.total, peak))
     ours = results["relsim"]["images_per_second"]
     summary = {
         "speedup_vs_official_loop": ours / results["official_loop"]["images_per_second"],
@@ -182,8 +196,8 @@ def main() -> None:
     }
     report = {
         "benchmark": "embed",
-        "preset": args.preset, "image_size": image_size, "batch_size": args.batch_size, "dtype": args.dtype,
-        "attention": args.attention, "compile": args.compile,
+        "preset": args.preset, "narrow": args.narrow, "image_size": image_size, "batch_size": args.batch_size,
+        "dtype": args.dtype, "attention": args.attention, "compile": args.compile, "compile_mode": args.compile_mode,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "flops_per_image": {"vision": flops.vision, "language": flops.language, "total": flops.total},

@@ -1,6 +1,7 @@
 """Contrastive training throughput: a plain LoRA loop against relsim's GradCache step with its speed-ups.
 
     python benchmarks/bench_train.py --preset tiny                       # CPU smoke run (seconds)
+    python benchmarks/bench_train.py --preset 7b --narrow                # 7b's kernel launches at 1/10 width, CPU
     python benchmarks/bench_train.py --preset 7b --device cuda --dtype bfloat16 --reference-batch 16 \
         --contrastive-batch 256 --micro-batch 32 --json out.json
 
@@ -13,6 +14,8 @@ it is left out), on the same random-weight model and images:
   attention; the frozen vision tower runs once per micro-batch without autograd and its features serve both GradCache
   passes; non-reentrant checkpointing on the language model only; fused AdamW on GPU; bf16 autocast on GPU with the
   trainable parts in fp32.
+TFLOP/s count model FLOPs (`FlopCount.training_step`: vision forward, language forward and its activation gradients);
+recomputation is overhead and not counted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import json
 import logging
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,7 +34,18 @@ import torch
 import transformers
 from bench_embed import DTYPES, build_model, random_images
 from peft import get_peft_model
-from presets import DEFAULT_IMAGE_SIZE, PRESETS, peak_memory_gib, reset_peak_memory, synchronize
+from presets import (
+    DEFAULT_IMAGE_SIZE,
+    PRESETS,
+    achieved,
+    image_forward_flops,
+    peak_memory_gib,
+    peak_tflops,
+    preset_sizes,
+    prompt_token_count,
+    reset_peak_memory,
+    synchronize,
+)
 
 from training.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
 from training.lora import relsim_lora_config
@@ -41,8 +56,8 @@ from training.tiny_backbone import build_tiny_processor
 logger = logging.getLogger("relsim.benchmarks")
 
 
-def lora_model(preset, processor, device, dtype, vision_attention: str):
-    model = build_model(preset, processor, device, dtype, "sdpa")
+def lora_model(sizes, processor, device, dtype, vision_attention: str):
+    model = build_model(sizes, processor, device, dtype, "sdpa")
     model.set_vision_attention(vision_attention)
     model = get_peft_model(model, relsim_lora_config())
     for parameter in model.parameters():
@@ -66,38 +81,44 @@ def caption_targets(count: int, dimension: int, device: torch.device) -> tuple[t
 
 
 def timed_steps(device, step, repeats: int) -> tuple[float, float]:
-    """(seconds per step after one warm-up step, the warm-up step's loss)."""
+    """(median seconds per step after one warm-up step, the warm-up step's loss). The two paths hold different
+    models (both at once may not fit a GPU), so they run one after the other; the median drops disturbed steps."""
     first_loss = step()
-    synchronize(device)
-    start = time.perf_counter()
+    seconds = []
     for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
         step()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats, first_loss
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), first_loss
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--narrow", action="store_true", help="the preset's layout at head width 8 (see presets.py)")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--reference-batch", type=int, default=4)
     parser.add_argument("--contrastive-batch", type=int, default=16)
     parser.add_argument("--micro-batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per path (after one warm-up); the median")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the frozen backbone")
+    parser.add_argument("--peak-tflops", type=float, help="for the roofline fraction (default: known GPUs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.preset]
+    sizes = preset_sizes(args.preset, args.narrow)
     processor = build_tiny_processor(image_size=image_size)
     images = random_images(max(args.reference_batch, args.contrastive_batch), image_size)
     results = {}
 
     # reference: a plain loop
-    model = lora_model(args.preset, processor, device, dtype, "reference")
+    model = lora_model(sizes, processor, device, dtype, "reference")
     enable_checkpointing(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = processor(images[: args.reference_batch]).to(device)
@@ -120,7 +141,7 @@ def main() -> None:
         torch.cuda.empty_cache()
 
     # relsim: GradCache at the full contrastive batch
-    model = lora_model(args.preset, processor, device, dtype, "batched")
+    model = lora_model(sizes, processor, device, dtype, "batched")
     relsim = model.get_base_model()
     enable_checkpointing(relsim.backbone.language_model, {"use_reentrant": False})
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -150,19 +171,26 @@ def main() -> None:
                          "micro_batch": args.micro_batch, "peak_memory_gib": peak_memory_gib(device),
                          "first_loss": relsim_loss}  # fmt: skip
 
+    flops = image_forward_flops(sizes, image_size, prompt_token_count(batch["attention_mask"], image_size))
+    peak = args.peak_tflops or peak_tflops(device)
+    for entry in results.values():
+        entry.update(achieved(entry["samples_per_second"], flops.training_step, peak))
     speedup = results["relsim"]["samples_per_second"] / results["reference"]["samples_per_second"]
     report = {
         "benchmark": "train",
-        "preset": args.preset, "image_size": image_size, "dtype": args.dtype,
+        "preset": args.preset, "narrow": args.narrow, "image_size": image_size, "dtype": args.dtype,
+        "flops_per_sample": flops.training_step,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "paths": results,
         "speedup": speedup,
     }  # fmt: skip
-    logger.info(f"{'path':<12}{'batch':>7}{'samples/s':>12}{'peak GiB':>10}{'first loss':>12}")
+    logger.info(f"{'path':<12}{'batch':>7}{'samples/s':>12}{'TFLOP/s':>10}{'roofline':>10}{'peak GiB':>10}"
+                f"{'first loss':>12}")  # fmt: skip
     for name, entry in results.items():
-        logger.info(f"{name:<12}{entry['batch']:>7}{entry['samples_per_second']:>12.2f}{entry['peak_memory_gib']:>10.2f}"
-              f"{entry['first_loss']:>12.4f}")  # fmt: skip
+        roofline = f"{entry['roofline_fraction']:.1%}" if entry["roofline_fraction"] is not None else "-"
+        logger.info(f"{name:<12}{entry['batch']:>7}{entry['samples_per_second']:>12.2f}{entry['achieved_tflops']:>10.3f}"
+                    f"{roofline:>10}{entry['peak_memory_gib']:>10.2f}{entry['first_loss']:>12.4f}")  # fmt: skip
     logger.info(f"relsim vs reference: {speedup:.2f}x samples/s")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -8,7 +8,10 @@ hundred rows instead of 152k): the embedding lookup costs nothing either way and
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -31,8 +34,29 @@ PRESETS: dict[str, TinyBackboneSizes] = {
                             text_intermediate_size=18944, **QWEN2_5_VL_VISION),
 }  # fmt: skip
 DEFAULT_IMAGE_SIZE = {"tiny": 112, "small": 224, "3b": 448, "7b": 448}
+NARROW_HEAD_DIM = 8
 # dense bf16 tensor-core peaks (TFLOP/s) for the roofline fraction
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def narrowed(sizes: TinyBackboneSizes, head_dim: int = NARROW_HEAD_DIM) -> TinyBackboneSizes:
+    """The same depths, heads, windows and full-attention blocks at a head width of `head_dim`.
+
+    Such a model launches exactly the kernels of the full-width one (the same attention calls per window, the same
+    layers) for a small fraction of its FLOPs, so on a CPU it exposes the per-call overhead that makes the issue's
+    GPU profile launch-bound, and its call counts are those of the real model.
+    """
+    return replace(
+        sizes,
+        text_hidden_size=sizes.text_heads * head_dim,
+        text_intermediate_size=2 * sizes.text_heads * head_dim,
+        vision_hidden_size=sizes.vision_heads * head_dim,
+        vision_intermediate_size=2 * sizes.vision_heads * head_dim,
+    )
+
+
+def preset_sizes(preset: str, narrow: bool = False) -> TinyBackboneSizes:
+    return narrowed(PRESETS[preset]) if narrow else PRESETS[preset]
 
 
 @dataclass
@@ -43,6 +67,14 @@ class FlopCount:
     @property
     def total(self) -> float:
         return self.vision + self.language
+
+    @property
+    def training_step(self) -> float:
+        """Model FLOPs of one training sample with a frozen backbone and LoRA: the vision tower forward (it needs no
+        backward) and the language model forward plus its activation gradients (about one forward more; the LoRA
+        weight gradients are negligible). Recomputation (checkpointing, GradCache's replay) is overhead and is not
+        counted, as in model-FLOP utilisation."""
+        return self.vision + 2 * self.language
 
 
 def image_forward_flops(sizes: TinyBackboneSizes, image_size: int, prompt_tokens: int, patch: int = 14) -> FlopCount:
@@ -63,6 +95,17 @@ def image_forward_flops(sizes: TinyBackboneSizes, image_size: int, prompt_tokens
     per_layer = 2 * sequence * (2 * text * text + 2 * text * kv_width + 3 * text * text_inner)
     per_layer += 2 * sequence * sequence * text  # causal attention: half of the 4*s^2*h of full attention
     return FlopCount(vision=float(vision), language=float(per_layer * sizes.text_layers))
+
+
+def prompt_token_count(attention_mask: torch.Tensor, image_size: int, patch: int = 14, merge: int = 2) -> int:
+    """Text tokens around one centre-cropped square image in a sample of a processor batch."""
+    return int(attention_mask[0].sum()) - (image_size // (patch * merge)) ** 2
+
+
+def achieved(items_per_second: float, flops_per_item: float, peak: float | None) -> dict[str, float | None]:
+    """Achieved TFLOP/s and its fraction of the dense peak (None without a known peak, e.g. on CPU)."""
+    tflops = items_per_second * flops_per_item / 1e12
+    return {"achieved_tflops": tflops, "roofline_fraction": tflops / peak if peak else None}
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -87,6 +130,26 @@ def peak_memory_gib(device: torch.device) -> float:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def median_seconds_interleaved(device: torch.device, paths: dict[str, Callable[[], object]], rounds: int) -> dict:
+    """Median seconds per call of each path, timed in interleaved rounds after one warm-up call each.
+
+    Interleaving puts every path under the same machine conditions (clock changes, neighbours), so their ratio
+    holds even where absolute times drift; the median drops the odd disturbed round.
+    """
+    for run in paths.values():
+        run()
+    synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, run in paths.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 class AttentionCallCounter:

@@ -7,7 +7,7 @@ Importing this package registers the classes with the Auto API and marks them fo
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_relsim import RelSimConfig
-from .modeling_relsim import RelSimModel, RelSimOutput, RelSimPreTrainedModel
+from .modeling_relsim import RelSimModel, RelSimOutput, RelSimPreTrainedModel, move_batch
 from .processing_relsim import RelSimProcessor, UnreadableImageError
 
 
@@ -25,4 +25,5 @@ __all__ = [
     "RelSimPreTrainedModel",
     "RelSimProcessor",
     "UnreadableImageError",
+    "move_batch",
 ]

@@ -6,7 +6,7 @@ This file travels as remote code next to saved weights, so it imports only torch
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from transformers.utils import ModelOutput, logging
 from .configuration_relsim import RelSimConfig
 from .processing_relsim import RelSimProcessor, add_query_token
 from .vision_attention import set_vision_attention
+from .vision_layout import VisionLayout
 
 
 logger = logging.get_logger(__name__)
@@ -79,17 +80,35 @@ def unpad_pixel_values(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor)
     """`(batch, max_patches, patch_dim)` per-sample layout -> `(total_patches, patch_dim)` the vision tower reads.
 
     A 2-D input is already flat (the stock Qwen2.5-VL processor's layout) and is returned as is. When every image has
-    the full patch count (centre-cropped batches) this is a free reshape; the vision tower reads the grid on the host
-    anyway, so reading the patch counts here costs no extra stall.
+    the full patch count (centre-cropped batches) this is a free reshape. RelSimModel passes the grid on the host, so
+    reading the patch counts costs no stall.
     """
     if pixel_values.dim() == 2:
         return pixel_values
     patches_per_image = image_grid_thw.prod(-1)
     if not torch.compiler.is_compiling() and bool((patches_per_image == pixel_values.shape[1]).all()):
         return pixel_values.reshape(-1, pixel_values.shape[-1])
-    patches_per_image = patches_per_image.to(pixel_values.device)
+    patches_per_image = patches_per_image.to(pixel_values.device, non_blocking=True)
     keep = torch.arange(pixel_values.shape[1], device=pixel_values.device) < patches_per_image[:, None]
     return pixel_values[keep]
+
+
+def move_batch(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """A processor batch on `device`, laid out the way the forward reads it without waiting on the device.
+
+    Tensors are copied asynchronously (from pinned memory when the DataLoader pins it). The image grid stays on the
+    host, where the vision layout is computed from it. The attention mask is left out when nothing is padded (read
+    here, on the host), so the language model takes the plain causal path without looking at it.
+    """
+    moved = {}
+    for key, value in batch.items():
+        unpadded = key == "attention_mask" and value.device.type == "cpu" and bool(value.all())
+        if unpadded:
+            continue
+        if isinstance(value, torch.Tensor) and key != "image_grid_thw":
+            value = value.to(device, non_blocking=True)
+        moved[key] = value
+    return moved
 
 
 def multimodal_position_ids(
@@ -113,7 +132,7 @@ def multimodal_position_ids(
     step = attended.long()
     offset_t = offset_h = offset_w = torch.zeros_like(step)
     if image_grid_thw is not None and image_grid_thw.numel() > 0:
-        grid = image_grid_thw.to(input_ids.device).long()
+        grid = image_grid_thw.to(input_ids.device, non_blocking=True).long()
         merged_h = grid[:, 1] // spatial_merge_size
         merged_w = grid[:, 2] // spatial_merge_size
         area = merged_h * merged_w
@@ -240,7 +259,8 @@ class RelSimModel(RelSimPreTrainedModel):
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
                 Prompt tokens with the image placeholders and one query token per sample; left or right padded.
             attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
-                1 for real tokens, 0 for padding.
+                1 for real tokens, 0 for padding. Leave it out for a batch without padding: the language model then
+                needs no look at the mask to take the plain causal attention path (`embed_images` does this).
             pixel_values (`torch.Tensor`, *optional*):
                 Patchified images, `(batch_size, max_patches, patch_dim)` per sample (zero-padded) or
                 `(total_patches, patch_dim)` flat.
@@ -252,6 +272,7 @@ class RelSimModel(RelSimPreTrainedModel):
             kwargs: passed to the language model (e.g. attention-backend options).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        language_attention_mask = attention_mask
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         query_positions = self.find_query_positions(input_ids, attention_mask)
@@ -284,7 +305,7 @@ class RelSimModel(RelSimPreTrainedModel):
         )
         language_output = self.backbone.language_model(
             inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
+            attention_mask=language_attention_mask,
             position_ids=position_ids,
             use_cache=False,
             **kwargs,
@@ -301,12 +322,19 @@ class RelSimModel(RelSimPreTrainedModel):
         return RelSimOutput(image_embeds=image_embeds, query_hidden_states=query_hidden_states, logit_scale=logit_scale)
 
     def get_vision_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.LongTensor) -> torch.Tensor:
-        """The vision tower's merged patch features `(image_tokens, hidden_size)` of a processor batch."""
+        """The vision tower's merged patch features `(image_tokens, hidden_size)` of a processor batch.
+
+        The tower's positions, window order and attention groups are computed on the host from the grid
+        ([`VisionLayout`]): none of the tower's blocks reads a value back from the device. A grid on the host (as
+        `embed_images` keeps it) costs no read at all; a grid on the device costs one.
+        """
         if image_grid_thw is None:
             raise ValueError("pixel_values were given without image_grid_thw")
         visual = self.backbone.visual
-        flat_pixels = unpad_pixel_values(pixel_values, image_grid_thw)
-        vision_output = visual(flat_pixels.to(visual.dtype), grid_thw=image_grid_thw)
+        host_grid = image_grid_thw.cpu()
+        flat_pixels = unpad_pixel_values(pixel_values, host_grid)
+        layout = VisionLayout.from_grid(visual, host_grid).to(flat_pixels.device)
+        vision_output = visual(flat_pixels.to(visual.dtype), grid_thw=image_grid_thw, **layout.tower_kwargs())
         return getattr(vision_output, "pooler_output", vision_output)
 
     def get_image_features(self, **inputs: Any) -> torch.Tensor:
@@ -347,8 +375,10 @@ class RelSimModel(RelSimPreTrainedModel):
     ) -> torch.FloatTensor:
         """Embeds a list of images (paths, PIL images or arrays) in batches.
 
-        Preprocessing runs in DataLoader workers when `num_workers > 0`. A progress bar appears for lists of more
-        than ten batches unless `show_progress` says otherwise.
+        Preprocessing runs in DataLoader workers when `num_workers > 0`, into pinned memory on CUDA. Batches go to
+        the device asynchronously with their image grid kept on the host, and the embeddings come back once at the
+        end, so the host never waits for the device between batches. A progress bar appears for lists of more than
+        ten batches unless `show_progress` says otherwise.
 
         Returns:
             `torch.FloatTensor` of shape `(len(images), projection_dim)` on the CPU, L2-normalised.
@@ -374,11 +404,10 @@ class RelSimModel(RelSimPreTrainedModel):
         embeddings = []
         try:
             for batch in logging.tqdm(loader, desc="embedding images", unit="batch", disable=not show_progress):
-                batch = batch.to(device, non_blocking=True)
-                embeddings.append(self.get_image_features(**batch).float().cpu())
+                embeddings.append(self.get_image_features(**move_batch(batch, device)).float())
         finally:
             self.train(was_training)
-        return torch.cat(embeddings)
+        return torch.cat(embeddings).cpu()
 
     @classmethod
     def around_backbone(cls, backbone: Qwen2_5_VLModel, config: RelSimConfig) -> RelSimModel:
@@ -463,4 +492,11 @@ class RelSimModel(RelSimPreTrainedModel):
         }
 
 
-__all__ = ["RelSimModel", "RelSimOutput", "RelSimPreTrainedModel", "multimodal_position_ids", "unpad_pixel_values"]
+__all__ = [
+    "RelSimModel",
+    "RelSimOutput",
+    "RelSimPreTrainedModel",
+    "move_batch",
+    "multimodal_position_ids",
+    "unpad_pixel_values",
+]

@@ -24,11 +24,14 @@ from torch import nn
 
 VISION_ATTENTION_MODES = ("batched", "reference")
 _BATCHED_CLASSES: dict[type, type] = {}
+# (window length, number of windows, token index of the group's windows or None when they are every token in order)
+WindowGroup = tuple[int, int, torch.Tensor | None]
 
 
-def window_groups(cu_seqlens: torch.Tensor) -> list[tuple[int, int, torch.Tensor | None]]:
+def window_groups(cu_seqlens: torch.Tensor) -> list[WindowGroup]:
     """`(length, windows, token_index)` per distinct window length; `token_index` is None when that group is every
-    token in order (the common square case), so no gather is needed. One host read of the window boundaries."""
+    token in order (the common square case), so no gather is needed. One host read of the window boundaries (none
+    when RelSimModel has registered them, see `remember_window_groups`)."""
     boundaries = cu_seqlens.tolist()
     starts, lengths = boundaries[:-1], [end - start for start, end in itertools.pairwise(boundaries)]
     by_length: dict[int, list[int]] = {}
@@ -84,19 +87,25 @@ class BatchedWindowAttentionMixin:
         return self.proj(output.reshape(seq_length, -1))
 
 
-def _cached_groups(module: nn.Module, cu_seqlens: torch.Tensor) -> list[tuple[int, int, torch.Tensor | None]]:
+def _cached_groups(module: nn.Module, cu_seqlens: torch.Tensor) -> list[WindowGroup]:
     """The tower hands the same boundary tensor to every block of a forward: group once per tensor, not per block."""
     cached = _GROUP_CACHE.get(id(cu_seqlens))
     if cached is not None and cached[0] is cu_seqlens:  # the stored reference keeps the id from being reused
         return cached[1]
-    if len(_GROUP_CACHE) >= 8:
-        _GROUP_CACHE.clear()
     groups = window_groups(cu_seqlens)
-    _GROUP_CACHE[id(cu_seqlens)] = (cu_seqlens, groups)
+    remember_window_groups(cu_seqlens, groups)
     return groups
 
 
-_GROUP_CACHE: dict[int, tuple[torch.Tensor, list]] = {}
+def remember_window_groups(cu_seqlens: torch.Tensor, groups: list[WindowGroup]) -> None:
+    """Registers the groups of a boundary tensor computed on the host, so the blocks that receive that very tensor
+    (on the device) use them instead of reading it back."""
+    if len(_GROUP_CACHE) >= 8:
+        _GROUP_CACHE.clear()
+    _GROUP_CACHE[id(cu_seqlens)] = (cu_seqlens, groups)
+
+
+_GROUP_CACHE: dict[int, tuple[torch.Tensor, list[WindowGroup]]] = {}
 
 
 def set_vision_attention(visual: nn.Module, mode: str) -> None:
@@ -119,4 +128,4 @@ def set_vision_attention(visual: nn.Module, mode: str) -> None:
         attention.__class__ = _BATCHED_CLASSES[base]
 
 
-__all__ = ["VISION_ATTENTION_MODES", "set_vision_attention", "window_groups"]
+__all__ = ["VISION_ATTENTION_MODES", "WindowGroup", "remember_window_groups", "set_vision_attention", "window_groups"]

@@ -139,6 +139,7 @@ def test_save_and_reload_round_trip(model, processor, images, tmp_path):
         "modeling_relsim.py",
         "processing_relsim.py",
         "vision_attention.py",
+        "vision_layout.py",
     }
     batch = processor(images)
     with torch.no_grad():

@@ -9,6 +9,7 @@ import PIL.Image
 import torch
 
 from modeling_relsim import RelSimModel, RelSimProcessor
+from modeling_relsim.modeling_relsim import move_batch
 from training.eval.methods.base import EmbeddingMethod
 
 
@@ -38,4 +39,4 @@ class RelSimMethod(EmbeddingMethod):
         return self.processor.batch_prepared_images(prepared)
 
     def embed(self, batch: Any, image_hashes: Sequence[str]) -> torch.Tensor:
-        return self.model.get_image_features(**batch.to(self.device)).float().cpu()
+        return self.model.get_image_features(**move_batch(batch, self.device)).float().cpu()
