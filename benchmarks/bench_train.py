@@ -50,6 +50,7 @@ from presets import (
 from training.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
 from training.lora import relsim_lora_config
 from training.losses import relational_info_nce
+from training.model_factory import keep_trainable_parameters_in_float32
 from training.tiny_backbone import build_tiny_processor
 
 
@@ -60,9 +61,7 @@ def lora_model(sizes, processor, device, dtype, vision_attention: str):
     model = build_model(sizes, processor, device, dtype, "sdpa")
     model.set_vision_attention(vision_attention)
     model = get_peft_model(model, relsim_lora_config())
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            parameter.data = parameter.data.float()  # fp32 master weights for the small trainable parts
+    keep_trainable_parameters_in_float32(model)  # fp32 master weights for the small trainable parts
     return model
 
 

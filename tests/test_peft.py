@@ -84,3 +84,31 @@ def test_merged_model_saves_as_a_plain_relsim_model(lora_model, processor, image
         torch.testing.assert_close(merged(**batch).image_embeds, expected, atol=1e-5, rtol=0)
         reloaded = RelSimModel.from_pretrained(tmp_path)
         torch.testing.assert_close(reloaded(**batch).image_embeds, expected, atol=1e-5, rtol=0)
+
+
+def test_bf16_lora_trains_its_small_parts_in_float32(model, processor, images):
+    """The backbone in bfloat16, the trainable parts in float32: a 1e-4 step moves the logit scale (about 2.66),
+    which a bfloat16 copy could not hold (its steps there are 0.016)."""
+    from training.arguments import ModelArguments
+    from training.model_factory import make_trainable
+
+    trainable = make_trainable(model.to(torch.bfloat16), ModelArguments(lora_r=4, lora_alpha=8, lora_dropout=0.0))
+    dtypes = {name: parameter.dtype for name, parameter in trainable.named_parameters() if parameter.requires_grad}
+    assert set(dtypes.values()) == {torch.float32}
+    assert any("temperature.modules_to_save" in name for name in dtypes)
+    frozen = {parameter.dtype for parameter in trainable.parameters() if not parameter.requires_grad}
+    assert frozen == {torch.bfloat16}
+
+    logit_scale = trainable.base_model.model.temperature.modules_to_save["default"].logit_scale
+    before = logit_scale.detach().item()
+    optimizer = torch.optim.SGD([parameter for parameter in trainable.parameters() if parameter.requires_grad], lr=1e-4)
+    trainable.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = contrastive_loss(trainable, processor(images))
+    loss.backward()
+    assert logit_scale.grad is not None and logit_scale.grad.dtype == torch.float32
+    optimizer.step()
+    after = logit_scale.detach().item()
+    assert after == pytest.approx(before - 1e-4 * logit_scale.grad.item(), abs=1e-7)
+    assert after != before
+    assert torch.tensor(before, dtype=torch.bfloat16) == torch.tensor(after, dtype=torch.bfloat16)

@@ -58,8 +58,25 @@ def build_base(arguments: ModelArguments) -> tuple[RelSimProcessor, RelSimModel]
     return processor, model
 
 
+def keep_trainable_parameters_in_float32(model: torch.nn.Module) -> int:
+    """Casts the trainable parameters of a LoRA model to float32 (the frozen backbone stays in its dtype); returns
+    how many were cast.
+
+    PEFT already keeps LoRA weights in float32, but the new heads (query vector, projection, logit scale) are trained
+    as copies in the backbone's dtype. In bfloat16 a logit scale near 2.6 moves in steps of 0.016, so updates of
+    lr 1e-4 would vanish. bf16 autocast still runs their matmuls in bfloat16; float32 is the master copy.
+    """
+    cast = 0
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+            cast += 1
+    return cast
+
+
 def make_trainable(model: RelSimModel, arguments: ModelArguments) -> torch.nn.Module:
-    """LoRA on the language model (plus the new heads), or full training with the vision tower frozen by default."""
+    """LoRA on the language model (plus the new heads, in float32), or full training with the vision tower frozen
+    by default."""
     if arguments.use_lora:
         config = relsim_lora_config(
             r=arguments.lora_r,
@@ -67,7 +84,9 @@ def make_trainable(model: RelSimModel, arguments: ModelArguments) -> torch.nn.Mo
             lora_dropout=arguments.lora_dropout,
             target_modules=arguments.lora_target_modules,
         )
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
+        keep_trainable_parameters_in_float32(model)
+        return model
     model.requires_grad_(True)
     if not arguments.train_vision_tower:
         model.backbone.visual.requires_grad_(False)
