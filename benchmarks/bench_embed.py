@@ -2,7 +2,7 @@
 
     python benchmarks/bench_embed.py --preset tiny                      # CPU smoke run (seconds)
     python benchmarks/bench_embed.py --preset 7b --device cuda --dtype bfloat16 --batch-size 64 --json out.json
-    python benchmarks/bench_embed.py --preset 7b --narrow --batch-size 32   # 7b's kernel launches at 1/10 width, CPU
+    python benchmarks/bench_embed.py --preset 7b --narrow --batch-size 32   # 7b's layout at head width 8, CPU
 
 Paths, all on the same random-weight model and the same preprocessed 448x448 (preset default) images:
 - `official_loop`: one image per forward through transformers' Qwen2_5_VLModel, reading `output_hidden_states`

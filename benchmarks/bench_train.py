@@ -1,7 +1,7 @@
 """Contrastive training throughput: a plain LoRA loop against relsim's GradCache step with its speed-ups.
 
     python benchmarks/bench_train.py --preset tiny                       # CPU smoke run (seconds)
-    python benchmarks/bench_train.py --preset 7b --narrow                # 7b's kernel launches at 1/10 width, CPU
+    python benchmarks/bench_train.py --preset 7b --narrow                # 7b's layout at head width 8, CPU
     python benchmarks/bench_train.py --preset 7b --device cuda --dtype bfloat16 --reference-batch 16 \
         --contrastive-batch 256 --micro-batch 32 --json out.json
 
@@ -25,9 +25,7 @@ import contextlib
 import json
 import logging
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,12 +37,12 @@ from presets import (
     PRESETS,
     achieved,
     image_forward_flops,
+    median_seconds_interleaved,
     peak_memory_gib,
     peak_tflops,
     preset_sizes,
     prompt_token_count,
     reset_peak_memory,
-    synchronize,
 )
 
 from training.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
@@ -83,14 +81,7 @@ def timed_steps(device, step, repeats: int) -> tuple[float, float]:
     """(median seconds per step after one warm-up step, the warm-up step's loss). The two paths hold different
     models (both at once may not fit a GPU), so they run one after the other; the median drops disturbed steps."""
     first_loss = step()
-    seconds = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), first_loss
+    return median_seconds_interleaved(device, {"step": step}, repeats, warm_up=False)["step"], first_loss
 
 
 def main() -> None:

@@ -132,14 +132,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds_interleaved(device: torch.device, paths: dict[str, Callable[[], object]], rounds: int) -> dict:
-    """Median seconds per call of each path, timed in interleaved rounds after one warm-up call each.
+def median_seconds_interleaved(
+    device: torch.device, paths: dict[str, Callable[[], object]], rounds: int, warm_up: bool = True
+) -> dict[str, float]:
+    """Median seconds per call of each path, timed in interleaved rounds (after one warm-up call each, unless the
+    caller has warmed them up).
 
     Interleaving puts every path under the same machine conditions (clock changes, neighbours), so their ratio
     holds even where absolute times drift; the median drops the odd disturbed round.
     """
-    for run in paths.values():
-        run()
+    if warm_up:
+        for run in paths.values():
+            run()
     synchronize(device)
     samples: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):

@@ -10,7 +10,7 @@ batched window attention's groups come from the same host boundaries, so no bloc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -90,8 +90,14 @@ class VisionLayout:
     def tower_kwargs(self) -> dict[str, torch.Tensor | int]:
         """The keyword arguments that transformers' vision helpers pop instead of computing (None ones are left
         out: the helpers would compute them again, and they are None only where nothing needs them)."""
-        names = ("position_ids", "cu_seqlens", "max_seqlen", "window_index", "cu_window_seqlens", "max_window_seqlen")
-        values = {field.name: getattr(self, field.name) for field in fields(self) if field.name in names}
+        values = {
+            "position_ids": self.position_ids,
+            "cu_seqlens": self.cu_seqlens,
+            "max_seqlen": self.max_seqlen,
+            "window_index": self.window_index,
+            "cu_window_seqlens": self.cu_window_seqlens,
+            "max_window_seqlen": self.max_window_seqlen,
+        }
         return {name: value for name, value in values.items() if value is not None}
 
 

@@ -8,8 +8,7 @@ from typing import Any
 import PIL.Image
 import torch
 
-from modeling_relsim import RelSimModel, RelSimProcessor
-from modeling_relsim.modeling_relsim import move_batch
+from modeling_relsim import RelSimModel, RelSimProcessor, move_batch
 from training.eval.methods.base import EmbeddingMethod
 
 
