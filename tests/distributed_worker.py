@@ -17,12 +17,12 @@ from safetensors.torch import save_file
 from torch.utils.data import SequentialSampler
 from transformers import TrainerCallback
 
-from training.arguments import RelSimTrainingArguments
-from training.caption_encoder import CaptionEncoder
-from training.collator import RelSimCollator
-from training.distributed import world
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
-from training.trainer import RelSimTrainer
+from training.trainer.arguments import RelSimTrainingArguments
+from training.trainer.caption_encoder import CaptionEncoder
+from training.trainer.collator import RelSimCollator
+from training.trainer.distributed import world
+from training.trainer.trainer import RelSimTrainer
 
 
 GLOBAL_BATCH = 8

@@ -3,8 +3,8 @@ import json
 from helpers import pattern_dataset
 from huggingface_hub import ModelCard
 
-from training.cards import PAPER_EVALUATION, render_model_card
-from training.train_relsim import main
+from hub_cards.render import PAPER_EVALUATION, render_model_card
+from training.trainer.train import main
 
 
 def test_model_card_yaml_and_usage():
@@ -22,6 +22,12 @@ def test_model_card_yaml_and_usage():
     for method, score in PAPER_EVALUATION.items():
         assert f"| {method} | {score} |" in parsed.text
     assert "r=16, alpha=32" in parsed.text and "## Limits" in parsed.text
+
+
+def test_model_card_quotes_dino_from_the_papers_text_and_notes_the_plot():
+    text = ModelCard(str(render_model_card("relsim/relsim"))).text
+    assert "| DINO | 5.14 |" in text
+    assert "4.68" in text and "plotting script" in text
 
 
 def test_training_run_writes_its_card(tmp_path):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import pattern_dataset
 
-from training.collator import RelSimCollator
-from training.losses import caption_id
+from training.trainer.collator import RelSimCollator
+from training.trainer.losses import caption_id
 
 
 @pytest.fixture

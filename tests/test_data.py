@@ -5,8 +5,8 @@ import datasets
 import pytest
 from helpers import pattern_dataset
 
-from training.arguments import DataArguments
-from training.data import image_caption_dataset, load_training_data, normalize_caption, read_official_captions
+from training.trainer.arguments import DataArguments
+from training.trainer.data import image_caption_dataset, load_training_data, normalize_caption, read_official_captions
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import caption_id, relational_info_nce
-from training.trainer import LogitScaleClampCallback
+from training.trainer.losses import caption_id, relational_info_nce
+from training.trainer.trainer import LogitScaleClampCallback
 
 
 def unit(*values):

@@ -5,8 +5,8 @@ from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file
 
 from modeling_relsim import RelSimModel
-from training.lora import relsim_lora_config
 from training.tiny_backbone import build_tiny_model
+from training.trainer.lora import relsim_lora_config
 
 
 def contrastive_loss(model, batch):
@@ -89,8 +89,8 @@ def test_merged_model_saves_as_a_plain_relsim_model(lora_model, processor, image
 def test_bf16_lora_trains_its_small_parts_in_float32(model, processor, images):
     """The backbone in bfloat16, the trainable parts in float32: a 1e-4 step moves the logit scale (about 2.66),
     which a bfloat16 copy could not hold (its steps there are 0.016)."""
-    from training.arguments import ModelArguments
-    from training.model_factory import make_trainable
+    from training.trainer.arguments import ModelArguments
+    from training.trainer.model_factory import make_trainable
 
     trainable = make_trainable(model.to(torch.bfloat16), ModelArguments(lora_r=4, lora_alpha=8, lora_dropout=0.0))
     dtypes = {name: parameter.dtype for name, parameter in trainable.named_parameters() if parameter.requires_grad}

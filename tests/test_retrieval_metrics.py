@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from training.retrieval_metrics import attribute_trap_rate, ranked_pool, relational_retrieval_metrics
+from training.metrics import attribute_trap_rate, ranked_pool, relational_retrieval_metrics
 
 
 # Three queries against a pool of five; each row lists the pool's similarity to that query.

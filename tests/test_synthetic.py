@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from training.data import read_official_captions
 from training.synthetic import FAMILIES, FAMILY_NAMES, synthetic_dataset, synthetic_examples, write_official_format
 from training.synthetic.attributes import HELD_OUT_COLOURS, HELD_OUT_SHAPES, TRAIN_COLOURS, TRAIN_SHAPES
 from training.synthetic.families import SEPARATOR_RGB
+from training.trainer.data import read_official_captions
 
 
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)  # a pixel touching another by a corner belongs to the same object

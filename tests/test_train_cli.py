@@ -9,8 +9,8 @@ from helpers import pattern_dataset
 from transformers import AutoModel
 
 from modeling_relsim import RelSimModel, RelSimProcessor
-from training.export_relsim import export_checkpoint
-from training.train_relsim import main, parse_arguments
+from training.trainer.export import export_checkpoint
+from training.trainer.train import main, parse_arguments
 
 
 PAPER_RECIPE = "training/configs/relsim-qwen2.5-vl-7b.yaml"

@@ -8,12 +8,12 @@ from helpers import PATTERN_CAPTIONS, embed_in_clean_process, pattern_dataset
 from peft import get_peft_model
 
 from modeling_relsim import RelSimModel
-from training.arguments import RelSimTrainingArguments
-from training.collator import RelSimCollator
-from training.data import image_caption_dataset
-from training.lora import relsim_lora_config
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
-from training.trainer import RelSimTrainer
+from training.trainer.arguments import RelSimTrainingArguments
+from training.trainer.collator import RelSimCollator
+from training.trainer.data import image_caption_dataset
+from training.trainer.lora import relsim_lora_config
+from training.trainer.trainer import RelSimTrainer
 
 
 @pytest.fixture

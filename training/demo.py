@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modeling_relsim import RelSimModel, RelSimProcessor
-from training.benchmark.baselines import BASELINES, RelSimEmbedder
-from training.benchmark.report import markdown_table, write_report
-from training.benchmark.run import BenchmarkRun, held_out_pool, run_benchmark
-from training.model_factory import build_base, load_model_arguments
-from training.train_relsim import main as train
+from training.evaluation.methods.attribute_baselines import BASELINES, RelSimEmbedder
+from training.evaluation.synthetic_report import markdown_table, write_report
+from training.evaluation.synthetic_retrieval import BenchmarkRun, held_out_pool, run_benchmark
+from training.trainer.model_factory import build_base, load_model_arguments
+from training.trainer.train import main as train
 
 
 logger = logging.getLogger("relsim.demo")

@@ -1,0 +1,81 @@
+"""`python -m training.evaluation embed|retrieve|judge|report` end to end on a small pool, with tiny relsim and CLIP."""
+
+import json
+
+import PIL.Image
+import pytest
+from evaluation_helpers import save_tiny_clip, write_pool_folder
+from test_evaluation_judges import ChatCompletionsServer
+
+from training.evaluation.__main__ import main
+from training.evaluation.embedding_cache import EmbeddingCache
+from training.evaluation.report import markdown_table
+from training.evaluation.similarity_space import similarity_space
+
+
+@pytest.fixture
+def evaluated(tmp_path, model, processor):
+    manifest = write_pool_folder(tmp_path / "pool", groups=3, per_group=3, distractors=6)
+    model.save_pretrained(tmp_path / "relsim")
+    processor.save_pretrained(tmp_path / "relsim")
+    clip = save_tiny_clip(tmp_path / "clip")
+    common = ["--pool", str(manifest), "--eval-dir", str(tmp_path / "eval"), "--device", "cpu"]
+    main(["embed", *common, "--method", "relsim", "--model", str(tmp_path / "relsim"), "--num-workers", "0"])
+    main(["embed", *common, "--method", "clip-i", "--model", str(clip), "--num-workers", "0", "--batch-size", "4"])
+    main(["retrieve", *common, "--methods", "relsim", "clip-i", "--queries", "5", "--top-k", "3"])
+    answers = ["Score: 7", "Score: 3", "6/10", "no score", "Score: 10"] * 2
+    with ChatCompletionsServer(answers) as server:
+        main(["judge", *common, "--methods", "relsim", "clip-i", "--judge", "openai", "--base-url", server.base_url,
+              "--judge-model", "judge-x"])  # fmt: skip
+    query = json.loads((tmp_path / "eval" / "queries.json").read_text())["queries"][0]
+    main(["report", *common, "--similarity-query", query, "--points", "50", "--top-k", "3"])
+    return tmp_path / "eval", server
+
+
+def test_every_step_writes_its_outputs(evaluated):
+    eval_dir, server = evaluated
+    queries = json.loads((eval_dir / "queries.json").read_text())
+    assert queries["count"] == 5 and len(set(queries["queries"])) == 5
+    for method in ("relsim", "clip-i"):
+        assert len(EmbeddingCache.open(eval_dir / "embeddings" / method)) == 15
+        retrievals = [json.loads(line) for line in (eval_dir / "retrievals" / f"{method}.jsonl").open()]
+        assert [r["query"] for r in retrievals] == queries["queries"]
+        assert all(len(r["neighbours"]) == 3 and r["query"] not in r["neighbours"] for r in retrievals)
+        metrics = json.loads((eval_dir / "metrics" / f"{method}.json").read_text())
+        assert metrics["seed_group_queries"] == 9 and 0.0 <= metrics["seed_group_mAP"] <= 1.0
+        assert 0.0 <= metrics["caption_agreement"] <= 1.0
+    assert len(server.requests) == 10 and server.requests[0]["body"]["model"] == "judge-x"
+
+
+def test_report_table_html_and_similarity_plot(evaluated):
+    eval_dir, _ = evaluated
+    rows = json.loads((eval_dir / "report" / "table.json").read_text())
+    assert [row["method"] for row in rows] == ["clip-i", "relsim"]
+    by_method = {row["method"]: row for row in rows}
+    # the five answers per method hold four scores: 7, 3, 6 and 10
+    for row in by_method.values():
+        assert row["judge:openai-judge-x"] == pytest.approx((7 + 3 + 6 + 10) / 4)
+        assert row["judged:openai-judge-x"] == 4
+    table = (eval_dir / "report" / "table.md").read_text()
+    assert table == markdown_table(rows) and "| relsim |" in table and "6.500" in table
+    page = (eval_dir / "report" / "index.html").read_text()
+    thumbs = sorted((eval_dir / "report" / "thumbs").glob("*.jpg"))
+    assert page.count("<tr>") == 6 and all(f"thumbs/{thumb.name}" in page for thumb in thumbs)
+    assert "judge 7" in page
+    with PIL.Image.open(eval_dir / "report" / "similarity_space.png") as plot:
+        assert plot.size[0] > 500 and plot.size[1] > 400
+
+
+def test_similarity_space_pairs_both_similarities_of_the_same_images(evaluated):
+    eval_dir, _ = evaluated
+    from training.evaluation.pool import by_hash, read_pool
+
+    items = by_hash(read_pool(eval_dir.parent / "pool" / "pool.jsonl"))
+    relational = EmbeddingCache.open(eval_dir / "embeddings" / "relsim")
+    attribute = EmbeddingCache.open(eval_dir / "embeddings" / "clip-i")
+    space = similarity_space(relational, attribute, items, "g0_0", points=10, seed=1)
+    assert len(space["image_hashes"]) == 10 and "g0_0" not in space["image_hashes"]
+    _, query = attribute.load(["g0_0"])
+    _, others = attribute.load(space["image_hashes"])
+    assert space["attribute"].allclose(others @ query[0], atol=1e-6)
+    assert space["same_group"].tolist() == [items[h].group_id == 0 for h in space["image_hashes"]]

@@ -1,0 +1,139 @@
+"""Embeds the images of a pool that a cache does not hold yet; unreadable images are reported and counted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import PIL.ImageOps
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers.utils.logging import tqdm
+
+from training.evaluation.embedding_cache import EmbeddingCache
+from training.evaluation.methods.base import EmbeddingMethod
+from training.evaluation.pool import PoolItem
+
+
+logger = logging.getLogger(__name__)
+
+FAILURES_FILE = "failures.jsonl"
+
+
+@dataclass
+class EmbedReport:
+    embedded: int = 0
+    already_cached: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+def read_image(path: str) -> tuple[PIL.Image.Image, str]:
+    """The decoded RGB image and the sha256 of its file; decoding everything now makes a truncated file fail here."""
+    data = Path(path).read_bytes()
+    with PIL.Image.open(path) as image:
+        image.load()
+        image = PIL.ImageOps.exif_transpose(image)
+        return image.convert("RGB"), hashlib.sha256(data).hexdigest()
+
+
+class _PoolImages(Dataset):
+    def __init__(self, items: Sequence[PoolItem]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[PoolItem, PIL.Image.Image | None, str]:
+        item = self.items[index]
+        try:
+            image, digest = read_image(item.image)
+        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
+            return item, None, f"{type(error).__name__}: {error}"
+        return item, image, digest
+
+
+class _Collate:
+    def __init__(self, method: EmbeddingMethod) -> None:
+        self.method = method
+
+    def __call__(self, samples: list) -> dict[str, Any]:
+        readable = [(item, image, digest) for item, image, digest in samples if image is not None]
+        failures = [
+            {"image_hash": item.image_hash, "image": item.image, "reason": why}
+            for item, image, why in samples
+            if image is None
+        ]
+        batch = self.method.preprocess([image for _, image, _ in readable]) if readable else None
+        return {
+            "image_hashes": [item.image_hash for item, _, _ in readable],
+            "content_digests": [digest for _, _, digest in readable],
+            "batch": batch,
+            "failures": failures,
+        }
+
+
+def embed_pool(
+    method: EmbeddingMethod,
+    items: Sequence[PoolItem],
+    cache: EmbeddingCache,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    flush_every: int = 16,
+    show_progress: bool = True,
+) -> EmbedReport:
+    """Embeds what `cache` lacks; a shard is written every `flush_every` batches, so an interruption loses at most
+    that much. Failures go to the log and to `failures.jsonl` in the cache folder, with the file and the reason."""
+    if cache.identity != method.cache_identity():
+        raise ValueError(f"cache {cache.folder} is for {cache.identity}, not {method.cache_identity()}")
+    report = EmbedReport()
+    todo = [item for item in items if item.image_hash not in cache]
+    report.already_cached = len(items) - len(todo)
+    if not todo:
+        return report
+    loader = DataLoader(
+        _PoolImages(todo),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_Collate(method),
+        pin_memory=method.device.type == "cuda",
+    )
+    pending_hashes: list[str] = []
+    pending_digests: list[str] = []
+    pending: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if pending:
+            cache.add(pending_hashes, pending_digests, torch.cat(pending))
+            report.embedded += len(pending_hashes)
+            pending_hashes.clear()
+            pending_digests.clear()
+            pending.clear()
+
+    with torch.inference_mode():
+        for step, loaded in enumerate(tqdm(loader, desc=f"embedding with {method.name}", disable=not show_progress)):
+            for failure in loaded["failures"]:
+                logger.error(
+                    "cannot read image %s (%s): %s", failure["image"], failure["image_hash"], failure["reason"]
+                )
+            report.failures += loaded["failures"]
+            if loaded["image_hashes"]:
+                pending.append(method.embed(loaded["batch"], loaded["image_hashes"]).float().cpu())
+                pending_hashes += loaded["image_hashes"]
+                pending_digests += loaded["content_digests"]
+            if (step + 1) % flush_every == 0:
+                flush()
+    flush()
+    if report.failures:
+        with (cache.folder / FAILURES_FILE).open("a", encoding="utf-8") as out:
+            for failure in report.failures:
+                out.write(json.dumps(failure) + "\n")
+        logger.warning(
+            "%d of %d images could not be read; see %s", len(report.failures), len(todo), cache.folder / FAILURES_FILE
+        )
+    return report

@@ -1,0 +1,67 @@
+"""The compared methods by name; each loads its real model (hub id or folder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.evaluation.methods.base import METRICS, EmbeddingMethod
+
+
+METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t")
+
+
+@dataclass
+class MethodOptions:
+    """Settings of `build_method`; `model` is the method's model id or folder (its default when None)."""
+
+    model: str | None = None
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    caption_model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    caption_cache: str | Path = "captions.jsonl"
+    text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    lpips_net: str = "alex"
+    lpips_image_size: int = 64
+    dreamsim_cache: str = "./models"
+
+
+def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
+    if name not in METHOD_NAMES:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
+    if name == "relsim":
+        from training.evaluation.methods.relsim import RelSimMethod
+
+        if options.model is None:
+            raise ValueError("the relsim method needs a model: a RelSimModel folder or hub id")
+        return RelSimMethod(options.model, device=options.device, dtype=options.dtype)
+    if name in ("clip-i", "dino"):
+        from training.evaluation.methods.vision_encoders import CLIP_DEFAULT, DINO_DEFAULT, ClipImageMethod, DinoMethod
+
+        if name == "clip-i":
+            return ClipImageMethod(options.model or CLIP_DEFAULT, device=options.device, dtype=options.dtype)
+        return DinoMethod(options.model or DINO_DEFAULT, device=options.device, dtype=options.dtype)
+    if name == "lpips":
+        from training.evaluation.methods.perceptual import LpipsMethod
+
+        return LpipsMethod(net=options.lpips_net, image_size=options.lpips_image_size, device=options.device)
+    if name == "dreamsim":
+        from training.evaluation.methods.perceptual import DreamSimMethod
+
+        return DreamSimMethod(cache_dir=options.dreamsim_cache, device=options.device)
+    from training.evaluation.captioner import Captioner
+    from training.evaluation.methods.caption_text import ClipTextMethod, QwenTextMethod
+    from training.evaluation.qwen_chat import QwenVLChat
+
+    chat = QwenVLChat.from_pretrained(options.caption_model, device=options.device, dtype=options.dtype)
+    captioner = Captioner(chat, options.caption_cache)
+    if name == "clip-t":
+        from training.evaluation.methods.vision_encoders import CLIP_DEFAULT
+
+        return ClipTextMethod(captioner, options.model or CLIP_DEFAULT, device=options.device)
+    return QwenTextMethod(captioner, options.model or options.text_encoder, device=options.device)
+
+
+__all__ = ["METHOD_NAMES", "METRICS", "EmbeddingMethod", "MethodOptions", "build_method"]

@@ -1,0 +1,63 @@
+"""Score relsim folders on the synthetic relational benchmark, next to the attribute baselines:
+
+python -m training.evaluation synthetic --model relsim-final [--model other=path] --output benchmark-report
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoProcessor
+
+from training.evaluation.methods.attribute_baselines import BASELINES, Embedder, RelSimEmbedder
+from training.evaluation.synthetic_report import markdown_table, write_report
+from training.evaluation.synthetic_retrieval import BenchmarkRun, held_out_pool, run_benchmark
+
+
+logger = logging.getLogger("relsim.benchmark")
+
+
+def load_relsim(path: str, device: str, batch_size: int) -> RelSimEmbedder:
+    model = AutoModel.from_pretrained(path, trust_remote_code=True).to(device)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
+    return RelSimEmbedder(model, processor, batch_size=batch_size)
+
+
+def parse_models(values: Sequence[str]) -> dict[str, str]:
+    """`path` or `name=path` entries, named after the folder by default."""
+    models = {}
+    for value in values:
+        name, _, path = value.rpartition("=") if "=" in value else (Path(value).name, "", value)
+        models[name] = path
+    return models
+
+
+def benchmark(models: dict[str, Embedder], num_per_family: int, seed: int, image_size: int) -> BenchmarkRun:
+    return run_benchmark({**BASELINES, **models}, held_out_pool(num_per_family, seed, image_size))
+
+
+def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", default=[], help="relsim folder or hub id, optionally name=path")
+    parser.add_argument("--num-per-family", type=int, default=50, help="held-out pool images per relation family")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=112, help="side of the generated images")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output", type=Path, default=Path("benchmark-report"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    models = {name: load_relsim(path, args.device, args.batch_size) for name, path in parse_models(args.model).items()}
+    run = benchmark(models, args.num_per_family, args.seed, args.image_size)
+    shown = [*models, "pixel cosine"] if models else ["pixel cosine"]
+    write_report(run, args.output, grid_methods=shown, plot_methods=shown)
+    logger.info("\n%s\nreport: %s", markdown_table(run.table), args.output / "report.md")
+    return run
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Fetching the images of built datasets with img2dataset and attaching them to the rows by image hash.
+
+img2dataset downloads in parallel, resizes, resumes an interrupted run (`incremental` mode) and records the status
+of every URL. Rows whose image could not be fetched keep an empty image and are listed, with the reason, in
+`download_report.json`; nothing is replaced by a stand-in image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas as pd
+
+from training.hub_data.features import IMAGE_COLUMNS, SEED_GROUPS
+from training.hub_data.validation import md5_of
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DownloadReport:
+    """img2dataset's totals plus every row left without its image."""
+
+    count: int = 0
+    successes: int = 0
+    failed_to_download: int = 0
+    failed_to_resize: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+    missing: list[dict[str, str]] = field(default_factory=list)
+
+
+def unique_urls(built: dict[str, datasets.DatasetDict]) -> list[dict[str, str]]:
+    """Every URL of every configuration once, with its md5 image hash."""
+    urls: dict[str, None] = {}
+    for config, splits in built.items():
+        for split in splits.values():
+            column = split["image_urls"] if config == SEED_GROUPS else [[url] for url in split["url"]]
+            urls.update(dict.fromkeys(url for group in column for url in group))
+    return [{"url": url, "image_hash": md5_of(url)} for url in urls]
+
+
+def download_images(
+    urls: list[dict[str, str]],
+    output_folder: str | Path,
+    image_size: int = 448,
+    processes: int = 1,
+    threads: int = 16,
+    timeout: int = 10,
+) -> DownloadReport:
+    """Downloads (or resumes downloading) `urls` into `output_folder/images` and sums img2dataset's statistics.
+
+    Images are resized so their shorter side is at most `image_size` (aspect ratio kept; never enlarged): the
+    relsim processor crops and resizes them later.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise call the network
+    from img2dataset import download
+
+    output_folder = Path(output_folder)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    url_list = output_folder / "urls.jsonl"
+    url_list.write_text("".join(json.dumps(row) + "\n" for row in urls), encoding="utf-8")
+    download(
+        url_list=str(url_list),
+        input_format="jsonl",
+        url_col="url",
+        save_additional_columns=["image_hash"],
+        output_format="files",
+        output_folder=str(output_folder / "images"),
+        image_size=image_size,
+        resize_mode="keep_ratio",
+        resize_only_if_bigger=True,
+        processes_count=processes,
+        thread_count=threads,
+        timeout=timeout,
+        enable_wandb=False,
+        incremental_mode="incremental",
+        number_sample_per_shard=10_000,
+    )
+    report = DownloadReport()
+    for stats_file in sorted((output_folder / "images").glob("*_stats.json")):
+        stats = json.loads(stats_file.read_text())
+        report.count += stats["count"]
+        report.successes += stats["successes"]
+        report.failed_to_download += stats["failed_to_download"]
+        report.failed_to_resize += stats["failed_to_resize"]
+        for status, number in stats["status_dict"].items():
+            report.status[status] = report.status.get(status, 0) + number
+    logger.info(
+        "img2dataset: %d of %d images fetched (%d failed to download, %d failed to resize)",
+        report.successes,
+        report.count,
+        report.failed_to_download,
+        report.failed_to_resize,
+    )
+    return report
+
+
+def downloaded_images(image_folder: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """`(image_hash -> file, image_hash -> failure reason)` from the shards img2dataset wrote."""
+    image_folder = Path(image_folder)
+    files, failures = {}, {}
+    for shard in sorted(image_folder.glob("*.parquet")):
+        for row in pd.read_parquet(shard).itertuples():
+            if row.status == "success":
+                files[row.image_hash] = image_folder / shard.stem / f"{row.key}.jpg"
+            else:
+                failures[row.image_hash] = str(row.error_message or row.status)
+    return files, failures
+
+
+def attach_images(
+    config: str, splits: datasets.DatasetDict, files: dict[str, Path], failures: dict[str, str], report: DownloadReport
+) -> datasets.DatasetDict:
+    """Adds the image column (bytes embedded, so exports are self-contained); rows without one are reported."""
+    column, feature = IMAGE_COLUMNS[config]
+
+    def encoded(url: str, split: str) -> dict[str, Any] | None:
+        image_hash = md5_of(url)
+        if image_hash in files:
+            return {"bytes": files[image_hash].read_bytes(), "path": f"{image_hash}.jpg"}
+        reason = failures.get(image_hash, "not in the download")
+        report.missing.append(
+            {"config": config, "split": split, "image_hash": image_hash, "url": url, "reason": reason}
+        )
+        return None
+
+    attached = {}
+    for split, dataset in splits.items():
+        if config == SEED_GROUPS:
+            values = [[encoded(url, split) for url in urls] for urls in dataset["image_urls"]]
+        else:
+            values = [encoded(url, split) for url in dataset["url"]]
+        if column in dataset.column_names:
+            dataset = dataset.remove_columns(column)
+        attached[split] = dataset.add_column(column, values, feature=feature)
+    return datasets.DatasetDict(attached)

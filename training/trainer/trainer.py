@@ -1,0 +1,270 @@
+"""RelSimTrainer: a `transformers.Trainer` for relsim's contrastive image -> caption training.
+
+The text side is a frozen sentence-transformers model (each distinct caption encoded once); the loss is the
+unique-caption InfoNCE of `training.trainer.losses` with the model's learnable temperature; a per-device batch can
+be split into GradCache micro-batches. Checkpoints are the Trainer's (adapter or model, optimizer, scheduler, RNG), so
+`resume_from_checkpoint` continues exactly; `export_model` writes the merged standalone model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import DistributedType
+from transformers import Trainer, TrainerCallback
+
+from modeling_relsim import RelSimModel
+from training.metrics import retrieval_compute_metrics
+from training.trainer.arguments import RelSimTrainingArguments
+from training.trainer.caption_encoder import CaptionEncoder
+from training.trainer.distributed import world
+from training.trainer.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
+from training.trainer.losses import ContrastiveLoss, relational_info_nce
+
+
+logger = logging.getLogger(__name__)
+
+BATCH_EXTRAS = ("captions", "caption_ids", "unreadable_images", "num_examples")
+NO_DECAY_NAMES = ("logit_scale", "query_embedding")
+
+
+def relsim_base_model(model: torch.nn.Module) -> RelSimModel:
+    """The RelSimModel inside a PEFT wrapper (or the model itself)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not isinstance(base, RelSimModel):
+        raise TypeError(f"RelSimTrainer trains a RelSimModel (optionally under PEFT), got {type(base).__name__}")
+    return base
+
+
+class LogitScaleClampCallback(TrainerCallback):
+    """Keeps the log inverse temperature in [0, maximum] after every optimizer step, as CLIP does."""
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name.endswith("logit_scale"):
+                    parameter.clamp_(0.0, self.maximum)
+
+
+class RelSimTrainer(Trainer):
+    """Trains a RelSimModel (plain or under PEFT) on batches from `RelSimCollator`.
+
+    Args:
+        model: a `RelSimModel` or a `PeftModel` around one.
+        args: [`RelSimTrainingArguments`].
+        caption_encoder: the frozen text tower; built from `args.text_encoder` (default: the model config's
+            `text_encoder`) when not given.
+        kwargs: the usual `Trainer` arguments (`train_dataset`, `eval_dataset`, `data_collator`,
+            `processing_class`, `callbacks`, ...).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: RelSimTrainingArguments,
+        caption_encoder: CaptionEncoder | None = None,
+        **kwargs: Any,
+    ) -> None:
+        config = relsim_base_model(model).config
+        if args.fixed_logit_scale is not None:
+            for name, parameter in model.named_parameters():
+                if name.endswith("logit_scale"):
+                    parameter.requires_grad_(False)
+        kwargs.setdefault("compute_metrics", retrieval_compute_metrics)
+        super().__init__(model=model, args=args, **kwargs)
+        if self.args.n_gpu > 1:
+            raise ValueError("relsim trains with DDP, not DataParallel: launch with torchrun or accelerate launch")
+        if args.contrastive_micro_batch_size and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise ValueError(
+                "GradCache (contrastive_micro_batch_size) needs several backward passes per step; use DDP or FSDP"
+            )
+        self.caption_encoder = caption_encoder or CaptionEncoder(args.text_encoder or config.text_encoder, args.device)
+        if self.caption_encoder.dimension != config.projection_dim:
+            raise ValueError(
+                f"the text encoder gives {self.caption_encoder.dimension}-d embeddings but the model projects to "
+                f"{config.projection_dim}; set projection_dim to match"
+            )
+        self.add_callback(LogitScaleClampCallback(config.logit_scale_max))
+        self._batch_metrics: dict[str, defaultdict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        self.unreadable_images: dict[str, dict[str, dict[str, Any]]] = {"train": {}, "eval": {}}
+
+    # -- batches ---------------------------------------------------------------------------------------------------
+
+    def _take_batch_extras(
+        self, inputs: dict[str, Any], split: str
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Splits the collator's extras off the model inputs; counts unreadable images; encodes the captions."""
+        model_inputs = {key: value for key, value in inputs.items() if key not in BATCH_EXTRAS}
+        self._count_unreadable(split, inputs.get("unreadable_images", []))
+        caption_ids = inputs["caption_ids"]
+        caption_embeds = self.caption_encoder(inputs["captions"], caption_ids.tolist())
+        return model_inputs, caption_embeds, caption_ids
+
+    def _count_unreadable(self, split: str, failures: list[dict[str, str]]) -> None:
+        record = self.unreadable_images[split]
+        for failure in failures:
+            entry = record.setdefault(failure["source"], {"reason": failure["reason"], "occurrences": 0})
+            entry["occurrences"] += 1
+        if split != "train" or not failures or not hasattr(self.train_dataset, "__len__"):
+            return
+        share = len(self.train_dataset) / world()[1]
+        if len(record) > self.args.max_unreadable_fraction * share:
+            report = self.write_unreadable_report()
+            raise RuntimeError(
+                f"training stopped: {len(record)} distinct training images are unreadable, more than "
+                f"max_unreadable_fraction={self.args.max_unreadable_fraction:g} of the {share:.0f} examples this "
+                f"process trains on; they are listed in {report}"
+            )
+
+    def write_unreadable_report(self) -> Path | None:
+        """Writes every unreadable image (split, source, reason, occurrences) as jsonl; returns its path."""
+        rows = [
+            {"split": split, "source": source, **entry}
+            for split, record in self.unreadable_images.items()
+            for source, entry in sorted(record.items())
+        ]
+        if not rows:
+            return None
+        rank, world_size = world()
+        name = "unreadable_images.jsonl" if world_size == 1 else f"unreadable_images.rank{rank}.jsonl"
+        path = Path(self.args.output_dir) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        logger.warning("%d unreadable images were skipped; see %s", len(rows), path)
+        return path
+
+    # -- loss ------------------------------------------------------------------------------------------------------
+
+    def _contrastive(
+        self,
+        image_embeds: torch.Tensor,
+        caption_embeds: torch.Tensor,
+        caption_ids: torch.Tensor,
+        logit_scale: torch.Tensor,
+    ) -> ContrastiveLoss:
+        if self.args.fixed_logit_scale is not None:
+            logit_scale = torch.tensor(self.args.fixed_logit_scale, device=image_embeds.device)
+        return relational_info_nce(
+            image_embeds.float(), caption_embeds, caption_ids, logit_scale.float(), symmetric=self.args.symmetric_loss
+        )
+
+    def _record(self, split: str, result: ContrastiveLoss, logit_scale: torch.Tensor) -> None:
+        metrics = self._batch_metrics[split]
+        metrics["accuracy"].append(float(result.accuracy))
+        fixed = self.args.fixed_logit_scale
+        scale = float(fixed if fixed is not None else logit_scale.detach())
+        metrics["logit_scale"].append(scale)
+        metrics["temperature"].append(float(torch.tensor(-scale).exp()))
+        if result.text_to_image is not None:
+            metrics["loss_image_to_text"].append(float(result.image_to_text))
+            metrics["loss_text_to_image"].append(float(result.text_to_image))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        model_inputs, caption_embeds, caption_ids = self._take_batch_extras(
+            inputs, "train" if model.training else "eval"
+        )
+        output = model(**model_inputs)
+        result = self._contrastive(output.image_embeds, caption_embeds, caption_ids, output.logit_scale)
+        return (result.loss, output) if return_outputs else result.loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        model.train()
+        if callable(getattr(self.optimizer, "train", None)):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        model_inputs, caption_embeds, caption_ids = self._take_batch_extras(inputs, "train")
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        backward_kwargs = (
+            {"scale_wrt_gas": False} if self.accelerator.distributed_type == DistributedType.DEEPSPEED else {}
+        )
+        micro_batch_size = self.args.contrastive_micro_batch_size
+
+        def scaled_loss(image_embeds: torch.Tensor, logit_scale: torch.Tensor) -> ContrastiveLoss:
+            result = self._contrastive(image_embeds, caption_embeds, caption_ids, logit_scale)
+            result.loss = result.loss * scale
+            return result
+
+        with self.compute_loss_context_manager():
+            if micro_batch_size is None or micro_batch_size >= caption_ids.shape[0]:
+                output = model(**model_inputs)
+                result = scaled_loss(output.image_embeds, output.logit_scale)
+                self.accelerator.backward(result.loss, **backward_kwargs)
+            else:
+                micro_batches = split_batch(model_inputs, micro_batch_size)
+                if self.accelerator.distributed_type != DistributedType.FSDP:  # FSDP shards must run in the wrapper
+                    reuse_frozen_vision_features(relsim_base_model(self.accelerator.unwrap_model(model)), micro_batches)
+                result = grad_cache_step(
+                    model,
+                    micro_batches,
+                    loss_fn=scaled_loss,
+                    backward=self.accelerator.backward,
+                    no_sync=lambda: self.accelerator.no_sync(model),
+                )
+        self._record("train", result, relsim_base_model(self.model).logit_scale)
+        return result.loss.detach()
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        model_inputs, caption_embeds, caption_ids = self._take_batch_extras(inputs, "eval")
+        with torch.no_grad(), self.compute_loss_context_manager():
+            output = model(**model_inputs)
+            result = self._contrastive(output.image_embeds, caption_embeds, caption_ids, output.logit_scale)
+        self._record("eval", result, output.logit_scale)
+        if prediction_loss_only:
+            return result.loss.detach(), None, None
+        return result.loss.detach(), output.image_embeds.float(), (caption_ids, caption_embeds)
+
+    # -- optimisation, logging, export -----------------------------------------------------------------------------
+
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """No weight decay on the temperature and the query vector (nor, as usual, on biases and norms)."""
+        names = super().get_decay_parameter_names(model)
+        return [name for name in names if not any(part in name for part in NO_DECAY_NAMES)]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        collected = self._batch_metrics[split]
+        if collected:
+            names = sorted(collected)
+            means = torch.tensor(
+                [sum(collected[name]) / len(collected[name]) for name in names], device=self.args.device
+            )
+            means = self.accelerator.reduce(means, reduction="mean")
+            prefix = "eval_" if split == "eval" else ""
+            logs.update({prefix + name: round(value, 6) for name, value in zip(names, means.tolist(), strict=True)})
+            collected.clear()
+        super().log(logs, start_time)
+
+    def train(self, *args: Any, **kwargs: Any):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.write_unreadable_report()
+
+    def export_model(self, output_dir: str | Path | None = None) -> Path:
+        """Writes the merged, standalone RelSimModel + processor (remote code included); returns the folder.
+
+        LoRA is merged into the weights in place, so call this once training is over.
+        """
+        output_dir = Path(output_dir or self.args.export_dir or Path(self.args.output_dir) / "final")
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+            self.model = model
+        if self.is_world_process_zero():
+            model.save_pretrained(output_dir)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+        self.accelerator.wait_for_everyone()
+        return output_dir
