@@ -1,0 +1,108 @@
+"""The package layout's one rule: imports point down only (demo -> evaluation / hub_data -> trainer -> modeling_relsim).
+
+Read statically from the sources, so a lazy import inside a function counts the same as one at the top of a file.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lower numbers sit lower: a module may import its own level or anything below it, never above.
+LEVELS = {
+    "training": 0,  # the empty package file
+    "modeling_relsim": 0,
+    "hub_cards": 0,
+    "training.image_ids": 0,
+    "training.metrics": 0,
+    "training.store": 0,
+    "training.captions": 0,
+    "training.cli": 0,
+    "training.tiny_backbone": 1,
+    "training.synthetic": 1,
+    "training.hub_data": 2,
+    "training.trainer": 2,
+    "training.evaluation": 3,
+    "training.demo": 4,
+}
+# Siblings on one level that must not import each other: each is its own product.
+SEPARATE = {("training.hub_data", "training.trainer"), ("training.trainer", "training.hub_data")}
+
+
+def owner(module: str) -> str | None:
+    """The LEVELS entry a dotted module name belongs to (longest prefix), or None for third-party modules."""
+    matches = [name for name in LEVELS if module == name or (name != "training" and module.startswith(name + "."))]
+    return max(matches, key=len) if matches else None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in a file, relative imports resolved against the file's package."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                found.append((node.lineno, ".".join([*base, *([node.module] if node.module else [])])))
+            else:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def project_files() -> list[Path]:
+    return sorted(
+        path for folder in ("modeling_relsim", "hub_cards", "training") for path in (ROOT / folder).rglob("*.py")
+    )
+
+
+def test_every_project_module_has_a_level():
+    unplaced = [module_name(path) for path in project_files() if owner(module_name(path)) is None]
+    assert unplaced == [], f"add these modules to LEVELS in {__file__}: {unplaced}"
+
+
+@pytest.mark.parametrize("path", project_files(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_imports_point_down_only(path):
+    importer = owner(module_name(path))
+    upward = []
+    for line, module in imported_modules(path):
+        target = owner(module)
+        if target is None or target == importer:
+            continue
+        if LEVELS[target] > LEVELS[importer] or (importer, target) in SEPARATE:
+            upward.append(f"{path.relative_to(ROOT)}:{line} imports {module} ({target} is not below {importer})")
+    assert upward == []
+
+
+def test_remote_code_imports_only_torch_transformers_and_itself():
+    allowed = {"torch", "transformers", "PIL", "numpy", "safetensors", "tqdm", "huggingface_hub"}
+    foreign = []
+    for path in (ROOT / "modeling_relsim").glob("*.py"):
+        if path.name == "convert_official.py":  # a maintainer's tool, not remote code
+            continue
+        for line, module in imported_modules(path):
+            top = module.split(".")[0]
+            if top == "modeling_relsim" or top in allowed or top in _standard_library():
+                continue
+            foreign.append(f"{path.name}:{line} imports {module}")
+    assert foreign == []
+
+
+def _standard_library() -> frozenset[str]:
+    import sys
+
+    return frozenset(sys.stdlib_module_names) | {"__future__"}
