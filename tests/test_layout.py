@@ -106,3 +106,40 @@ def _standard_library() -> frozenset[str]:
     import sys
 
     return frozenset(sys.stdlib_module_names) | {"__future__"}
+
+
+# What the GPU machine has (torch, transformers and their own dependencies, peft, accelerate, torchvision's Pillow):
+# the speed benchmarks must run there with nothing else installed.
+GPU_MACHINE_PACKAGES = {"torch", "transformers", "peft", "accelerate", "PIL", "numpy", "safetensors", "tqdm", "yaml"}
+GPU_MACHINE_PACKAGES |= {"huggingface_hub", "tokenizers", "packaging", "regex", "filelock", "psutil"}
+
+
+def _file_of(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_speed_benchmarks_need_only_what_the_gpu_machine_has():
+    """Follows every project import (lazy ones too) from benchmarks/*.py and lists the third-party packages met."""
+    pending = sorted((ROOT / "benchmarks").glob("*.py"))
+    seen: set[Path] = set()
+    outside: dict[str, str] = {}
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for line, module in imported_modules(path):
+            top = module.split(".")[0]
+            local = _file_of(module) or (ROOT / "benchmarks" / f"{module}.py")
+            if owner(module) is not None or local.is_file():
+                parts = module.split(".")
+                pending += [file for end in range(1, len(parts) + 1) if (file := _file_of(".".join(parts[:end])))]
+                if local.is_file():
+                    pending.append(local)
+            elif top not in GPU_MACHINE_PACKAGES and top not in _standard_library():
+                outside.setdefault(top, f"{path.relative_to(ROOT)}:{line}")
+    assert outside == {}
