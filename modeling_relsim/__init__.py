@@ -7,8 +7,10 @@ Importing this package registers the classes with the Auto API and marks them fo
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_relsim import RelSimConfig
+from .image_batches import ImageEmbeddings, ImageFailure
+from .image_decoding import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImageError, decode_image
 from .modeling_relsim import RelSimModel, RelSimOutput, RelSimPreTrainedModel, move_batch
-from .processing_relsim import RelSimProcessor, UnreadableImageError
+from .processing_relsim import RelSimProcessor
 
 
 AutoConfig.register(RelSimConfig.model_type, RelSimConfig, exist_ok=True)
@@ -19,11 +21,15 @@ RelSimModel.register_for_auto_class("AutoModel")
 RelSimProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "ImageEmbeddings",
+    "ImageFailure",
     "RelSimConfig",
     "RelSimModel",
     "RelSimOutput",
     "RelSimPreTrainedModel",
     "RelSimProcessor",
     "UnreadableImageError",
+    "decode_image",
     "move_batch",
 ]

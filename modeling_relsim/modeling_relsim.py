@@ -6,7 +6,7 @@ This file travels as remote code next to saved weights, so it imports only torch
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,8 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_relsim import RelSimConfig
+from .image_batches import ON_ERROR_POLICIES, BatchPreparedImages, ImageEmbeddings, PreparedImages
+from .image_decoding import UnreadableImageError, as_image_list, is_single_image
 from .processing_relsim import RelSimProcessor, add_query_token
 from .vision_attention import set_vision_attention
 from .vision_layout import VisionLayout
@@ -367,47 +369,85 @@ class RelSimModel(RelSimPreTrainedModel):
     @torch.no_grad()
     def embed_images(
         self,
-        images: Sequence[Any],
+        images: Any,
         processor: RelSimProcessor,
         batch_size: int = 32,
         num_workers: int = 0,
         show_progress: bool | None = None,
-    ) -> torch.FloatTensor:
-        """Embeds a list of images (paths, PIL images or arrays) in batches.
+        on_error: str = "raise",
+    ) -> torch.FloatTensor | ImageEmbeddings:
+        """Embeds images (file paths, encoded bytes, PIL images, numpy arrays or tensors) in batches.
 
-        Preprocessing runs in DataLoader workers when `num_workers > 0`, into pinned memory on CUDA. Batches go to
-        the device asynchronously with their image grid kept on the host, and the embeddings come back once at the
-        end, so the host never waits for the device between batches. A progress bar appears for lists of more than
-        ten batches unless `show_progress` says otherwise.
+        `images` is a sequence of images, a 4-D array/tensor stack of them, or one image (which gives one row: a
+        single path or array is never read as a list of characters or rows). Preprocessing runs in DataLoader
+        workers when `num_workers > 0`, into pinned memory on CUDA. Batches go to the device asynchronously with
+        their image grid kept on the host, and the embeddings come back once at the end, so the host never waits for
+        the device between batches. A progress bar appears for lists of more than ten batches unless
+        `show_progress` says otherwise.
+
+        Args:
+            on_error: what an unreadable image (missing, truncated, not an image, over the processor's
+                `max_image_pixels`, an aspect ratio the processor refuses) does. `"raise"`: raise
+                `UnreadableImageError` naming the file, with or without workers. `"skip"`: leave it out, log it, and
+                return the others with the list of failures.
 
         Returns:
-            `torch.FloatTensor` of shape `(len(images), projection_dim)` on the CPU, L2-normalised.
+            `on_error="raise"`: `torch.FloatTensor` of shape `(len(images), projection_dim)` on the CPU,
+            L2-normalised. `on_error="skip"`: an `ImageEmbeddings` with `embeddings` `(kept, projection_dim)`,
+            `indices` (the input positions of those rows) and `failures` (`ImageFailure(index, source, reason)`).
+
+        Raises:
+            UnreadableImageError: with `on_error="raise"`, the first unreadable image, named by path or position.
+            TypeError: an element is not an image input; its position is named.
         """
-        if len(images) == 0:
-            raise ValueError("embed_images got no images")
+        if on_error not in ON_ERROR_POLICIES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_POLICIES}, got {on_error!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        images = as_image_list(images)
+        if len(images) == 0:
+            raise ValueError("embed_images got no images")
+        for index, image in enumerate(images):
+            if not is_single_image(image):
+                shape = f" of shape {tuple(image.shape)}" if hasattr(image, "shape") else ""
+                raise TypeError(
+                    f"images[{index}] is a {type(image).__name__}{shape}; expected a file path, encoded bytes, a PIL "
+                    "image, or an HW / HWC / CHW array or tensor"
+                )
         self.check_processor(processor)
         device = self.get_input_embeddings().weight.device
         loader = DataLoader(
-            list(images),
+            PreparedImages(images, processor),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,
-            collate_fn=processor,
+            collate_fn=BatchPreparedImages(processor),
             pin_memory=device.type == "cuda",
         )
         if show_progress is None:
             show_progress = len(loader) > 10
         was_training = self.training
         self.eval()
-        embeddings = []
+        embeddings, indices, failures = [], [], []
         try:
-            for batch in logging.tqdm(loader, desc="embedding images", unit="batch", disable=not show_progress):
-                embeddings.append(self.get_image_features(**move_batch(batch, device)).float())
+            for kept, batch, batch_failures in logging.tqdm(
+                loader, desc="embedding images", unit="batch", disable=not show_progress
+            ):
+                if batch_failures and on_error == "raise":
+                    raise UnreadableImageError(batch_failures[0].source, batch_failures[0].reason)
+                failures += batch_failures
+                if kept:
+                    embeddings.append(self.get_image_features(**move_batch(batch, device)).float())
+                    indices += kept
         finally:
             self.train(was_training)
-        return torch.cat(embeddings).cpu()
+        result = torch.cat(embeddings).cpu() if embeddings else torch.empty(0, self.config.projection_dim)
+        if on_error == "raise":
+            return result
+        if failures:
+            shown = "; ".join(f"{failure.source}: {failure.reason}" for failure in failures[:3])
+            logger.warning(f"{len(failures)} of {len(images)} images could not be read and were left out ({shown})")
+        return ImageEmbeddings(result, indices, failures)
 
     @classmethod
     def around_backbone(cls, backbone: Qwen2_5_VLModel, config: RelSimConfig) -> RelSimModel:

@@ -7,12 +7,9 @@ This file travels as remote code next to saved weights, so it imports only torch
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AddedToken, AutoTokenizer
@@ -22,11 +19,11 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import is_torchvision_available, is_vision_available
 
 from .configuration_relsim import CROP_POLICIES, DEFAULT_INSTRUCTION, PROCESSOR_SETTING_NAMES
+from .image_decoding import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImageError, as_image_list, decode_image, image_source
 
 
 if is_vision_available():
     import PIL.Image
-    import PIL.ImageOps
 
 IMAGE_TOKEN = "<|image_pad|>"
 USER_TURN_START = "<|im_start|>user"
@@ -45,76 +42,6 @@ def _image_processor_class(image_backend: str) -> type:
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
     return Qwen2VLImageProcessor
-
-
-class UnreadableImageError(ValueError):
-    """An image input could not be turned into pixels; `source` names it (a file path or the batch position)."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = reason
-        super().__init__(f"cannot read image {source}: {reason}")
-
-
-def _decode_image(file: str | io.BytesIO, source: str) -> PIL.Image.Image:
-    """Decodes the whole image now, so a truncated or corrupt one fails here and names itself."""
-    try:
-        with PIL.Image.open(file) as image:
-            image.load()
-            return PIL.ImageOps.exif_transpose(image)
-    except FileNotFoundError as error:
-        raise UnreadableImageError(source, "file not found") from error
-    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
-        raise UnreadableImageError(source, f"{type(error).__name__}: {error}") from error
-
-
-def _open_image_file(path: str | os.PathLike) -> PIL.Image.Image:
-    path_str = os.fspath(path)
-    if path_str.startswith(("http://", "https://")):
-        raise UnreadableImageError(path_str, "URLs are not fetched; download the images first (e.g. img2dataset)")
-    return _decode_image(path_str, path_str)
-
-
-def _image_from_array(array: np.ndarray | torch.Tensor, source: str) -> PIL.Image.Image:
-    """Accepts HW, HWC or CHW arrays with 1, 3 or 4 channels, uint8 or float in [0, 1]."""
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or 0 in array.shape:
-        raise UnreadableImageError(source, f"array of shape {tuple(array.shape)} is not an HW, HWC or CHW image")
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * 255
-    elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise UnreadableImageError(source, "float array holds NaN or infinite values")
-        scale = 255.0 if array.max() <= 1.0 else 1.0
-        array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
-    elif array.dtype != np.uint8:
-        scale = 257.0 if array.max() > 255 else 1.0
-        array = np.clip(array / scale, 0, 255).round().astype(np.uint8)
-    return PIL.Image.fromarray(np.ascontiguousarray(array))
-
-
-def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """Transparent pixels become white rather than whatever colour happens to sit under the alpha channel."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return PIL.Image.fromarray((np.asarray(image, dtype=np.float32) / 257.0).round().astype(np.uint8)).convert(
-            "RGB"
-        )
-    if image.mode in ("I", "F"):
-        return _image_from_array(np.asarray(image, dtype=np.float32), "mode " + image.mode).convert("RGB")
-    has_alpha = "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = PIL.Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
 
 
 def add_query_token(tokenizer: Any, query_token: str) -> int:
@@ -141,6 +68,8 @@ class RelSimProcessor(ProcessorMixin):
         use_system_prompt (`bool`): keep the template's system turn.
         image_size (`int`): square side (`crop="center"`) or pixel budget `image_size**2` (`crop="none"`).
         crop (`str`): `"center"` (square centre crop) or `"none"` (keep the aspect ratio).
+        max_image_pixels (`int`, *optional*): images with more pixels are refused as unreadable before they are
+            decoded (default 8192², see `DEFAULT_MAX_IMAGE_PIXELS`); `None` lifts the limit.
     """
 
     def __init__(
@@ -153,6 +82,7 @@ class RelSimProcessor(ProcessorMixin):
         use_system_prompt: bool = True,
         image_size: int = 448,
         crop: str = "center",
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if tokenizer is None:
             raise ValueError("RelSimProcessor needs a tokenizer (a Qwen2.5-VL tokenizer)")
@@ -160,6 +90,8 @@ class RelSimProcessor(ProcessorMixin):
             image_processor = Qwen2VLImageProcessorPil()
         if crop not in CROP_POLICIES:
             raise ValueError(f"crop must be one of {CROP_POLICIES}, got {crop!r}")
+        if max_image_pixels is not None and max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be a positive number of pixels or None, got {max_image_pixels}")
         factor = image_processor.patch_size * image_processor.merge_size
         if crop == "center" and (image_size <= 0 or image_size % factor):
             raise ValueError(
@@ -174,6 +106,7 @@ class RelSimProcessor(ProcessorMixin):
         self.use_system_prompt = use_system_prompt
         self.image_size = image_size
         self.crop = crop
+        self.max_image_pixels = max_image_pixels
 
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
@@ -245,27 +178,13 @@ class RelSimProcessor(ProcessorMixin):
         return before_ids, after_ids
 
     def prepare_image(self, image: Any, index: int = 0) -> PIL.Image.Image:
-        """A path, encoded bytes, PIL image or array -> RGB PIL image, cropped and resized as configured (LANCZOS)."""
-        if isinstance(image, (str, os.PathLike)):
-            source = os.fspath(image)
-            pil_image = _open_image_file(image)
-        elif isinstance(image, (bytes, bytearray)):
-            source = f"at batch position {index}"
-            pil_image = _decode_image(io.BytesIO(image), source)
-        elif is_vision_available() and isinstance(image, PIL.Image.Image):
-            source, pil_image = f"at batch position {index}", image
-        elif isinstance(image, (np.ndarray, torch.Tensor)):
-            source = f"at batch position {index}"
-            pil_image = _image_from_array(image, source)
-        else:
-            raise TypeError(
-                f"image at batch position {index} is a {type(image).__name__}; "
-                "expected a file path, encoded bytes, a PIL image, a numpy array or a torch tensor"
-            )
-        width, height = pil_image.size
-        if width == 0 or height == 0:
-            raise UnreadableImageError(source, f"image has an empty size {width}x{height}")
-        rgb = _to_rgb(pil_image)
+        """A path, encoded bytes, PIL image or array -> RGB PIL image, cropped and resized as configured (LANCZOS).
+
+        Decoding is [`decode_image`]'s, the one every relsim path shares; `index` names an in-memory image in errors.
+        """
+        source = image_source(image, f"at batch position {index}")
+        rgb = decode_image(image, source=source, max_image_pixels=self.max_image_pixels)
+        width, height = rgb.size
         if self.crop == "center":
             side = min(width, height)
             left, top = (width - side) // 2, (height - side) // 2
@@ -294,7 +213,8 @@ class RelSimProcessor(ProcessorMixin):
         """Processes a batch of images.
 
         Args:
-            images: a path, PIL image or array, or a list of them.
+            images: one image (path, encoded bytes, PIL image, HW/HWC/CHW array or tensor), a list of them, or a 4-D
+                array/tensor stack of images.
             padding_side: `"left"` or `"right"`; defaults to the tokenizer's.
 
         Returns:
@@ -305,10 +225,11 @@ class RelSimProcessor(ProcessorMixin):
             raise ValueError("RelSimProcessor embeds images only; captions go to the text encoder")
         if return_tensors != "pt":
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
-        if images is None or (isinstance(images, Sequence) and not isinstance(images, str) and len(images) == 0):
+        if images is None:
             raise ValueError("RelSimProcessor got an empty batch: pass at least one image")
-        if isinstance(images, (str, bytes, os.PathLike, np.ndarray, torch.Tensor)) or not isinstance(images, Sequence):
-            images = [images]
+        images = as_image_list(images)
+        if not images:
+            raise ValueError("RelSimProcessor got an empty batch: pass at least one image")
         prepared = [self.prepare_image(image, index) for index, image in enumerate(images)]
         return self.batch_prepared_images(prepared, padding_side=padding_side)
 

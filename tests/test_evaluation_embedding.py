@@ -2,13 +2,16 @@
 
 import json
 
+import PIL.Image
 import pytest
 import torch
 from evaluation_helpers import MeanColourMethod, write_pool_folder
 
 from training.evaluation.embed import embed_pool
 from training.evaluation.embedding_cache import EmbeddingCache
-from training.evaluation.pool import read_pool
+from training.evaluation.methods.relsim import RelSimMethod
+from training.evaluation.pool import PoolItem, read_pool
+from training.tiny_backbone import build_tiny_model
 
 
 def test_read_pool_resolves_relative_images_and_keeps_fields(tmp_path):
@@ -65,12 +68,12 @@ def test_embed_pool_resumes_after_an_interruption(tmp_path):
     cache = EmbeddingCache(tmp_path / "cache", method.cache_identity())
     with pytest.raises(KeyboardInterrupt):
         embed_pool(method, items, cache, batch_size=2, flush_every=2, show_progress=False)
-    assert len(cache) == 4  # two whole shards of two batches of two; the third batch's work is lost, no more
+    assert len(cache) == 6  # three finished batches of two: the shard of two and the unflushed third batch
 
     resumed = MeanColourMethod()
     report = embed_pool(resumed, items, EmbeddingCache(tmp_path / "cache", resumed.cache_identity()), batch_size=2,
                         show_progress=False)  # fmt: skip
-    assert (report.already_cached, report.embedded, resumed.calls) == (4, 9, 5)
+    assert (report.already_cached, report.embedded, resumed.calls) == (6, 7, 4)
 
     fresh = MeanColourMethod()
     fresh_cache = EmbeddingCache(tmp_path / "fresh", fresh.cache_identity())
@@ -95,3 +98,24 @@ def test_unreadable_images_are_reported_counted_and_left_out(tmp_path):
         str(tmp_path / "pool" / "d0.png"),
     }
     assert all(entry["reason"] for entry in logged)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_image_the_processor_refuses_is_a_failure_and_the_rest_are_kept(aspect_processor, tmp_path, num_workers):
+    items = read_pool(write_pool_folder(tmp_path / "pool"))
+    PIL.Image.new("RGB", (5000, 1), (90, 90, 90)).save(tmp_path / "sliver.png")  # decodes; no crop="none" size fits
+    items.insert(5, PoolItem("sliver", str(tmp_path / "sliver.png"), "distractor"))
+    method = RelSimMethod("tiny", model=build_tiny_model(aspect_processor), processor=aspect_processor)
+    cache = EmbeddingCache(tmp_path / "cache", method.cache_identity())
+    report = embed_pool(method, items, cache, batch_size=4, num_workers=num_workers, show_progress=False)
+    assert report.embedded == 13 and len(cache) == 13 and "sliver" not in cache
+    assert [failure["image_hash"] for failure in report.failures] == ["sliver"]
+    assert "aspect ratio" in report.failures[0]["reason"] and report.failures[0]["image"].endswith("sliver.png")
+    logged = [json.loads(line) for line in (cache.folder / "failures.jsonl").read_text().splitlines()]
+    assert [entry["image_hash"] for entry in logged] == ["sliver"]
+    with torch.no_grad():
+        alone = method.model(**aspect_processor([items[6].image])).image_embeds
+    torch.testing.assert_close(cache.load([items[6].image_hash])[1], alone, atol=1e-5, rtol=0)
+
+    again = embed_pool(method, items, cache, batch_size=4, show_progress=False)  # a rerun does not die either
+    assert (again.already_cached, again.embedded, len(again.failures)) == (13, 0, 1)

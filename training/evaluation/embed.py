@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import PIL.Image
-import PIL.ImageOps
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers.utils.logging import tqdm
 
+from modeling_relsim.image_decoding import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImageError, decode_image
 from training.evaluation.embedding_cache import EmbeddingCache
 from training.evaluation.methods.base import EmbeddingMethod
 from training.evaluation.pool import PoolItem
@@ -33,13 +33,25 @@ class EmbedReport:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
-def read_image(path: str) -> tuple[PIL.Image.Image, str]:
-    """The decoded RGB image and the sha256 of its file; decoding everything now makes a truncated file fail here."""
-    data = Path(path).read_bytes()
-    with PIL.Image.open(path) as image:
-        image.load()
-        image = PIL.ImageOps.exif_transpose(image)
-        return image.convert("RGB"), hashlib.sha256(data).hexdigest()
+# What a method's preprocessing raises on one image it cannot take (an aspect ratio the processor refuses, a size
+# an image processor cannot resize); anything else is a bug and stops the run.
+PREPROCESSING_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+
+
+def read_image(path: str, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[PIL.Image.Image, str]:
+    """The image as every relsim path decodes it (`modeling_relsim.decode_image`: RGB, EXIF-rotated, transparency on
+    white, 16-bit scaled, pixel limit) and the sha256 of its file; the file is read once.
+
+    Raises:
+        UnreadableImageError: naming `path` (missing, truncated, not an image, too many pixels).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as error:
+        raise UnreadableImageError(str(path), "file not found") from error
+    except OSError as error:
+        raise UnreadableImageError(str(path), f"{type(error).__name__}: {error}") from error
+    return decode_image(data, source=str(path), max_image_pixels=max_image_pixels), hashlib.sha256(data).hexdigest()
 
 
 class _PoolImages(Dataset):
@@ -53,29 +65,60 @@ class _PoolImages(Dataset):
         item = self.items[index]
         try:
             image, digest = read_image(item.image)
-        except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as error:
-            return item, None, f"{type(error).__name__}: {error}"
+        except UnreadableImageError as error:
+            return item, None, error.reason
         return item, image, digest
 
 
+def _failure(item: PoolItem, reason: str) -> dict[str, str]:
+    return {"image_hash": item.image_hash, "image": item.image, "reason": reason}
+
+
 class _Collate:
+    """Preprocesses a batch; when the method refuses it, each image is tried alone and the ones it refuses become
+    failures, so one image never stops the run."""
+
     def __init__(self, method: EmbeddingMethod) -> None:
         self.method = method
 
+    def _preprocess_each(self, readable: list) -> tuple[list, Any, list[dict[str, str]]]:
+        try:
+            return readable, self.method.preprocess([image for _, image, _ in readable]), []
+        except PREPROCESSING_ERRORS:
+            pass
+        kept, failures = [], []
+        for item, image, digest in readable:
+            try:
+                self.method.preprocess([image])
+            except PREPROCESSING_ERRORS as error:
+                reason = error.reason if isinstance(error, UnreadableImageError) else f"{type(error).__name__}: {error}"
+                failures.append(_failure(item, f"{self.method.name} preprocessing refused it: {reason}"))
+            else:
+                kept.append((item, image, digest))
+        return kept, self.method.preprocess([image for _, image, _ in kept]) if kept else None, failures
+
     def __call__(self, samples: list) -> dict[str, Any]:
         readable = [(item, image, digest) for item, image, digest in samples if image is not None]
-        failures = [
-            {"image_hash": item.image_hash, "image": item.image, "reason": why}
-            for item, image, why in samples
-            if image is None
-        ]
-        batch = self.method.preprocess([image for _, image, _ in readable]) if readable else None
+        failures = [_failure(item, why) for item, image, why in samples if image is None]
+        batch = None
+        if readable:
+            readable, batch, refused = self._preprocess_each(readable)
+            failures += refused
         return {
             "image_hashes": [item.image_hash for item, _, _ in readable],
             "content_digests": [digest for _, _, digest in readable],
             "batch": batch,
             "failures": failures,
         }
+
+
+def _record_failures(failures: list[dict[str, str]], cache: EmbeddingCache, attempted: int) -> None:
+    if not failures:
+        return
+    with (cache.folder / FAILURES_FILE).open("a", encoding="utf-8") as out:
+        for failure in failures:
+            out.write(json.dumps(failure) + "\n")
+    logger.warning("%d of %d images could not be read; see %s", len(failures), attempted, cache.folder / FAILURES_FILE)
 
 
 def embed_pool(
@@ -87,8 +130,10 @@ def embed_pool(
     flush_every: int = 16,
     show_progress: bool = True,
 ) -> EmbedReport:
-    """Embeds what `cache` lacks; a shard is written every `flush_every` batches, so an interruption loses at most
-    that much. Failures go to the log and to `failures.jsonl` in the cache folder, with the file and the reason."""
+    """Embeds what `cache` lacks; a shard is written every `flush_every` batches, and the finished batches are saved
+    when the run stops on an error or an interruption. An image that cannot be read or that the method's
+    preprocessing refuses is a failure, not a crash: failures go to the log and to `failures.jsonl` in the cache
+    folder, with the file and the reason."""
     if cache.identity != method.cache_identity():
         raise ValueError(f"cache {cache.folder} is for {cache.identity}, not {method.cache_identity()}")
     report = EmbedReport()
@@ -115,25 +160,30 @@ def embed_pool(
             pending_digests.clear()
             pending.clear()
 
-    with torch.inference_mode():
-        for step, loaded in enumerate(tqdm(loader, desc=f"embedding with {method.name}", disable=not show_progress)):
-            for failure in loaded["failures"]:
-                logger.error(
-                    "cannot read image %s (%s): %s", failure["image"], failure["image_hash"], failure["reason"]
-                )
-            report.failures += loaded["failures"]
-            if loaded["image_hashes"]:
-                pending.append(method.embed(loaded["batch"], loaded["image_hashes"]).float().cpu())
-                pending_hashes += loaded["image_hashes"]
-                pending_digests += loaded["content_digests"]
-            if (step + 1) % flush_every == 0:
-                flush()
+    try:
+        with torch.inference_mode():
+            for step, loaded in enumerate(
+                tqdm(loader, desc=f"embedding with {method.name}", disable=not show_progress)
+            ):
+                for failure in loaded["failures"]:
+                    logger.error(
+                        "cannot read image %s (%s): %s", failure["image"], failure["image_hash"], failure["reason"]
+                    )
+                report.failures += loaded["failures"]
+                if loaded["image_hashes"]:
+                    pending.append(method.embed(loaded["batch"], loaded["image_hashes"]).float().cpu())
+                    pending_hashes += loaded["image_hashes"]
+                    pending_digests += loaded["content_digests"]
+                if (step + 1) % flush_every == 0:
+                    flush()
+    except BaseException:
+        # the batches finished before the error are kept, so a rerun embeds only the rest
+        try:
+            flush()
+        except Exception:
+            logger.exception("could not save the %d embeddings finished before the error", len(pending_hashes))
+        _record_failures(report.failures, cache, len(todo))
+        raise
     flush()
-    if report.failures:
-        with (cache.folder / FAILURES_FILE).open("a", encoding="utf-8") as out:
-            for failure in report.failures:
-                out.write(json.dumps(failure) + "\n")
-        logger.warning(
-            "%d of %d images could not be read; see %s", len(report.failures), len(todo), cache.folder / FAILURES_FILE
-        )
+    _record_failures(report.failures, cache, len(todo))
     return report

@@ -14,6 +14,8 @@ from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
+from modeling_relsim.image_decoding import decode_image
+
 
 IMAGE_TOKEN = "<|image_pad|>"
 QWEN2_5_VL_DEFAULT = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -53,11 +55,13 @@ class QwenVLChat:
         return self.model.device
 
     def _resized(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        """Decoded as every relsim path decodes (transparency on white, 16-bit scaled), then resized keeping the
+        aspect ratio: the judge's own resizing."""
+        image = decode_image(image)
         factor = self.image_processor.patch_size * self.image_processor.merge_size
         height, width = smart_resize(
             image.height, image.width, factor=factor, min_pixels=factor * factor, max_pixels=self.max_pixels
         )
-        image = image.convert("RGB")
         return image if image.size == (width, height) else image.resize((width, height), PIL.Image.LANCZOS)
 
     def build_batch(self, conversations: Sequence[tuple[Sequence[PIL.Image.Image], str]]) -> BatchFeature:

@@ -14,6 +14,7 @@ from typing import Any
 
 import PIL.Image
 
+from modeling_relsim.image_decoding import decode_image
 from training.evaluation.judges.prompt import PROMPT_VERSION, RELATIONAL_SIMILARITY_QUESTION
 
 
@@ -21,8 +22,9 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
 def image_data_url(image: PIL.Image.Image, max_side: int = 768) -> str:
-    """A JPEG data URL; large images are shrunk first, as the endpoints downscale them anyway."""
-    image = image.convert("RGB")
+    """A JPEG data URL of the image as every relsim path decodes it (transparency on white, 16-bit scaled); large
+    images are shrunk first (aspect kept), as the endpoints downscale them anyway."""
+    image = decode_image(image)
     if max(image.size) > max_side:
         image = image.copy()
         image.thumbnail((max_side, max_side), PIL.Image.LANCZOS)
