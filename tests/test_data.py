@@ -6,21 +6,7 @@ import pytest
 from helpers import pattern_dataset
 
 from training.trainer.arguments import DataArguments
-from training.trainer.data import image_caption_dataset, load_training_data, normalize_caption, read_official_captions
-
-
-@pytest.mark.parametrize(
-    ("raw", "clean"),
-    [
-        ('"arrange {Object}s from smallest to largest"', "arrange {Object}s from smallest to largest"),
-        ("  'a {Subject} over time'\n", "a {Subject} over time"),
-        ("\u201ca nested {Object}\u201d", "a nested {Object}"),
-        ('no quotes "inside" kept', 'no quotes "inside" kept'),
-        ('"', '"'),
-    ],
-)
-def test_captions_lose_their_wrapping_quotes(raw, clean):
-    assert normalize_caption(raw) == clean
+from training.trainer.data import image_caption_dataset, load_training_data, read_official_captions
 
 
 @pytest.fixture
@@ -53,9 +39,17 @@ def test_official_jsonl_rows_keep_order_and_mark_missing_images(official_files):
     ("line", "message"),
     [
         ("{not json", r"captions\.jsonl:2: malformed JSON"),
-        ('{"image_hash": "abc"}', r"captions\.jsonl:2: field 'caption' is missing"),
-        ('{"image_hash": "abc", "caption": 3}', r"captions\.jsonl:2: field 'caption' is missing or not a string"),
-        ('{"image_hash": "abc", "caption": "\\"  \\""}', r"captions\.jsonl:2: field 'caption' is empty"),
+        (json.dumps({"image_hash": "0" * 32}), r"captions\.jsonl:2: field 'caption' is missing"),
+        (json.dumps({"image_hash": "0" * 32, "caption": 3}), r"captions\.jsonl:2: field 'caption' is missing or not"),
+        (json.dumps({"image_hash": "0" * 32, "caption": '"  "'}), r"captions\.jsonl:2: field 'caption' is empty"),
+        (
+            json.dumps({"image_hash": "../../etc/passwd", "caption": "a"}),
+            r"jsonl:2: field 'image_hash': '\.\./\.\./etc",
+        ),
+        (
+            json.dumps({"image_hash": "A" * 32, "caption": "a"}),
+            r"jsonl:2: field 'image_hash': 'A+' is not an image hash",
+        ),
         ("[1, 2]", r"captions\.jsonl:2: expected a JSON object"),
     ],
 )
@@ -64,6 +58,25 @@ def test_bad_rows_name_file_line_and_field(official_files, line, message):
     jsonl.write_text(json.dumps(rows[0]) + "\n" + line + "\n")
     with pytest.raises(ValueError, match=message):
         read_official_captions(jsonl, images)
+
+
+def test_a_byte_order_mark_before_the_first_row_is_skipped(official_files):
+    jsonl, images, rows = official_files
+    jsonl.write_text("\ufeff" + "".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert read_official_captions(jsonl, images)["image_hash"] == [row["image_hash"] for row in rows]
+
+
+def test_captions_are_normalised_and_leftover_quotes_are_logged(official_files, caplog):
+    jsonl, images, rows = official_files
+    captions = ['"{Subjects} around {Context}.".', '"{A}" beside "{B}"']
+    jsonl.write_text(
+        "".join(json.dumps({**row, "caption": text}) + "\n" for row, text in zip(rows[:2], captions, strict=True))
+    )
+    with caplog.at_level("WARNING"):
+        dataset = read_official_captions(jsonl, images)
+    assert dataset["caption"] == ["{Subjects} around {Context}.", '"{A}" beside "{B}"']
+    assert "1 captions of" in caplog.text
+    assert "still begin or end with a quote after normalisation (lines 2)" in caplog.text
 
 
 def test_missing_image_folder_is_named(official_files, tmp_path):

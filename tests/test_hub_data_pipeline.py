@@ -13,7 +13,7 @@ from training.hub_data.__main__ import main
 from training.hub_data.export import export_hub_folder
 from training.hub_data.publish import push_dataset_folder
 from training.hub_data.store import load_built
-from training.hub_data.validation import md5_of
+from training.image_ids import url_image_hash
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,15 @@ def sources(tmp_path_factory):
     (root / "seed_group.json").write_text(json.dumps(groups, indent=1))
 
     def caption_row(index, caption):
-        return json.dumps({"image_hash": md5_of(urls[index]), "caption": f'"{caption}"', "url_link": urls[index]})
+        return json.dumps(
+            {"image_hash": url_image_hash(urls[index]), "caption": f'"{caption}"', "url_link": urls[index]}
+        )
 
     (root / "train.jsonl").write_text(
         caption_row(0, "a row of {Object}s growing") + "\n" + caption_row(4, "{A} over {B}")
     )
     (root / "test.jsonl").write_text(caption_row(5, "nested {Object}s") + "\n" + caption_row(7, "a {Shape} outline"))
-    (root / "pool.jsonl").write_text(json.dumps({"image_hash": md5_of(urls[1]), "url_link": urls[1]}) + "\n")
+    (root / "pool.jsonl").write_text(json.dumps({"image_hash": url_image_hash(urls[1]), "url_link": urls[1]}) + "\n")
     (root / "labels.csv").write_text(f"url,label,annotator\n{urls[2]},relational,a\n{urls[6]},not_relational,b\n")
     return root
 
@@ -179,7 +181,7 @@ def test_evaluation_pool_manifest_from_the_pipeline_folders(pipeline, sources, t
     eval_main(["pool", "--built", str(pipeline / "built"), "--images", str(pipeline / "downloads"), "--output",
                str(output)])  # fmt: skip
     items = {item.image_hash: item for item in read_pool(output)}
-    url = {index: md5_of(f"file://{images / f'{index}.png'}") for index in range(6)}
+    url = {index: url_image_hash(f"file://{images / f'{index}.png'}") for index in range(6)}
     # group 0 (images 0-2; image 1 is also a random-pool row but stays a group member), group 1 (image 3; its
     # partner is missing), the test caption of image 5; the broken and missing files are not in the pool
     assert set(items) == {url[0], url[1], url[2], url[3], url[5]}

@@ -28,13 +28,15 @@ from training.hub_data.images import attach_images, download_images, downloaded_
 from training.hub_data.publish import push_dataset_folder
 from training.hub_data.seed_groups import build_seed_groups
 from training.hub_data.store import load_built, save_built
-from training.hub_data.validation import RejectionLog
+from training.hub_data.validation import RejectionLog, require_kept_rows
 
 
 logger = logging.getLogger("relsim.datasets")
 
 
 def build(args: argparse.Namespace) -> None:
+    """Builds one source's configuration(s); the report is written first, and a split that kept no row stops the
+    build before anything is saved (an earlier good build in `--output` stays)."""
     log = RejectionLog(strict=args.strict)
     if args.source == "seed-groups":
         outputs = build_seed_groups(args.input, log)
@@ -45,11 +47,13 @@ def build(args: argparse.Namespace) -> None:
         outputs = {RANDOM_POOL: build_random_pool(args.input, log)}
     else:
         outputs = {FILTER_LABELS: build_filter_labels(args.input, log)}
+    report = log.write(args.output / f"rejected_{args.source.replace('-', '_')}.jsonl")
+    sources = ", ".join(str(path) for path in (args.input, args.train, args.test) if path is not None)
+    require_kept_rows(outputs, sources, log, report)
     for config, splits in outputs.items():
         save_built(args.output, config, splits)
         sizes = ", ".join(f"{split} {len(data)}" for split, data in splits.items())
         logger.info("built %s (%s rows) in %s", config, sizes, args.output / config)
-    log.write(args.output / f"rejected_{args.source.replace('-', '_')}.jsonl")
 
 
 def download(args: argparse.Namespace) -> None:

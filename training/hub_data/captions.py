@@ -1,5 +1,10 @@
 """Anonymous captions (train/test jsonl of `{"image_hash", "caption", "url_link"}`) and the random distractor pool
-(jsonl of `{"image_hash", "url_link"}` with image_hash = md5(url))."""
+(jsonl of `{"image_hash", "url_link"}`).
+
+Both formats promise image_hash = md5(url_link), and both are checked: the official random pool keeps it on every
+row, the official seed-group downloader names images by it, and this package's download step, evaluation pool and
+image folders identify an image by md5(url) — a caption row with any other hash would never meet its image.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,13 @@ from typing import Any
 import datasets
 
 from training.hub_data.features import ANONYMOUS_CAPTIONS, FEATURES, RANDOM_POOL
-from training.hub_data.validation import RejectionLog, accept_hash, clean_caption, read_jsonl
+from training.hub_data.validation import (
+    RejectionLog,
+    accept_caption,
+    accept_hash,
+    read_jsonl,
+    warn_if_still_quoted,
+)
 
 
 def _string_field(record: dict[str, Any], name: str, path: Path, line: int, log: RejectionLog) -> str | None:
@@ -22,7 +33,7 @@ def _string_field(record: dict[str, Any], name: str, path: Path, line: int, log:
 
 def build_anonymous_captions(splits: dict[str, str | Path], log: RejectionLog) -> datasets.DatasetDict:
     """One split per source file (e.g. `{"train": ..., "test": ...}`); a hash may appear in one split only."""
-    seen: dict[str, str] = {}
+    first_seen: dict[str, str] = {}
     built = {}
     for split, source in splits.items():
         path = Path(source)
@@ -32,34 +43,29 @@ def build_anonymous_captions(splits: dict[str, str | Path], log: RejectionLog) -
             url = image_hash and _string_field(record, "url_link", path, line, log)
             if not url:
                 continue
-            try:
-                caption, placeholders = clean_caption(record.get("caption"))
-            except ValueError as error:
-                log.reject(path, line, "caption", str(error))
+            accepted = accept_caption(record.get("caption"), path, line, "caption", log)
+            if accepted is None or not accept_hash(path, line, image_hash, url, first_seen, log, "url_link"):
                 continue
-            if image_hash in seen:
-                log.reject(path, line, "image_hash", f"duplicate of {seen[image_hash]}")
-                continue
-            seen[image_hash] = f"{path}:{line}"
+            warn_if_still_quoted(accepted[0], path, line, "caption", log)
             rows["image_hash"].append(image_hash)
             rows["url"].append(url)
-            rows["caption"].append(caption)
-            rows["placeholders"].append(placeholders)
+            rows["caption"].append(accepted[0])
+            rows["placeholders"].append(accepted[1])
         built[split] = datasets.Dataset.from_dict(rows, features=FEATURES[ANONYMOUS_CAPTIONS])
     return datasets.DatasetDict(built)
 
 
 def build_random_pool(path: str | Path, log: RejectionLog) -> datasets.DatasetDict:
-    """A `train` split of `image_hash`, `url`; the format promises image_hash = md5(url), which is checked."""
+    """A `train` split of `image_hash`, `url`."""
     path = Path(path)
     rows: dict[str, list[Any]] = {name: [] for name in FEATURES[RANDOM_POOL]}
-    first_line: dict[str, int] = {}
+    first_seen: dict[str, str] = {}
     for line, record in read_jsonl(path, log):
         image_hash = _string_field(record, "image_hash", path, line, log)
         url = image_hash and _string_field(record, "url_link", path, line, log)
         if not url:
             continue
-        if not accept_hash(path, line, image_hash, url, first_line, log, url_field="url_link"):
+        if not accept_hash(path, line, image_hash, url, first_seen, log, url_field="url_link"):
             continue
         rows["image_hash"].append(image_hash)
         rows["url"].append(url)

@@ -18,7 +18,7 @@ import datasets
 import pandas as pd
 
 from training.hub_data.features import IMAGE_COLUMNS, SEED_GROUPS
-from training.hub_data.validation import md5_of
+from training.image_ids import url_image_hash
 
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,13 @@ class DownloadReport:
 
 
 def unique_urls(built: dict[str, datasets.DatasetDict]) -> list[dict[str, str]]:
-    """Every URL of every configuration once, with its md5 image hash."""
+    """Every URL of every configuration once, with its image hash (md5 of the URL)."""
     urls: dict[str, None] = {}
     for config, splits in built.items():
         for split in splits.values():
             column = split["image_urls"] if config == SEED_GROUPS else [[url] for url in split["url"]]
             urls.update(dict.fromkeys(url for group in column for url in group))
-    return [{"url": url, "image_hash": md5_of(url)} for url in urls]
+    return [{"url": url, "image_hash": url_image_hash(url)} for url in urls]
 
 
 def download_images(
@@ -122,7 +122,7 @@ def attach_images(
     column, feature = IMAGE_COLUMNS[config]
 
     def encoded(url: str, split: str) -> dict[str, Any] | None:
-        image_hash = md5_of(url)
+        image_hash = url_image_hash(url)
         if image_hash in files:
             return {"bytes": files[image_hash].read_bytes(), "path": f"{image_hash}.jpg"}
         reason = failures.get(image_hash, "not in the download")

@@ -1,34 +1,38 @@
 """Row-level validation shared by the dataset builders: every rejected row is reported with file, line and reason.
 
 By default a rejected row is logged and written to a `rejected_<source>.jsonl` report next to the built datasets,
-and the build goes on; with `strict=True` the first rejection raises.
+and the build goes on; with `strict=True` the first rejection raises. Rows that are kept but deserve a person's look
+(a URL in two seed groups, a caption still quoted after normalisation) are warnings in the same report
+(`"kept": true`). Text sources are read as UTF-8 with or without a byte-order mark.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.trainer.data import normalize_caption
+from training.caption_text import caption_placeholders, normalize_caption, still_quoted
+from training.image_ids import is_image_hash, url_image_hash
 
 
 logger = logging.getLogger(__name__)
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+TEXT_ENCODING = "utf-8-sig"  # UTF-8; a leading byte-order mark (spreadsheet exports) is skipped
 
 
 @dataclass(frozen=True)
 class Rejection:
+    """One finding about a source row: rejected (left out of the build), or `kept` with a warning."""
+
     file: str
     line: int
     field: str
     reason: str
+    kept: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.field}: {self.reason}"
@@ -36,80 +40,137 @@ class Rejection:
 
 @dataclass
 class RejectionLog:
-    """Collects rejected rows; in strict mode the first one raises `ValueError`."""
+    """Collects rejected rows and warnings about kept rows; in strict mode the first rejection raises `ValueError`."""
 
     strict: bool = False
-    rejections: list[Rejection] = field(default_factory=list)
+    findings: list[Rejection] = field(default_factory=list)
 
     def reject(self, file: str | Path, line: int, field_name: str, reason: str) -> None:
         rejection = Rejection(str(file), line, field_name, reason)
         if self.strict:
             raise ValueError(str(rejection))
-        self.rejections.append(rejection)
+        self.findings.append(rejection)
+
+    def warn(self, file: str | Path, line: int, field_name: str, reason: str) -> None:
+        """Records a finding about a row that is built anyway (never raises, not even in strict mode)."""
+        self.findings.append(Rejection(str(file), line, field_name, reason, kept=True))
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        return [finding for finding in self.findings if not finding.kept]
+
+    @property
+    def warnings(self) -> list[Rejection]:
+        return [finding for finding in self.findings if finding.kept]
+
+    @property
+    def rejected_rows(self) -> int:
+        """Rows (file, line) left out: a row rejected for two reasons counts once."""
+        return len({(finding.file, finding.line) for finding in self.rejections})
 
     def write(self, path: str | Path) -> Path | None:
-        """Writes the rejections as jsonl (file, line, field, reason) when anything was rejected."""
-        if not self.rejections:
-            return None
+        """Writes every finding as jsonl (file, line, field, reason, kept) when there is any; otherwise removes an
+        earlier report at `path`, which would describe a source that has since been fixed."""
         path = Path(path)
+        if not self.findings:
+            path.unlink(missing_ok=True)
+            return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(asdict(item)) + "\n" for item in self.rejections), encoding="utf-8")
-        logger.warning("%d rows were rejected; each is listed with its reason in %s", len(self.rejections), path)
+        path.write_text("".join(json.dumps(asdict(item)) + "\n" for item in self.findings), encoding="utf-8")
+        if self.rejections:
+            logger.warning("%d rows were rejected; each is listed with its reason in %s", self.rejected_rows, path)
+        if self.warnings:
+            logger.warning("%d warnings about rows that were kept are listed in %s", len(self.warnings), path)
         return path
 
 
-def md5_of(url: str) -> str:
-    return hashlib.md5(url.encode("utf-8")).hexdigest()
+def require_kept_rows(
+    built: Mapping[str, Mapping[str, Sized]], sources: str, log: RejectionLog, report: Path | None
+) -> None:
+    """Refuses a build in which a split kept no row, so an all-rejected source cannot pass for a dataset.
+
+    Raises:
+        ValueError: naming the empty splits, the source file(s) and the rejection report.
+    """
+    empty = [f"{config}/{split}" for config, splits in built.items() for split, rows in splits.items() if not len(rows)]
+    if not empty:
+        return
+    if not log.rejected_rows:
+        why = "the source holds no rows"
+    else:
+        why = f"{log.rejected_rows} rows were rejected; each is listed with its reason in {report}"
+    raise ValueError(f"{sources}: no row was kept for {', '.join(empty)} ({why})")
+
+
+def hash_problem(image_hash: object, url: str, url_field: str = "url") -> str | None:
+    """Why `image_hash` is not the image id the formats promise for `url` (md5 of the URL), or None when it is."""
+    if not is_image_hash(image_hash):
+        return f"{image_hash!r} is not an image hash (32 lowercase hexadecimal characters)"
+    expected = url_image_hash(url)
+    if image_hash != expected:
+        return f"{image_hash} is not md5({url_field}) = {expected}"
+    return None
 
 
 def accept_hash(
     path: str | Path,
     line: int,
-    image_hash: str,
+    image_hash: object,
     url: str,
-    first_line: dict[str, int],
+    first_seen: dict[str, str],
     log: RejectionLog,
     url_field: str = "url",
 ) -> bool:
-    """Checks image_hash = md5(url) and that the hash is new (recording it); rejects and returns False if not."""
-    if image_hash != md5_of(url):
-        log.reject(path, line, "image_hash", f"{image_hash} is not md5({url_field}) = {md5_of(url)}")
+    """Checks image_hash = md5(url) and that the hash is new (recording where it was first seen as `file:line`);
+    rejects the row and returns False if not."""
+    problem = hash_problem(image_hash, url, url_field)
+    if problem is not None:
+        log.reject(path, line, "image_hash", problem)
         return False
-    if image_hash in first_line:
-        log.reject(path, line, "image_hash", f"duplicate of line {first_line[image_hash]}")
+    if image_hash in first_seen:
+        log.reject(path, line, "image_hash", f"duplicate of {first_seen[image_hash]}")
         return False
-    first_line[image_hash] = line
+    first_seen[image_hash] = f"{path}:{line}"
     return True
 
 
-def caption_placeholders(caption: str) -> list[str]:
-    """The `{...}` names of an anonymous caption, in order of first use.
-
-    Raises:
-        ValueError: for an empty placeholder or braces that do not pair up.
-    """
-    names = _PLACEHOLDER.findall(caption)
-    if "{" in _PLACEHOLDER.sub("", caption) or "}" in _PLACEHOLDER.sub("", caption):
-        raise ValueError("braces do not pair up")
-    if any(not name.strip() for name in names):
-        raise ValueError("empty placeholder {}")
-    return list(dict.fromkeys(name.strip() for name in names))
-
-
-def clean_caption(raw: Any) -> tuple[str, list[str]]:
-    """Caption without its wrapping literal quotes, and its placeholders; `ValueError` says what is wrong."""
+def accept_caption(
+    raw: Any, path: str | Path, line: int, field_name: str, log: RejectionLog
+) -> tuple[str, list[str]] | None:
+    """The normalised caption and its placeholders, or None when the row is rejected (not a string, empty, braces
+    that do not pair up)."""
     if not isinstance(raw, str):
-        raise ValueError(f"expected a string, got {type(raw).__name__}")
+        log.reject(path, line, field_name, f"expected a string, got {type(raw).__name__}")
+        return None
     caption = normalize_caption(raw)
     if not caption:
-        raise ValueError("empty caption")
-    return caption, caption_placeholders(caption)
+        log.reject(path, line, field_name, "empty caption")
+        return None
+    try:
+        placeholders = caption_placeholders(caption)
+    except ValueError as error:
+        log.reject(path, line, field_name, str(error))
+        return None
+    return caption, placeholders
+
+
+def warn_if_still_quoted(caption: str, path: str | Path, line: int, field_name: str, log: RejectionLog) -> None:
+    """Reports a kept caption that still begins or ends with a quote after normalisation (call once the row is
+    built, so a rejected row is never also listed as kept)."""
+    if still_quoted(caption):
+        log.warn(path, line, field_name, f"still begins or ends with a quote after normalisation: {caption!r}")
 
 
 def read_jsonl(path: str | Path, log: RejectionLog) -> Iterator[tuple[int, dict[str, Any]]]:
-    """`(line number, object)` for every parseable object line; malformed lines go to the log."""
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    """`(line number, object)` for every parseable object line; malformed lines (bad JSON, not an object, not
+    UTF-8) go to the log. A byte-order mark before the first line is skipped."""
+    with Path(path).open("rb") as lines:
+        for number, raw_line in enumerate(lines, start=1):
+            try:
+                line = raw_line.decode(TEXT_ENCODING if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                log.reject(path, number, "<line>", f"not UTF-8 text (byte {error.start + 1}: {error.reason})")
+                continue
             if not line.strip():
                 continue
             try:
@@ -123,13 +184,27 @@ def read_jsonl(path: str | Path, log: RejectionLog) -> Iterator[tuple[int, dict[
             yield number, record
 
 
+def read_text(path: str | Path) -> str:
+    """A whole text source, UTF-8 with or without a byte-order mark.
+
+    Raises:
+        ValueError: naming the file and line of the first byte that is not UTF-8.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode(TEXT_ENCODING)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({error.reason}); save the file as UTF-8") from error
+
+
 def read_json_array(path: str | Path) -> Iterator[tuple[int, Any]]:
     """`(line number, element)` of a top-level JSON list, decoding element by element to know each one's line.
 
     Raises:
         ValueError: naming the file, line and column when the file is not a well-formed JSON list.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path)
     decoder = json.JSONDecoder()
     position = _skip_space(text, 0)
     if position >= len(text) or text[position] != "[":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -13,6 +12,7 @@ import datasets
 import numpy as np
 from transformers.utils.logging import tqdm
 
+from training.image_ids import url_image_hash
 from training.synthetic.attributes import SPLITS, sample_style
 from training.synthetic.families import FAMILIES, FAMILY_NAMES, draw_example
 
@@ -104,7 +104,7 @@ def write_official_format(dataset: datasets.Dataset, folder: str | Path, split: 
     lines = []
     for example in dataset:
         url = synthetic_url(split, family_names[example["family"]], example["index"])
-        image_hash = hashlib.md5(url.encode("utf-8")).hexdigest()
+        image_hash = url_image_hash(url)
         example["image"].save(folder / "images" / f"{image_hash}.png")
         lines.append(json.dumps({"image_hash": image_hash, "caption": f'"{example["caption"]}"', "url_link": url}))
     jsonl = folder / "captions.jsonl"

@@ -13,22 +13,14 @@ from pathlib import Path
 
 import datasets
 
+from training.caption_text import normalize_caption, still_quoted
+from training.image_ids import require_image_hash
 from training.trainer.arguments import DataArguments
 
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-_QUOTE_PAIRS = (('"', '"'), ("'", "'"), ("\u201c", "\u201d"))
-
-
-def normalize_caption(caption: str) -> str:
-    """Strips whitespace and one pair of literal wrapping quotes (the official captions carry `"..."`)."""
-    text = caption.strip()
-    for opening, closing in _QUOTE_PAIRS:
-        if len(text) >= 2 and text.startswith(opening) and text.endswith(closing):
-            return text[len(opening) : -len(closing)].strip()
-    return text
 
 
 def read_official_captions(jsonl_path: str | Path, image_dir: str | Path) -> datasets.Dataset:
@@ -38,14 +30,16 @@ def read_official_captions(jsonl_path: str | Path, image_dir: str | Path) -> dat
     files are listed with the other unreadable images instead of vanishing here.
 
     Raises:
-        ValueError: naming `file:line` for malformed JSON, a missing or non-string field, or an empty caption.
+        ValueError: naming `file:line` for malformed JSON, a missing or non-string field, an `image_hash` that is not
+            32 lowercase hexadecimal characters, or an empty caption.
     """
     jsonl_path, image_dir = Path(jsonl_path), Path(image_dir)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"image folder {image_dir} does not exist")
     files_by_hash = {path.stem: str(path) for path in image_dir.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS}
     rows: dict[str, list[str]] = {"image": [], "caption": [], "image_hash": []}
-    with jsonl_path.open(encoding="utf-8") as lines:
+    still_quoted_lines = []
+    with jsonl_path.open(encoding="utf-8-sig") as lines:  # a byte-order mark before the first row is skipped
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -59,12 +53,22 @@ def read_official_captions(jsonl_path: str | Path, image_dir: str | Path) -> dat
             for field in ("image_hash", "caption"):
                 if not isinstance(record.get(field), str):
                     raise ValueError(f"{where}: field {field!r} is missing or not a string")
+            require_image_hash(record["image_hash"], f"{where}: field 'image_hash'")
             caption = normalize_caption(record["caption"])
             if not caption:
                 raise ValueError(f"{where}: field 'caption' is empty")
+            if still_quoted(caption):
+                still_quoted_lines.append(line_number)
             rows["image"].append(files_by_hash.get(record["image_hash"], ""))
             rows["caption"].append(caption)
             rows["image_hash"].append(record["image_hash"])
+    if still_quoted_lines:
+        logger.warning(
+            "%d captions of %s still begin or end with a quote after normalisation (lines %s)",
+            len(still_quoted_lines),
+            jsonl_path,
+            ", ".join(map(str, still_quoted_lines[:10])) + (" ..." if len(still_quoted_lines) > 10 else ""),
+        )
     missing = sum(1 for image in rows["image"] if not image)
     if missing:
         logger.warning("%d of %d rows of %s have no image in %s", missing, len(rows["image"]), jsonl_path, image_dir)
