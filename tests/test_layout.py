@@ -21,7 +21,7 @@ LEVELS = {
     "training.image_ids": 0,
     "training.metrics": 0,
     "training.store": 0,
-    "training.captions": 0,
+    "training.caption_text": 0,
     "training.cli": 0,
     "training.tiny_backbone": 1,
     "training.synthetic": 1,
