@@ -5,12 +5,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 # LPIPS and DreamSim need torchvision, which does not import beside the CPU torch 2.13 wheel: their tests run in a
-# second venv on the torch/torchvision pair that does (see the README's evaluation section).
+# second venv on the torch/torchvision pair that does (see the README's evaluation section). That venv also carries
+# the oldest transformers relsim supports (the GPU machine's), and the model tests run there too: .venv has the
+# newest, so the vision fast path's guard and the remote code are tested at both ends of the supported range.
 TORCHVISION_VENV ?= .venv-torchvision
 TORCHVISION_TORCH ?= torch==2.14.1 torchvision==0.29.1
+OLDEST_TRANSFORMERS ?= transformers==5.17.*
+TORCHVISION_PINS := $(TORCHVISION_TORCH) $(OLDEST_TRANSFORMERS)
+MODEL_TESTS := tests/test_modeling.py tests/test_fast_path_compat.py tests/test_vision_attention.py \
+	tests/test_vision_layout.py tests/test_processing.py tests/test_remote_code.py tests/test_from_backbone.py \
+	tests/test_peft.py tests/test_convert_official.py
 DEMO_OUTPUT ?= relsim-demo
 
 .PHONY: demo test lint install install-torchvision clean
+
+# Not phony: FORCE makes the pins' rule run every time, yet the file (and so its mtime) changes only with the pins.
+FORCE:
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +32,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-$(TORCHVISION_VENV)/.installed: setup.cfg pyproject.toml
+# The pins the second venv was built with: a changed pin rewrites this file, which reinstalls the venv.
+$(TORCHVISION_VENV)/.pins: FORCE
+	@mkdir -p $(@D)
+	@echo '$(TORCHVISION_PINS)' | cmp -s - $@ || echo '$(TORCHVISION_PINS)' > $@
+
+$(TORCHVISION_VENV)/.installed: setup.cfg pyproject.toml $(TORCHVISION_VENV)/.pins
 	test -x $(TORCHVISION_VENV)/bin/python || $(PYTHON) -m venv $(TORCHVISION_VENV)
-	$(TORCHVISION_VENV)/bin/python -c "import torchvision" 2>/dev/null || \
-		$(TORCHVISION_VENV)/bin/python -m pip install --quiet $(TORCHVISION_TORCH)
-	$(TORCHVISION_VENV)/bin/python -m pip install --quiet -e ".[test,perceptual]"
+	$(TORCHVISION_VENV)/bin/python -m pip install --quiet $(TORCHVISION_TORCH)
+	$(TORCHVISION_VENV)/bin/python -m pip install --quiet -e ".[test,perceptual]" $(TORCHVISION_TORCH) \
+		"$(OLDEST_TRANSFORMERS)"
 	touch $@
 
 install-torchvision: $(TORCHVISION_VENV)/.installed
@@ -41,6 +56,7 @@ lint: install
 test: lint install-torchvision
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not torchvision"
 	HF_HUB_OFFLINE=1 $(TORCHVISION_VENV)/bin/python -m pytest -m torchvision
+	HF_HUB_OFFLINE=1 $(TORCHVISION_VENV)/bin/python -m pytest -m "not torchvision" $(MODEL_TESTS)
 
 clean:
 	rm -rf $(VENV) $(TORCHVISION_VENV) $(DEMO_OUTPUT) .pytest_cache .ruff_cache *.egg-info

@@ -52,8 +52,10 @@ class RelSimConfig(PretrainedConfig):
         initializer_seed (`int`, defaults to 0):
             Seed of the new parameters' initialisation, so building from a backbone is reproducible.
         vision_attention (`str`, defaults to `"batched"`):
-            `"batched"` sends all vision windows of one length through one attention call; `"reference"` keeps
-            transformers' one-call-per-window loop. Same numbers; batched is much faster on GPU.
+            `"batched"` sends all vision windows of one length through one attention call and computes the tower's
+            index tensors on the host; `"reference"` runs transformers' own vision code (one call per window). Same
+            numbers; batched is much faster on GPU. Where the installed transformers' vision internals differ from
+            what the batched path was written for, the model runs the reference path and warns once.
     """
 
     model_type = "relsim"

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, Qwen2_5_VLModel
@@ -19,10 +20,11 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, logging
 
 from .configuration_relsim import RelSimConfig
+from .fast_path_compat import fast_path_mismatches
 from .image_batches import ON_ERROR_POLICIES, BatchPreparedImages, ImageEmbeddings, PreparedImages
 from .image_decoding import UnreadableImageError, as_image_list, is_single_image
 from .processing_relsim import RelSimProcessor, add_query_token
-from .vision_attention import set_vision_attention
+from .vision_attention import VISION_ATTENTION_MODES, set_vision_attention
 from .vision_layout import VisionLayout
 
 
@@ -198,7 +200,7 @@ class RelSimModel(RelSimPreTrainedModel):
     def __init__(self, config: RelSimConfig) -> None:
         super().__init__(config)
         self.backbone = AutoModel.from_config(config.backbone_config)
-        set_vision_attention(self.backbone.visual, config.vision_attention)
+        self._check_vision_fast_path()
         hidden_size = config.backbone_config.text_config.hidden_size
         self.query_embedding = RelSimQueryEmbedding(hidden_size)
         self.projection = nn.Linear(hidden_size, config.projection_dim)
@@ -213,10 +215,35 @@ class RelSimModel(RelSimPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
 
+    @property
+    def uses_vision_fast_path(self) -> bool:
+        """Whether the vision tower runs relsim's fast path (batched window attention and the host-computed layout):
+        False when `config.vision_attention` is `"reference"` or when the installed transformers does not have the
+        internals the fast path is built on (see `vision_fast_path_mismatches`)."""
+        return self.config.vision_attention == "batched" and not self.vision_fast_path_mismatches
+
+    def _check_vision_fast_path(self) -> None:
+        """Inspects the backbone's vision internals once per build, and warns once per process when they differ
+        from what the fast path was written for; the model then runs transformers' own vision code."""
+        self.vision_fast_path_mismatches = fast_path_mismatches(self.backbone.visual)
+        if self.vision_fast_path_mismatches:
+            logger.warning_once(
+                f"relsim's vision fast path does not fit transformers {transformers.__version__}: "
+                f"{'; '.join(self.vision_fast_path_mismatches)}. The vision tower runs transformers' own attention "
+                "and layout code instead (same embeddings, slower on GPU)."
+            )
+        self.set_vision_attention(self.config.vision_attention)
+
     def set_vision_attention(self, mode: str) -> None:
-        """`"batched"` (one attention call per window length) or `"reference"` (transformers' per-window loop)."""
-        set_vision_attention(self.backbone.visual, mode)
+        """`"batched"` (one attention call per window length) or `"reference"` (transformers' per-window loop).
+
+        The choice is kept in the config; `"batched"` runs the reference loop where the installed transformers does
+        not fit the fast path (see `uses_vision_fast_path`).
+        """
+        if mode not in VISION_ATTENTION_MODES:
+            raise ValueError(f"vision_attention must be one of {VISION_ATTENTION_MODES}, got {mode!r}")
         self.config.vision_attention = mode
+        set_vision_attention(self.backbone.visual, "batched" if self.uses_vision_fast_path else "reference")
 
     def compile_vision(self, **compile_kwargs: Any) -> None:
         """`torch.compile`s each vision block in place (weights and state-dict names unchanged). It pays on GPU,
@@ -326,17 +353,20 @@ class RelSimModel(RelSimPreTrainedModel):
     def get_vision_features(self, pixel_values: torch.Tensor, image_grid_thw: torch.LongTensor) -> torch.Tensor:
         """The vision tower's merged patch features `(image_tokens, hidden_size)` of a processor batch.
 
-        The tower's positions, window order and attention groups are computed on the host from the grid
-        ([`VisionLayout`]): none of the tower's blocks reads a value back from the device. A grid on the host (as
-        `embed_images` keeps it) costs no read at all; a grid on the device costs one.
+        On the fast path the tower's positions, window order and attention groups are computed on the host from the
+        grid ([`VisionLayout`]): none of the tower's blocks reads a value back from the device. A grid on the host (as
+        `embed_images` keeps it) costs no read at all; a grid on the device costs one. On the reference path the
+        tower computes them itself, as in transformers.
         """
         if image_grid_thw is None:
             raise ValueError("pixel_values were given without image_grid_thw")
         visual = self.backbone.visual
         host_grid = image_grid_thw.cpu()
         flat_pixels = unpad_pixel_values(pixel_values, host_grid)
-        layout = VisionLayout.from_grid(visual, host_grid).to(flat_pixels.device)
-        vision_output = visual(flat_pixels.to(visual.dtype), grid_thw=image_grid_thw, **layout.tower_kwargs())
+        layout_kwargs = {}
+        if self.uses_vision_fast_path:
+            layout_kwargs = VisionLayout.from_grid(visual, host_grid).to(flat_pixels.device).tower_kwargs()
+        vision_output = visual(flat_pixels.to(visual.dtype), grid_thw=image_grid_thw, **layout_kwargs)
         return getattr(vision_output, "pooler_output", vision_output)
 
     def get_image_features(self, **inputs: Any) -> torch.Tensor:
@@ -458,7 +488,7 @@ class RelSimModel(RelSimPreTrainedModel):
         with torch.device("meta"):
             model = cls(config)
         model.backbone = backbone
-        set_vision_attention(backbone.visual, config.vision_attention)
+        model._check_vision_fast_path()
         model.config.backbone_config = backbone.config
         model.config._attn_implementation = backbone.config._attn_implementation
         reference = backbone.get_input_embeddings().weight

@@ -9,6 +9,10 @@ their own lengths. The numbers are those of the per-window loop (same kernels, s
 The attention modules keep their weights and state-dict names: only their class is swapped for a subclass whose
 forward batches the windows, so checkpoints, PEFT targets and the full-attention blocks (one window per image) are
 untouched. Flash-attention backends already take all windows in one varlen call and keep their own forward.
+
+The subclass is written against transformers' attention class (its forward's arguments, `qkv`/`proj`/`num_heads`/
+`scaling`, the module's `apply_rotary_pos_emb_vision`); `fast_path_compat.py` checks those when a model is built, and
+RelSimModel keeps transformers' own class where they differ.
 """
 
 from __future__ import annotations

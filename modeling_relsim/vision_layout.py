@@ -6,18 +6,39 @@ stream, plus a few small kernels per image for the positions. The grid is made b
 relsim computes all of it there with transformers' own functions (`transformers.vision_utils`), copies it to the
 device asynchronously, and hands it to the tower as the precomputed keyword arguments those functions accept. The
 batched window attention's groups come from the same host boundaries, so no block reads them back either.
+`fast_path_compat.py` checks at build that these helpers still pop what they are given and that the tower calls them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
-from transformers.utils.generic import get_max_seqlen
-from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
 from .vision_attention import WindowGroup, remember_window_groups, window_groups
+
+
+# Internals of transformers (5.17 on): a version without them must still import this file, so that the model can fall
+# back to the tower's own computation (see fast_path_compat.py, which checks them before the layout is ever used).
+try:
+    from transformers import vision_utils
+except ImportError:
+    vision_utils = None
+try:
+    from transformers.utils.generic import get_max_seqlen
+except ImportError:
+    get_max_seqlen = None
+
+LAYOUT_HELPERS = ("get_vision_position_ids", "get_vision_attention_seqlens", "get_vision_window_index")
+
+
+def layout_helpers() -> dict[str, Any]:
+    """The transformers functions the layout calls (and the tower must call with the same `kwargs`), by name;
+    None for any this transformers lacks."""
+    helpers = {name: getattr(vision_utils, name, None) for name in LAYOUT_HELPERS}
+    return {**helpers, "get_max_seqlen": get_max_seqlen}
 
 
 @dataclass(frozen=True)
@@ -38,9 +59,9 @@ class VisionLayout:
         """`grid_thw` must be on the host (the processor's own tensor, or one read of a device copy)."""
         if grid_thw.device.type != "cpu":
             raise ValueError(f"VisionLayout needs the image grid on the host, got a tensor on {grid_thw.device}")
-        position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
-        cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid_thw, visual.config)
-        window_index, cu_window_seqlens = get_vision_window_index(
+        position_ids = vision_utils.get_vision_position_ids(grid_thw, visual.spatial_merge_size)
+        cu_seqlens, max_seqlen = vision_utils.get_vision_attention_seqlens(grid_thw, visual.config)
+        window_index, cu_window_seqlens = vision_utils.get_vision_window_index(
             grid_thw,
             spatial_merge_size=visual.spatial_merge_size,
             window_size=visual.window_size,

@@ -70,7 +70,8 @@ REMOTE_USER_SCRIPT = textwrap.dedent(
 
     model_dir, output, *image_paths = sys.argv[1:]
     model = AutoModel.from_pretrained(model_dir, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    # the tests' PIL backend, also where torchvision is installed (the backends agree only to 1e-6)
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True, image_backend="pil")
     embeddings = model.embed_images(image_paths, processor, batch_size=2)
     save_file({"embeddings": embeddings.contiguous()}, output)
     print(type(model).__module__, type(processor).__module__)

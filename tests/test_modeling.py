@@ -136,6 +136,7 @@ def test_save_and_reload_round_trip(model, processor, images, tmp_path):
     assert {"query_embedding.weight", "projection.weight", "projection.bias", "temperature.logit_scale"} <= set(weights)
     assert {path.name for path in tmp_path.glob("*.py")} == {
         "configuration_relsim.py",
+        "fast_path_compat.py",
         "image_batches.py",
         "image_decoding.py",
         "modeling_relsim.py",
