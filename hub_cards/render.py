@@ -37,6 +37,20 @@ PAPER_EVALUATION = {
     "Tuned CLIP": 6.02,
     "relsim": 6.77,
 }
+PAPER_EVALUATION_COLUMNS = ("method", "relational similarity (GPT-4o judge, 0-10)")
+PAPER_EVALUATION_NOTE = (
+    "Relational retrieval as reported in the paper: pool of the test split plus random images, 1,000 queries, nearest "
+    "neighbour scored by a GPT-4o judge. DINO is quoted from the paper's text (5.14); the official plotting script "
+    "draws it at 4.68."
+)
+PAPER_TRAINING_DATA = (
+    "About 100k LAION images filtered as relationally interesting, each with an anonymous caption (the paper's split: "
+    "100k train, 14,881 test)."
+)
+PAPER_DATA_LIMIT = (
+    "Trained on web images filtered for relational content and on captions written by a language model; the notion "
+    'of "shared logic" is theirs, with their biases.'
+)
 PAPER_RECIPE = {
     "LoRA": "r=16, alpha=32, dropout 0.05 on the language model's q_proj and v_proj",
     "trained in full": "query vector, projection, temperature",
@@ -108,20 +122,64 @@ def render_dataset_card(
     )
 
 
+def describe_prompt(instruction: str | None, use_system_prompt: bool) -> str:
+    """The prompt around the image, in words (the processor builds it; the card says what it is)."""
+    system = "the default system prompt" if use_system_prompt else "no system prompt"
+    text = f"the instruction {instruction!r} before the image" if instruction else "no instruction"
+    return f"{system}, {text}, then the image and `<|query|>`"
+
+
+def describe_images(image_size: int, crop: str) -> str:
+    if crop == "center":
+        return f"one {image_size}x{image_size} centre crop per image"
+    return f"the whole image, aspect ratio kept, resized to about {image_size * image_size:,} pixels"
+
+
+def _image_limit(image_size: int, crop: str) -> str:
+    if crop == "center":
+        return f"One {image_size}x{image_size} centre crop per image: logic that lives outside the crop is not seen."
+    return (
+        f"Images are resized to about {image_size}x{image_size} pixels' worth (aspect ratio kept): detail finer than "
+        "that is not seen."
+    )
+
+
 def render_model_card(
     repo_id: str,
-    base_model: str = "Qwen/Qwen2.5-VL-7B-Instruct",
+    model_name: str | None = None,
+    base_model: str | None = "Qwen/Qwen2.5-VL-7B-Instruct",
+    backbone_description: str | None = None,
     datasets_used: tuple[str, ...] = (),
     license: str = LICENSE,
+    license_note: str = "the training data's licence; check it before commercial use",
     projection_dim: int = 384,
     text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2",
+    image_size: int = 448,
+    crop: str = "center",
+    instruction: str | None = None,
+    use_system_prompt: bool = True,
+    training_data: str = PAPER_TRAINING_DATA,
+    data_limit: str = PAPER_DATA_LIMIT,
     recipe: Mapping[str, str] = PAPER_RECIPE,
     evaluation: Mapping[str, float] = PAPER_EVALUATION,
-    metric_name: str = "relational similarity (GPT-4o judge, 0-10)",
-    evaluation_note: str = "Relational retrieval as reported in the paper: pool of the test split plus random "
-    "images, 1,000 queries, nearest neighbour scored by a GPT-4o judge. DINO is quoted from the paper's text (5.14); "
-    "the official plotting script draws it at 4.68.",
+    evaluation_columns: tuple[str, str] = PAPER_EVALUATION_COLUMNS,
+    evaluation_note: str = PAPER_EVALUATION_NOTE,
 ) -> ModelCard:
+    """A model card; the defaults describe the paper's 7B model, a training run passes its own settings.
+
+    Args:
+        repo_id: where the model is loaded from (the usage snippet).
+        model_name: the title (default: the last part of `repo_id`).
+        base_model: the hub id of the pretrained backbone, or None when there is none (a random backbone, a local
+            folder); the card's metadata declares it only when given.
+        backbone_description: the backbone in words (default: `base_model`).
+        image_size, crop, instruction, use_system_prompt: the model's processor settings.
+        training_data: one sentence on what the model was trained on.
+        data_limit: the limit that data puts on the model, as one sentence.
+        evaluation: rows of the evaluation table; `evaluation_columns` are its two headers.
+    """
+    if base_model is None and backbone_description is None:
+        raise ValueError("a card without a hub base_model needs backbone_description (what the backbone is)")
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-feature-extraction",
@@ -130,17 +188,26 @@ def render_model_card(
         license=license,
         tags=["relsim", "relational-similarity", "image-retrieval", "qwen2.5-vl", "custom_code"],
     )
+    limits = [
+        data_limit,
+        _image_limit(image_size, crop),
+        "Similarity scores rank candidates; they are not calibrated probabilities.",
+        f"Licence {license}: {license_note}.",
+    ]
     return ModelCard.from_template(
         card_data,
         template_path=_template("model_card.md"),
         repo_id=repo_id,
-        model_name=repo_id.split("/")[-1],
-        base_model=base_model,
+        model_name=model_name or repo_id.split("/")[-1],
+        backbone_description=backbone_description or base_model,
         projection_dim=projection_dim,
         text_encoder=text_encoder,
+        images=describe_images(image_size, crop),
+        prompt=describe_prompt(instruction, use_system_prompt),
+        training_data=training_data,
         recipe=dict(recipe),
         evaluation=dict(evaluation),
-        metric_name=metric_name,
+        evaluation_columns=evaluation_columns,
         evaluation_note=evaluation_note,
-        license=license,
+        limits=limits,
     )

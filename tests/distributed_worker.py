@@ -1,5 +1,6 @@
 """One training step of RelSimTrainer on a fixed global batch, run alone or under torchrun; writes the logged loss
-and the gradients the optimizer would see (after DDP's reduction) to `<output>/rank<r>-<config>.safetensors`.
+and the gradients the optimizer would see (after DDP's reduction) to `<output>/rank<r>-<config>.safetensors`, with
+the number of gradient all-reduces DDP ran.
 
 The global batch holds 8 examples in order; example 6 is unreadable, so under two processes rank 0 trains on 4
 images and rank 1 on 3, exercising uneven gathers.
@@ -14,6 +15,8 @@ from pathlib import Path
 import datasets
 from helpers import pattern_dataset
 from safetensors.torch import save_file
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import SequentialSampler
 from transformers import TrainerCallback
 
@@ -30,8 +33,23 @@ CONFIGS = {"plain-symmetric": {"symmetric_loss": True}, "gradcache-symmetric": {
 
 
 class InOrderTrainer(RelSimTrainer):
+    """Reads the batch in order, and counts DDP's gradient all-reduces (one per bucket of each synced backward)."""
+
+    allreduce_calls = 0
+
     def _get_train_sampler(self, train_dataset=None):
         return SequentialSampler(train_dataset or self.train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if isinstance(model, DistributedDataParallel) and not getattr(model, "counted", False):
+            model.register_comm_hook(self, count_allreduce)
+            model.counted = True
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def count_allreduce(trainer, bucket):
+    trainer.allreduce_calls += 1
+    return default_hooks.allreduce_hook(None, bucket)
 
 
 class RecordGradients(TrainerCallback):
@@ -98,7 +116,11 @@ def main(output_dir: str) -> None:
         save_file(
             {key: value.contiguous() for key, value in recorder.gradients.items()},
             output / f"rank{rank}-of{world_size}-{name}.safetensors",
-            metadata={"loss": json.dumps(loss), "trained_images": json.dumps(GLOBAL_BATCH // world_size)},
+            metadata={
+                "loss": json.dumps(loss),
+                "trained_images": json.dumps(GLOBAL_BATCH // world_size),
+                "allreduce_calls": json.dumps(trainer.allreduce_calls),
+            },
         )
 
 

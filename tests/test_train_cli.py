@@ -97,3 +97,10 @@ def test_cli_trains_evaluates_and_exports(tiny_run):
     again = RelSimModel.from_pretrained(from_checkpoint)
     for (name, expected), (_, actual) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0, msg=name)
+    card = (exported / "README.md").read_text()
+    assert (from_checkpoint / "README.md").read_text() == card  # export writes the trainer's card
+    assert "| image -> caption recall@5 | 1.0 |" in card
+
+    from_run_folder = export_checkpoint(work / "run", work / "exported-from-run")  # its last complete checkpoint
+    assert (from_run_folder / "README.md").read_text() == card
+    assert (from_run_folder / "model.safetensors").read_bytes() == (from_checkpoint / "model.safetensors").read_bytes()

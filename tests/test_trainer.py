@@ -1,11 +1,13 @@
 import io
 import json
+import logging
 
 import datasets
 import pytest
 import torch
 from helpers import PATTERN_CAPTIONS, embed_in_clean_process, pattern_dataset
 from peft import get_peft_model
+from transformers import Trainer
 
 from modeling_relsim import RelSimModel
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
@@ -100,7 +102,7 @@ def test_grad_cache_gives_the_full_batch_gradients(aspect_processor, images, cap
     ]
     batch = RelSimCollator(aspect_processor)(examples)
     gradients = {}
-    for micro_batch_size in (None, 2):
+    for micro_batch_size, accumulation_steps in ((None, 1), (2, 1), (2, 4)):
         model = build_tiny_model(aspect_processor, seed=0)
         trainer = make_trainer(
             model,
@@ -111,15 +113,47 @@ def test_grad_cache_gives_the_full_batch_gradients(aspect_processor, images, cap
             contrastive_micro_batch_size=micro_batch_size,
             symmetric_loss=symmetric,
         )
-        trainer.current_gradient_accumulation_steps = 1
+        trainer.current_gradient_accumulation_steps = accumulation_steps
         loss = trainer.training_step(model, dict(batch))
-        gradients[micro_batch_size] = (loss, _gradients(model))
-    (full_loss, full), (cached_loss, cached) = gradients[None], gradients[2]
+        gradients[micro_batch_size, accumulation_steps] = (loss, _gradients(model))
+    (full_loss, full), (cached_loss, cached) = gradients[None, 1], gradients[2, 1]
     assert cached_loss.item() == pytest.approx(full_loss.item(), abs=1e-6)
     assert full.keys() == cached.keys()
     assert "temperature.logit_scale" in full and "backbone.visual.patch_embed.proj.weight" in full
     for name in full:
         torch.testing.assert_close(cached[name], full[name], atol=1e-6, rtol=1e-4, msg=name)
+    # the stock training_step divides the loss by the accumulation steps; the replays receive that scale
+    accumulated_loss, accumulated = gradients[2, 4]
+    assert accumulated_loss.item() == pytest.approx(full_loss.item() / 4, abs=1e-6)
+    for name in full:
+        torch.testing.assert_close(accumulated[name], full[name] / 4, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_the_trainer_keeps_transformers_training_step():
+    assert "training_step" not in RelSimTrainer.__dict__
+    assert RelSimTrainer.training_step is Trainer.training_step
+
+
+def test_grad_cache_replays_run_under_the_runs_autocast(short_prompt_processor, patterns, caption_encoder, tmp_path):
+    model = build_tiny_model(short_prompt_processor, seed=0)
+    forwards = []
+    model.backbone.language_model.register_forward_hook(
+        lambda module, args, output: forwards.append((torch.is_grad_enabled(), torch.is_autocast_enabled("cpu")))
+    )
+    trainer = make_trainer(
+        model,
+        short_prompt_processor,
+        patterns,
+        caption_encoder,
+        tmp_path,
+        max_steps=1,
+        per_device_train_batch_size=8,
+        contrastive_micro_batch_size=4,
+        bf16=True,
+    )
+    trainer.train()
+    # two micro-batches: embedded without a graph, then replayed with one during backward, all in bf16 autocast
+    assert forwards == [(False, True), (False, True), (True, True), (True, True)]
 
 
 def test_grad_cache_with_lora_runs_the_frozen_vision_tower_once_per_micro_batch(
@@ -250,3 +284,23 @@ def test_export_loads_through_remote_code(short_prompt_processor, patterns, capt
     assert isinstance(trainer.model, RelSimModel)
     embeddings, _ = embed_in_clean_process(exported, image_paths, tmp_path)
     torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=0)
+
+
+def test_warm_up_longer_than_training_is_announced(short_prompt_processor, patterns, caption_encoder, tmp_path, caplog):
+    model = build_tiny_model(short_prompt_processor, seed=0)
+    settings = {"max_steps": 60, "lr_scheduler_type": "cosine", "learning_rate": 1e-4}
+    trainer = make_trainer(
+        model, short_prompt_processor, patterns, caption_encoder, tmp_path, **settings, warmup_steps=100
+    )
+    with caplog.at_level(logging.WARNING, logger="training.trainer.trainer"):
+        trainer.create_optimizer_and_scheduler(num_training_steps=60)
+    assert "warm-up lasts 100 steps but training only 60" in caplog.text
+    assert trainer.lr_scheduler.get_last_lr()[0] == 0.0  # the schedule is the Trainer's, unchanged
+    for warmup_steps in (0.1, 59):  # a fraction of training, or a warm-up that ends before training does
+        caplog.clear()
+        trainer = make_trainer(
+            model, short_prompt_processor, patterns, caption_encoder, tmp_path, **settings, warmup_steps=warmup_steps
+        )
+        with caplog.at_level(logging.WARNING, logger="training.trainer.trainer"):
+            trainer.create_optimizer_and_scheduler(num_training_steps=60)
+        assert "warm-up" not in caplog.text

@@ -3,12 +3,14 @@
     python -m training.trainer export --checkpoint runs/NAME/checkpoint-1000 --output relsim-final
 
 A LoRA checkpoint is applied to the base model rebuilt from the run's saved model arguments (the base is
-reproducible: backbone weights plus seeded new parameters); a full checkpoint is loaded as it is.
+reproducible: backbone weights plus seeded new parameters); a full checkpoint is loaded as it is. Given a run folder,
+the last complete checkpoint is exported. The folder gets the same model card the trainer writes into `final/`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 from peft import PeftModel
 
 from modeling_relsim import RelSimModel, RelSimProcessor
+from training.trainer.checkpoints import TRAINER_STATE_FILE, require_complete_checkpoint
+from training.trainer.model_card import run_model_card
 from training.trainer.model_factory import build_base, load_model_arguments
 
 
@@ -23,9 +27,17 @@ logger = logging.getLogger("relsim.export")
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
-    checkpoint, output_dir = Path(checkpoint), Path(output_dir)
-    if not checkpoint.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {checkpoint} does not exist")
+    """Writes the standalone model, its processor and its model card; returns `output_dir`.
+
+    Args:
+        checkpoint: a `checkpoint-N` folder, or a run folder (its last complete checkpoint is taken).
+        output_dir: the folder for the standalone model.
+
+    Raises:
+        FileNotFoundError: the checkpoint is incomplete (naming the missing or damaged file) or the run has none.
+    """
+    checkpoint = require_complete_checkpoint(checkpoint)
+    output_dir = Path(output_dir)
     processor = RelSimProcessor.from_pretrained(checkpoint)
     if (checkpoint / "adapter_config.json").is_file():
         _, base = build_base(load_model_arguments(checkpoint.parent))
@@ -35,7 +47,9 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     model.check_processor(processor)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    logger.info("wrote %s", output_dir)
+    step = json.loads((checkpoint / TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"]
+    run_model_card(checkpoint.parent, model.config, step, checkpoint=checkpoint).save(output_dir / "README.md")
+    logger.info("wrote %s from %s", output_dir, checkpoint)
     return output_dir
 
 

@@ -4,8 +4,13 @@ Gradient accumulation cannot grow a contrastive batch: each accumulation step on
 instead (1) embeds every micro-batch without a graph, (2) computes the loss on all the embeddings at once and its
 gradient with respect to them, and (3) re-runs each micro-batch with a graph, back-propagating those cached
 gradients. The random state of each micro-batch is replayed in (3), so dropout masks match, and the parameter
-gradients equal those of one full-batch backward. Under DDP every replay but the last runs in `no_sync()`, so the
-gradients are all-reduced once.
+gradients equal those of one full-batch backward.
+
+Steps (1) and (2) run inside the loss computation; step (3) runs when the returned loss is back-propagated (a custom
+autograd function whose backward replays the micro-batches). The Trainer's own `training_step` therefore stays
+untouched: whatever it multiplies the loss by before `backward` (gradient-accumulation division, the fp16 gradient
+scaler) arrives as the incoming gradient and scales every replay. Under DDP every replay but the last runs in
+`no_sync()`, so the gradients are all-reduced once.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from typing import Any
 import torch
 
 from training.trainer.losses import ContrastiveLoss
+
+
+PER_IMAGE_KEYS = ("pixel_values", "image_grid_thw", "image_features")
 
 
 class RandomState:
@@ -34,18 +42,21 @@ class RandomState:
 
 
 def split_batch(batch: Mapping[str, Any], micro_batch_size: int) -> list[dict[str, Any]]:
-    """Slices every per-sample entry of a processor batch into micro-batches (the pixel layout is per sample)."""
+    """Slices every per-sample entry of a processor batch into micro-batches (the pixel layout is per sample).
+
+    Token columns that are padding for every sample of a micro-batch are dropped from each per-token entry, so a
+    micro-batch of short prompts is not run at the full batch's width.
+    """
     size = batch["input_ids"].shape[0]
+    width = batch["input_ids"].shape[1]
     micro_batches = []
     for start in range(0, size, micro_batch_size):
         micro_batch = {key: value[start : start + micro_batch_size] for key, value in batch.items()}
-        attention_mask = micro_batch["attention_mask"]
-        longest = int(attention_mask.sum(-1).max())
-        if longest < attention_mask.shape[1]:
-            # drop the columns that are padding for every sample of this micro-batch
-            keep = attention_mask.any(0)
-            micro_batch["input_ids"] = micro_batch["input_ids"][:, keep]
-            micro_batch["attention_mask"] = attention_mask[:, keep]
+        keep = micro_batch["attention_mask"].bool().any(0)
+        if not bool(keep.all()):
+            for key, value in micro_batch.items():
+                if key not in PER_IMAGE_KEYS and value.dim() == 2 and value.shape[1] == width:
+                    micro_batch[key] = value[:, keep]
         micro_batches.append(micro_batch)
     return micro_batches
 
@@ -68,22 +79,39 @@ def reuse_frozen_vision_features(relsim_model: torch.nn.Module, micro_batches: l
     return True
 
 
-def grad_cache_step(
+class _ReplayOnBackward(torch.autograd.Function):
+    """Passes the loss value through; its backward hands the incoming gradient to `replay` (step 3)."""
+
+    @staticmethod
+    def forward(ctx, loss: torch.Tensor, replay: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        ctx.replay = replay
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[None, None]:
+        replay, ctx.replay = ctx.replay, None  # the closure holds the micro-batches: free them with the graph
+        replay(grad_output)
+        return None, None
+
+
+def grad_cache_loss(
     model: torch.nn.Module,
     micro_batches: list[dict[str, Any]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], ContrastiveLoss],
-    backward: Callable[[torch.Tensor], None],
     no_sync: Callable[[], contextlib.AbstractContextManager],
+    forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> ContrastiveLoss:
-    """One GradCache forward/backward over `micro_batches`; returns the full-batch loss.
+    """The full-batch loss over `micro_batches`, computed without a graph; back-propagating its `loss` replays each
+    micro-batch and leaves in the parameters' `.grad` the gradients of one full-batch backward.
 
     Args:
         model: the (possibly DDP-wrapped) model; its output has `image_embeds` and `logit_scale`.
         micro_batches: consecutive slices of one batch (see [`split_batch`]).
-        loss_fn: `(image_embeds (n, d), logit_scale ()) -> ContrastiveLoss` on the whole batch, already scaled as
-            it should be back-propagated (e.g. divided by the gradient-accumulation steps).
-        backward: back-propagates a scalar (e.g. `accelerator.backward`).
-        no_sync: context manager that suspends DDP gradient reduction.
+        loss_fn: `(image_embeds (n, d), logit_scale ()) -> ContrastiveLoss` on the whole batch.
+        no_sync: context manager that suspends DDP gradient reduction (all replays but the last run in it).
+        forward_context: context manager for each replayed forward (the Trainer's `compute_loss_context_manager`):
+            the replays run during `backward`, outside the context the first pass ran in. (accelerate's mixed
+            precision needs nothing here: it travels with the prepared model's forward.)
     """
     device = micro_batches[0]["input_ids"].device
     states, embeddings = [], []
@@ -92,27 +120,33 @@ def grad_cache_step(
             states.append(RandomState(device))
             output = model(**micro_batch)
             embeddings.append(output.image_embeds)
-    logit_scale = output.logit_scale
     cached_embeds = torch.cat(embeddings).detach().float().requires_grad_()
-    cached_scale = logit_scale.detach().float().requires_grad_(logit_scale.requires_grad)
-    result = loss_fn(cached_embeds, cached_scale)
+    cached_scale = output.logit_scale.detach().float().requires_grad_(output.logit_scale.requires_grad)
+    with torch.enable_grad():
+        result = loss_fn(cached_embeds, cached_scale)
     leaves = [cached_embeds] + ([cached_scale] if cached_scale.requires_grad else [])
     gradients = torch.autograd.grad(result.loss, leaves)
     embed_gradients = gradients[0].split([embeds.shape[0] for embeds in embeddings])
     scale_gradient = gradients[1] if len(gradients) > 1 else None
 
-    final_state = RandomState(device)
-    for index, (micro_batch, state, embed_gradient) in enumerate(
-        zip(micro_batches, states, embed_gradients, strict=True)
-    ):
-        is_last = index == len(micro_batches) - 1
-        with contextlib.nullcontext() if is_last else no_sync():
-            state.restore()
-            output = model(**micro_batch)
-            surrogate = (output.image_embeds * embed_gradient.to(output.image_embeds.dtype)).sum()
-            if scale_gradient is not None:
-                # a share in every replay keeps the temperature in each graph (DDP expects all parameters used)
-                surrogate = surrogate + output.logit_scale * (scale_gradient / len(micro_batches))
-            backward(surrogate)
-    final_state.restore()
+    def replay(grad_output: torch.Tensor) -> None:
+        final_state = RandomState(device)
+        last = len(micro_batches) - 1
+        with torch.enable_grad():
+            for index, (micro_batch, state, embed_gradient) in enumerate(
+                zip(micro_batches, states, embed_gradients, strict=True)
+            ):
+                with contextlib.nullcontext() if index == last else no_sync():
+                    state.restore()
+                    with forward_context():
+                        output = model(**micro_batch)
+                    # float32 like the full-batch loss, whatever the embeddings' dtype
+                    surrogate = (output.image_embeds.float() * embed_gradient).sum()
+                    if scale_gradient is not None:
+                        # a share in every replay keeps the temperature in each graph (DDP expects all parameters used)
+                        surrogate = surrogate + output.logit_scale.float() * (scale_gradient / len(micro_batches))
+                    (surrogate * grad_output).backward()
+        final_state.restore()
+
+    result.loss = _ReplayOnBackward.apply(result.loss.detach().requires_grad_(), replay)
     return result

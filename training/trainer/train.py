@@ -2,6 +2,7 @@
 
 The YAML recipe sets `ModelArguments`, `DataArguments` and `RelSimTrainingArguments` fields; command-line
 `--key value` pairs override it. Multi-GPU: `accelerate launch` or `torchrun` run the same command under DDP.
+`--resume_from_checkpoint last` (or `true`) continues from the last complete checkpoint of `output_dir`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import transformers
 import yaml
 from transformers import HfArgumentParser, set_seed
 
-from hub_cards.render import render_model_card
 from training.trainer.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
+from training.trainer.checkpoints import resolve_resume_checkpoint
 from training.trainer.collator import RelSimCollator
 from training.trainer.data import load_training_data
+from training.trainer.model_card import run_model_card, save_run_settings
 from training.trainer.model_factory import build_processor_and_model, save_model_arguments
 from training.trainer.trainer import RelSimTrainer
 
@@ -96,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     model_arguments, data_arguments, training_arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_arguments.get_process_log_level())
+    # before any model is built: a bad checkpoint fails in a second, naming the file
+    resume_from = resolve_resume_checkpoint(training_arguments.resume_from_checkpoint, training_arguments.output_dir)
     set_seed(training_arguments.seed)
 
     processor, model = build_processor_and_model(model_arguments)
@@ -103,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logger.info("%d training examples, %s held out", len(train_dataset), len(eval_dataset) if eval_dataset else "none")
     if training_arguments.process_index == 0:
         save_model_arguments(model_arguments, training_arguments.output_dir)
+        save_run_settings(
+            training_arguments.output_dir,
+            data_arguments,
+            training_arguments,
+            train_examples=len(train_dataset),
+            eval_examples=len(eval_dataset) if eval_dataset is not None else None,
+        )
 
     trainer = RelSimTrainer(
         model=model,
@@ -112,59 +123,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
         data_collator=RelSimCollator(processor),
         processing_class=processor,
     )
-    result = trainer.train(resume_from_checkpoint=training_arguments.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_metrics("train", result.metrics)
     if eval_dataset is not None:
         trainer.save_metrics("eval", trainer.evaluate())
     trainer.save_state()
     exported = trainer.export_model()
     if trainer.is_world_process_zero():
-        write_model_card(exported, model_arguments, data_arguments, training_arguments)
+        card = run_model_card(training_arguments.output_dir, trainer.model.config, trainer.state.global_step)
+        card.save(exported / "README.md")
     logger.info("standalone model written to %s", exported)
     return exported
-
-
-def recipe_summary(model: ModelArguments, data: DataArguments, training: RelSimTrainingArguments) -> dict[str, str]:
-    """The run's recipe as model-card rows."""
-    schedule = getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type)
-    adapters = "none (full training)"
-    if model.use_lora:
-        targets = ", ".join(model.lora_target_modules)
-        adapters = f"LoRA r={model.lora_r}, alpha={model.lora_alpha}, dropout {model.lora_dropout} on {targets}"
-    batch = f"{training.per_device_train_batch_size} per device"
-    if training.contrastive_micro_batch_size:
-        batch += f", GradCache micro-batches of {training.contrastive_micro_batch_size}"
-    synthetic = f"synthetic relations, {data.synthetic_num_per_family} images per family"
-    return {
-        "base": "tiny random Qwen2.5-VL, trained from scratch" if model.tiny_backbone else str(model.backbone),
-        "adapters": adapters,
-        "optimiser": f"AdamW lr {training.learning_rate:g}, weight decay {training.weight_decay:g}",
-        "schedule": str(schedule),
-        "steps": str(training.max_steps),
-        "contrastive batch": batch,
-        "images": f"{model.image_size} px, crop {model.crop}",
-        "data": data.dataset_name or data.captions_jsonl or synthetic,
-    }
-
-
-def write_model_card(
-    folder: Path, model: ModelArguments, data: DataArguments, training: RelSimTrainingArguments
-) -> None:
-    """README.md for the exported model: this run's recipe and, when the run evaluated, its held-out scores."""
-    evaluation_file = Path(training.output_dir) / "eval_results.json"
-    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.is_file() else {}
-    scores = {name.removeprefix("eval_"): round(value, 4) for name, value in evaluation.items() if "recall" in name}
-    note = "Held-out image -> caption retrieval at the end of this run." if scores else "This run did not evaluate."
-    card = render_model_card(
-        repo_id=training.hub_model_id or folder.name,
-        base_model="Qwen/Qwen2.5-VL-7B-Instruct" if model.tiny_backbone else str(model.backbone),
-        recipe=recipe_summary(model, data, training),
-        evaluation=scores,
-        metric_name="recall",
-        evaluation_note=note,
-        text_encoder=training.text_encoder or "sentence-transformers/all-MiniLM-L6-v2",
-    )
-    card.save(folder / "README.md")
 
 
 if __name__ == "__main__":

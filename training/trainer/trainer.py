@@ -2,8 +2,10 @@
 
 The text side is a frozen sentence-transformers model (each distinct caption encoded once); the loss is the
 unique-caption InfoNCE of `training.trainer.losses` with the model's learnable temperature; a per-device batch can
-be split into GradCache micro-batches. Checkpoints are the Trainer's (adapter or model, optimizer, scheduler, RNG), so
-`resume_from_checkpoint` continues exactly; `export_model` writes the merged standalone model.
+be split into GradCache micro-batches, run inside `compute_loss` and its backward, so the Trainer's `training_step`
+(loss scaling, accelerator backward, DDP/FSDP contexts, cache emptying) stays transformers' own. Checkpoints are the
+Trainer's (adapter or model, optimizer, scheduler, RNG), so `resume_from_checkpoint` continues exactly;
+`export_model` writes the merged standalone model.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from training.metrics import retrieval_compute_metrics
 from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.caption_encoder import CaptionEncoder
 from training.trainer.distributed import world
-from training.trainer.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
+from training.trainer.grad_cache import grad_cache_loss, reuse_frozen_vision_features, split_batch
 from training.trainer.losses import ContrastiveLoss, relational_info_nce
 
 
@@ -65,6 +67,10 @@ class RelSimTrainer(Trainer):
         kwargs: the usual `Trainer` arguments (`train_dataset`, `eval_dataset`, `data_collator`,
             `processing_class`, `callbacks`, ...).
     """
+
+    # The loss is a per-batch mean, so the stock training_step divides it by the accumulation steps (transformers
+    # 5.23 reads this flag; 5.17 decides the same from the batch having no `labels`).
+    loss_is_scaled_for_ga = False
 
     def __init__(
         self,
@@ -171,48 +177,38 @@ class RelSimTrainer(Trainer):
             metrics["loss_text_to_image"].append(float(result.text_to_image))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        model_inputs, caption_embeds, caption_ids = self._take_batch_extras(
-            inputs, "train" if model.training else "eval"
-        )
-        output = model(**model_inputs)
-        result = self._contrastive(output.image_embeds, caption_embeds, caption_ids, output.logit_scale)
-        return (result.loss, output) if return_outputs else result.loss
+        """The contrastive loss of a batch; with `contrastive_micro_batch_size` during training, a GradCache loss.
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        model.train()
-        if callable(getattr(self.optimizer, "train", None)):
-            self.optimizer.train()
-        inputs = self._prepare_inputs(inputs)
-        model_inputs, caption_embeds, caption_ids = self._take_batch_extras(inputs, "train")
-        scale = 1.0 / self.current_gradient_accumulation_steps
-        backward_kwargs = (
-            {"scale_wrt_gas": False} if self.accelerator.distributed_type == DistributedType.DEEPSPEED else {}
-        )
+        The Trainer's stock `training_step` scales and back-propagates the returned loss; a GradCache loss replays
+        its micro-batches in that backward (see `training.trainer.grad_cache`), so the step itself is not forked.
+        """
+        split = "train" if model.training else "eval"
+        model_inputs, caption_embeds, caption_ids = self._take_batch_extras(inputs, split)
         micro_batch_size = self.args.contrastive_micro_batch_size
-
-        def scaled_loss(image_embeds: torch.Tensor, logit_scale: torch.Tensor) -> ContrastiveLoss:
-            result = self._contrastive(image_embeds, caption_embeds, caption_ids, logit_scale)
-            result.loss = result.loss * scale
-            return result
-
-        with self.compute_loss_context_manager():
-            if micro_batch_size is None or micro_batch_size >= caption_ids.shape[0]:
-                output = model(**model_inputs)
-                result = scaled_loss(output.image_embeds, output.logit_scale)
-                self.accelerator.backward(result.loss, **backward_kwargs)
-            else:
-                micro_batches = split_batch(model_inputs, micro_batch_size)
-                if self.accelerator.distributed_type != DistributedType.FSDP:  # FSDP shards must run in the wrapper
-                    reuse_frozen_vision_features(relsim_base_model(self.accelerator.unwrap_model(model)), micro_batches)
-                result = grad_cache_step(
-                    model,
-                    micro_batches,
-                    loss_fn=scaled_loss,
-                    backward=self.accelerator.backward,
-                    no_sync=lambda: self.accelerator.no_sync(model),
-                )
-        self._record("train", result, relsim_base_model(self.model).logit_scale)
-        return result.loss.detach()
+        if (
+            return_outputs
+            or not torch.is_grad_enabled()
+            or micro_batch_size is None
+            or micro_batch_size >= caption_ids.shape[0]
+        ):
+            output = model(**model_inputs)
+            result = self._contrastive(output.image_embeds, caption_embeds, caption_ids, output.logit_scale)
+        else:
+            output = None
+            micro_batches = split_batch(model_inputs, micro_batch_size)
+            if self.accelerator.distributed_type != DistributedType.FSDP:  # FSDP shards must run in the wrapper
+                reuse_frozen_vision_features(relsim_base_model(self.accelerator.unwrap_model(model)), micro_batches)
+            result = grad_cache_loss(
+                model,
+                micro_batches,
+                loss_fn=lambda image_embeds, logit_scale: self._contrastive(
+                    image_embeds, caption_embeds, caption_ids, logit_scale
+                ),
+                no_sync=lambda: self.accelerator.no_sync(model),
+                forward_context=self.compute_loss_context_manager,
+            )
+        self._record(split, result, relsim_base_model(self.model).logit_scale)
+        return (result.loss, output) if return_outputs else result.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -231,6 +227,21 @@ class RelSimTrainer(Trainer):
         """No weight decay on the temperature and the query vector (nor, as usual, on biases and norms)."""
         names = super().get_decay_parameter_names(model)
         return [name for name in names if not any(part in name for part in NO_DECAY_NAMES)]
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """The Trainer's schedule, with a warning when the warm-up lasts as long as training: the learning rate
+        would never reach its peak (e.g. a recipe's `warmup_steps: 100` under `--max_steps 60`)."""
+        if self.lr_scheduler is None and self.args.lr_scheduler_type != "constant":
+            warmup_steps = self.args.get_warmup_steps(num_training_steps)
+            if warmup_steps >= num_training_steps:
+                logger.warning(
+                    "warm-up lasts %d steps but training only %d: the learning rate never reaches its peak %g; "
+                    "lower warmup_steps or give it as a fraction of training (e.g. --warmup_steps 0.1)",
+                    warmup_steps,
+                    num_training_steps,
+                    self.args.learning_rate,
+                )
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
