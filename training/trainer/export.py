@@ -1,4 +1,4 @@
-"""Merge a training checkpoint into a standalone RelSimModel folder (e.g. after an FSDP or multi-node run):
+"""Merge a training checkpoint into a standalone RelSimModel folder (e.g. after an FSDP or multi-node run).
 
     python -m training.trainer export --checkpoint runs/NAME/checkpoint-1000 --output relsim-final
 
@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
-from peft import PeftModel
 
-from modeling_relsim import RelSimModel, RelSimProcessor
-from training.trainer.model_factory import build_base, load_model_arguments
-
-
-logger = logging.getLogger("relsim.export")
+logger = logging.getLogger("relsim.train")
+HELP = "merge a training checkpoint into a standalone relsim folder"
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
+    # heavy imports here, not at module level, so that `--help` answers at once
+    from peft import PeftModel
+
+    from modeling_relsim import RelSimModel, RelSimProcessor
+    from training.trainer.model_factory import build_base, load_model_arguments
+
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     if not checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint folder {checkpoint} does not exist")
@@ -39,14 +40,10 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     return output_dir
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint-N folder of a run")
     parser.add_argument("--output", required=True, type=Path, help="folder for the standalone model")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def run(args: argparse.Namespace) -> Path:
     return export_checkpoint(args.checkpoint, args.output)
-
-
-if __name__ == "__main__":
-    main()
