@@ -1,7 +1,10 @@
 """Converts the official relsim release (PEFT LoRA adapter + tokenizer + `projection_and_config.pt`) to a
 standalone RelSimModel + RelSimProcessor folder (safetensors, remote code included).
 
-    python -m modeling_relsim.convert_official --checkpoint DIR --base Qwen/Qwen2.5-VL-7B-Instruct --output OUT
+    python -m training.trainer convert-official --checkpoint DIR --base Qwen/Qwen2.5-VL-7B-Instruct --output OUT
+
+(console script `relsim-convert-official`; the command line lives in `training/trainer/convert.py`, outside this
+package, whose import registers the Auto classes with transformers and would make `--help` slow).
 
 The official embedding reads the final-norm hidden state at `<|query|>` of the prompt
 `[default system] user: <image> <|query|>`; the query token's input vector is the base model's embedding row of its
@@ -11,11 +14,9 @@ no instruction, default system prompt, 448x448 centre crop.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,16 +173,8 @@ def convert_official_checkpoint(
     return output_dir
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="official checkpoint folder")
-    parser.add_argument("--base", required=True, help="Qwen2.5-VL the adapter was trained on (hub id or folder)")
-    parser.add_argument("--output", required=True, type=Path, help="folder to write the RelSimModel into")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    convert_official_checkpoint(args.checkpoint, args.base, args.output, dtype=getattr(torch, args.dtype))
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(
+        "the converter's command line is `python -m training.trainer convert-official` "
+        "(console script relsim-convert-official)"
+    )

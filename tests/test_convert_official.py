@@ -14,7 +14,8 @@ from transformers import AddedToken, AutoTokenizer, Qwen2_5_VLForConditionalGene
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from modeling_relsim import RelSimModel, RelSimProcessor
-from modeling_relsim.convert_official import convert_official_checkpoint, main
+from modeling_relsim.convert_official import convert_official_checkpoint
+from training.trainer.__main__ import main
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def square_images():
 def test_converted_model_matches_the_official_embedding(official_checkpoint, backbone_dir, square_images, tmp_path):
     checkpoint, adapter, extras = official_checkpoint
     output = tmp_path / "converted"
-    main(["--checkpoint", str(checkpoint), "--base", str(backbone_dir), "--output", str(output)])
+    main(["convert-official", "--checkpoint", str(checkpoint), "--base", str(backbone_dir), "--output", str(output)])
     model = RelSimModel.from_pretrained(output)
     processor = RelSimProcessor.from_pretrained(output)
     assert model.config.instruction is None and model.config.use_system_prompt

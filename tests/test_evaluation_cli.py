@@ -1,6 +1,7 @@
 """`python -m training.evaluation embed|retrieve|judge|report` end to end on a small pool, with tiny relsim and CLIP."""
 
 import json
+from pathlib import Path
 
 import PIL.Image
 import pytest
@@ -19,9 +20,10 @@ def evaluated(tmp_path, model, processor):
     model.save_pretrained(tmp_path / "relsim")
     processor.save_pretrained(tmp_path / "relsim")
     clip = save_tiny_clip(tmp_path / "clip")
-    common = ["--pool", str(manifest), "--eval-dir", str(tmp_path / "eval"), "--device", "cpu"]
-    main(["embed", *common, "--method", "relsim", "--model", str(tmp_path / "relsim"), "--num-workers", "0"])
-    main(["embed", *common, "--method", "clip-i", "--model", str(clip), "--num-workers", "0", "--batch-size", "4"])
+    common = ["--pool", str(manifest), "--eval-dir", str(tmp_path / "eval")]
+    embed = ["embed", *common, "--device", "cpu", "--num-workers", "0"]
+    main([*embed, "--method", "relsim", "--model", str(tmp_path / "relsim")])
+    main([*embed, "--method", "clip-i", "--model", str(clip), "--batch-size", "4"])
     main(["retrieve", *common, "--methods", "relsim", "clip-i", "--queries", "5", "--top-k", "3"])
     answers = ["Score: 7", "Score: 3", "6/10", "no score", "Score: 10"] * 2
     with ChatCompletionsServer(answers) as server:
@@ -79,3 +81,45 @@ def test_similarity_space_pairs_both_similarities_of_the_same_images(evaluated):
     _, others = attribute.load(space["image_hashes"])
     assert space["attribute"].allclose(others @ query[0], atol=1e-6)
     assert space["same_group"].tolist() == [items[h].group_id == 0 for h in space["image_hashes"]]
+
+
+def test_a_plain_image_folder_becomes_a_pool_that_embeds_and_retrieves(tmp_path, caplog):
+    from training.evaluation.pool import read_pool
+    from training.image_ids import file_image_hash
+
+    folder = tmp_path / "my images"
+    (folder / "a" / "b").mkdir(parents=True)
+    colours = {"3.PNG": (250, 0, 0), "a/1.png": (0, 250, 0), "a/b/2.jpg": (0, 0, 250)}
+    for name, colour in colours.items():
+        PIL.Image.new("RGB", (40, 30), colour).save(
+            folder / name, format="PNG" if name.lower().endswith("png") else "JPEG"
+        )
+    (folder / "dup.png").write_bytes((folder / "a" / "1.png").read_bytes())  # same bytes: one pool image
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG but not really")
+    manifest = tmp_path / "pool.jsonl"
+    with caplog.at_level("INFO"):
+        main(["pool", "--images", str(folder), "--output", str(manifest)])
+    items = read_pool(manifest)
+    assert [Path(item.image) for item in items] == [(folder / name).resolve() for name in colours]
+    assert [item.image_hash for item in items] == [file_image_hash(folder / name) for name in colours]
+    assert all(item.split == "test" and item.caption is None and item.group_id is None for item in items)
+    assert f"unreadable image left out of the pool: {folder / 'broken.png'}" in caplog.text
+
+    clip = save_tiny_clip(tmp_path / "clip")
+    common = ["--pool", str(manifest), "--eval-dir", str(tmp_path / "eval")]
+    main(["embed", *common, "--method", "clip-i", "--model", str(clip), "--device", "cpu", "--num-workers", "0"])
+    assert len(EmbeddingCache.open(tmp_path / "eval" / "embeddings" / "clip-i")) == 3
+    main(["retrieve", *common, "--methods", "clip-i", "--queries", "3", "--top-k", "2"])
+    retrievals = [json.loads(line) for line in (tmp_path / "eval" / "retrievals" / "clip-i.jsonl").open()]
+    assert sorted(r["query"] for r in retrievals) == sorted(item.image_hash for item in items)
+    assert all(len(r["neighbours"]) == 2 and r["query"] not in r["neighbours"] for r in retrievals)
+
+
+def test_a_folder_without_images_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="holds no readable image file"):
+        main(["pool", "--images", str(tmp_path / "empty"), "--output", str(tmp_path / "pool.jsonl")])
+    with pytest.raises(NotADirectoryError, match="is not a folder"):
+        main(["pool", "--images", str(tmp_path / "missing"), "--output", str(tmp_path / "pool.jsonl")])

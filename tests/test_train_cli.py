@@ -104,3 +104,28 @@ def test_cli_trains_evaluates_and_exports(tiny_run):
     from_run_folder = export_checkpoint(work / "run", work / "exported-from-run")  # its last complete checkpoint
     assert (from_run_folder / "README.md").read_text() == card
     assert (from_run_folder / "model.safetensors").read_bytes() == (from_checkpoint / "model.safetensors").read_bytes()
+
+
+def test_fields_are_options_with_dashes_or_underscores():
+    _, _, training = parse_arguments(["--config", PAPER_RECIPE, "--bf16", "false", "--max-steps", "7"])
+    assert training.max_steps == 7
+    _, _, training = parse_arguments(
+        ["--config", PAPER_RECIPE, "--bf16", "false", "--max_steps", "7", "--learning-rate", "3e-5", "--max-steps", "9"]
+    )
+    assert (training.max_steps, training.learning_rate) == (9, 3e-5)  # the last spelling given wins
+
+
+def test_a_bare_debug_flag_is_the_command_lines_and_debug_value_the_trainers():
+    _, _, training = parse_arguments(["--config", PAPER_RECIPE, "--bf16", "false", "--debug"])
+    assert training.debug == []
+    _, _, training = parse_arguments(["--config", PAPER_RECIPE, "--debug", "underflow_overflow", "--bf16", "false"])
+    assert [str(getattr(option, "value", option)) for option in training.debug] == ["underflow_overflow"]
+
+
+def test_recipe_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"recipe .*missing.yaml does not exist"):
+        parse_arguments(["--config", str(tmp_path / "missing.yaml")])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("max_steps: 3\nlearning_rate: [1e-4\n")
+    with pytest.raises(ValueError, match=r"broken.yaml:3:1: not valid YAML"):
+        parse_arguments([f"--config={broken}"])

@@ -5,7 +5,7 @@ trainer and recipe, and score it against attribute baselines on shapes and colou
     python -m training.demo --device cuda --preset small      # a bigger tiny model on a GPU
 
 Writes `<output>/report.md` with the table, neighbour grids and the similarity-space plot; the trained model is in
-`<output>/run/final`.
+`<output>/run/final`. Console script: `relsim-demo`.
 """
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from modeling_relsim import RelSimModel, RelSimProcessor
-from training.evaluation.methods.attribute_baselines import BASELINES, RelSimEmbedder
-from training.evaluation.synthetic_report import markdown_table, write_report
-from training.evaluation.synthetic_retrieval import BenchmarkRun, held_out_pool, run_benchmark
-from training.trainer.model_factory import build_base, load_model_arguments
-from training.trainer.train import main as train
+from training.cli import command_parser, configure_logging, prog_name, run_program
 
 
+if TYPE_CHECKING:
+    from training.evaluation.synthetic_retrieval import BenchmarkRun
+
+MODULE = "training.demo"
 logger = logging.getLogger("relsim.demo")
 
 RECIPE = Path(__file__).parent / "configs" / "tiny-cpu.yaml"
 TRAINED, UNTRAINED = "relsim (trained)", "relsim (untrained)"
 PRESETS = {
     "tiny": [],
-    "small": ["--tiny_preset", "small", "--image_size", "224", "--synthetic_image_size", "224"],
+    "small": ["--tiny-preset", "small", "--image-size", "224", "--synthetic-image-size", "224"],
 }
 
 
@@ -69,23 +69,35 @@ def training_summary(run_dir: Path, seconds: float) -> str:
     return " ".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=Path("relsim-demo"))
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+def parser() -> argparse.ArgumentParser:
+    parser = command_parser(MODULE, __doc__)
+    parser.add_argument("--output", type=Path, default=Path("relsim-demo"), help="folder of the report and the run")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model trains")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="size of the model trained")
     parser.add_argument("--max-steps", type=int, help="override the recipe's training steps")
     parser.add_argument("--train-per-family", type=int, help="override the recipe's training images per family")
     parser.add_argument("--pool-per-family", type=int, default=50, help="held-out benchmark images per family")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
+    """Runs the demo; errors propagate (see `program` for the command-line behaviour)."""
+    args = parser().parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    # heavy imports here, not at module level, so that `--help` and argument errors answer at once
+    from modeling_relsim import RelSimModel, RelSimProcessor
+    from training.evaluation.methods.attribute_baselines import BASELINES, RelSimEmbedder
+    from training.evaluation.synthetic_report import markdown_table, write_report
+    from training.evaluation.synthetic_retrieval import held_out_pool, run_benchmark
+    from training.trainer.model_factory import build_base, load_model_arguments
+    from training.trainer.train import main as train
 
     run_dir = args.output / "run"
-    overrides = ["--output_dir", str(run_dir), "--use_cpu", str(args.device == "cpu").lower(), *PRESETS[args.preset]]
+    overrides = ["--output-dir", str(run_dir), "--use-cpu", str(args.device == "cpu").lower(), *PRESETS[args.preset]]
     if args.max_steps is not None:
-        overrides += ["--max_steps", str(args.max_steps), "--logging_steps", str(max(1, args.max_steps // 4))]
+        overrides += ["--max-steps", str(args.max_steps), "--logging-steps", str(max(1, args.max_steps // 4))]
     if args.train_per_family is not None:
-        overrides += ["--synthetic_num_per_family", str(args.train_per_family)]
+        overrides += ["--synthetic-num-per-family", str(args.train_per_family)]
     started = time.perf_counter()
     final = train(["--config", str(RECIPE), *overrides])
     training_seconds = time.perf_counter() - started
@@ -109,5 +121,10 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
     return run
 
 
+def program() -> int:
+    """Console script `relsim-demo`: expected errors as one line (exit status 2), tracebacks with --debug."""
+    return run_program(main, prog=prog_name(MODULE))
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(program())

@@ -1,10 +1,14 @@
 """relsim's evaluation, step by step (each step resumes; outputs go under --eval-dir):
 
-python -m training.evaluation pool --built built --images downloads --output pool.jsonl
-python -m training.evaluation embed --pool pool.jsonl --eval-dir eval --method relsim --model ORG/relsim --device cuda
-python -m training.evaluation retrieve --pool pool.jsonl --eval-dir eval --methods relsim clip-i dino --queries 1000
-python -m training.evaluation judge --pool pool.jsonl --eval-dir eval --judge openai --methods relsim clip-i dino
-python -m training.evaluation report --pool pool.jsonl --eval-dir eval --similarity-query HASH
+  python -m training.evaluation pool --images MY_IMAGES --output pool.jsonl            # any folder of images
+  python -m training.evaluation pool --built built --images downloads --output pool.jsonl   # the paper's pool
+  python -m training.evaluation embed --pool pool.jsonl --eval-dir eval --method relsim --model ORG/relsim
+  python -m training.evaluation retrieve --pool pool.jsonl --eval-dir eval --methods relsim clip-i --queries 1000
+  python -m training.evaluation judge --pool pool.jsonl --eval-dir eval --judge openai --methods relsim clip-i
+  python -m training.evaluation report --pool pool.jsonl --eval-dir eval --similarity-query HASH
+  python -m training.evaluation synthetic --model relsim-final --output benchmark-report
+
+Console script: `relsim-eval`.
 """
 
 from __future__ import annotations
@@ -12,34 +16,57 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+from training.cli import (
+    add_command,
+    add_commands,
+    add_device_options,
+    command_parser,
+    configure_logging,
+    prog_name,
+    resolve_device,
+    resolve_dtype,
+    run_program,
+)
+from training.errors import import_extra, loading_model
 
-from training.evaluation.embed import embed_pool
-from training.evaluation.embedding_cache import EmbeddingCache
-from training.evaluation.layout import EvalLayout
-from training.evaluation.methods import METHOD_NAMES, MethodOptions, build_method
-from training.evaluation.pool import by_hash, manifest_from_downloads, read_pool
-from training.evaluation.retrieval import read_retrievals, retrieve, sample_queries, write_retrievals
 
+if TYPE_CHECKING:
+    from training.evaluation.layout import EvalLayout
+    from training.evaluation.pool import PoolItem
 
+MODULE = "training.evaluation"
 logger = logging.getLogger("relsim.eval")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# the methods by name, kept here as plain strings (the methods package imports torch); a test checks they agree
+METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t")
+DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def run_pool(args: argparse.Namespace) -> None:
-    path = manifest_from_downloads(args.built, args.images, args.output)
+    from training.evaluation.pool import manifest_from_downloads, manifest_from_folder, read_pool
+
+    if args.built is None:
+        path = manifest_from_folder(args.images, args.output)
+    else:
+        path = manifest_from_downloads(args.built, args.images, args.output)
     logger.info("wrote the pool manifest %s (%d images)", path, len(read_pool(path)))
 
 
 def run_embed(args: argparse.Namespace) -> None:
+    from training.evaluation.embed import embed_pool
+    from training.evaluation.embedding_cache import EmbeddingCache
+    from training.evaluation.layout import EvalLayout
+    from training.evaluation.methods import MethodOptions, build_method
+    from training.evaluation.pool import read_pool
+
     layout = EvalLayout(args.eval_dir)
     options = MethodOptions(
-        model=args.model, device=args.device, dtype=DTYPES[args.dtype], caption_model=args.caption_model,
-        caption_cache=layout.captions(), text_encoder=args.text_encoder, lpips_image_size=args.lpips_image_size,
-        dreamsim_cache=args.dreamsim_cache,
+        model=args.model, device=resolve_device(args.device), dtype=resolve_dtype(args.dtype),
+        caption_model=args.caption_model, caption_cache=layout.captions(), text_encoder=args.text_encoder,
+        lpips_image_size=args.lpips_image_size, dreamsim_cache=args.dreamsim_cache,
+        trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
     method = build_method(args.method, options)
     cache = EmbeddingCache(layout.cache(args.method), method.cache_identity())
@@ -53,8 +80,10 @@ def run_embed(args: argparse.Namespace) -> None:
     )
 
 
-def shared_queries(layout: EvalLayout, items, count: int, seed: int) -> list[str]:
+def shared_queries(layout: EvalLayout, items: Sequence[PoolItem], count: int, seed: int) -> list[str]:
     """One query list for every method: written by the first `retrieve`, reused (and checked) afterwards."""
+    from training.evaluation.retrieval import sample_queries
+
     path = layout.queries()
     if path.is_file():
         stored = json.loads(path.read_text())
@@ -71,18 +100,27 @@ def shared_queries(layout: EvalLayout, items, count: int, seed: int) -> list[str
 
 
 def run_retrieve(args: argparse.Namespace) -> None:
+    from training.evaluation.embedding_cache import EmbeddingCache
     from training.evaluation.judge_free import caption_agreement, seed_group_map
+    from training.evaluation.layout import EvalLayout
+    from training.evaluation.pool import by_hash, read_pool
+    from training.evaluation.retrieval import retrieve, write_retrievals
 
+    if args.backend == "faiss":
+        import_extra("faiss", "eval", "--backend faiss")
     layout = EvalLayout(args.eval_dir)
     items = read_pool(args.pool)
     queries = shared_queries(layout, items, args.queries, args.seed)
     text_encoder = None
     if any(item.caption for item in items):
-        from sentence_transformers import SentenceTransformer
+        SentenceTransformer = import_extra(
+            "sentence_transformers", "eval", "caption agreement (the pool has captions)"
+        ).SentenceTransformer
 
         from training.trainer.caption_encoder import resolve_text_encoder
 
-        text_encoder = SentenceTransformer(resolve_text_encoder(args.text_encoder), device="cpu")
+        with loading_model(args.text_encoder, "the caption-agreement text model", "--text-encoder"):
+            text_encoder = SentenceTransformer(resolve_text_encoder(args.text_encoder), device="cpu")
     for method in args.methods:
         cache = EmbeddingCache.open(layout.cache(method))
         embedded_queries = [query for query in queries if query in cache]
@@ -107,6 +145,7 @@ def run_retrieve(args: argparse.Namespace) -> None:
 
 def build_judge(args: argparse.Namespace):
     if args.judge == "openai":
+        import_extra("openai", "eval", "the openai judge")
         from training.evaluation.judges.openai_compatible import OpenAICompatibleJudge
 
         return OpenAICompatibleJudge(base_url=args.base_url, model=args.judge_model)
@@ -114,14 +153,18 @@ def build_judge(args: argparse.Namespace):
     from training.evaluation.qwen_chat import QwenVLChat
 
     chat = QwenVLChat.from_pretrained(
-        args.judge_model or "Qwen/Qwen2.5-VL-7B-Instruct", device=args.device, dtype=DTYPES[args.dtype]
-    )
+        args.judge_model or "Qwen/Qwen2.5-VL-7B-Instruct", device=resolve_device(args.device),
+        dtype=resolve_dtype(args.dtype),
+    )  # fmt: skip
     return LocalVLMJudge(chat, batch_size=args.batch_size)
 
 
 def run_judge(args: argparse.Namespace) -> None:
     from training.evaluation.judges import judge_retrievals
     from training.evaluation.judges.cache import JudgementCache, write_judgements
+    from training.evaluation.layout import EvalLayout
+    from training.evaluation.pool import by_hash, read_pool
+    from training.evaluation.retrieval import read_retrievals
 
     layout = EvalLayout(args.eval_dir)
     items = by_hash(read_pool(args.pool))
@@ -140,12 +183,16 @@ def run_judge(args: argparse.Namespace) -> None:
 
 
 def run_report(args: argparse.Namespace) -> None:
+    from training.evaluation.embedding_cache import EmbeddingCache
+    from training.evaluation.layout import EvalLayout
+    from training.evaluation.pool import by_hash, read_pool
     from training.evaluation.report import write_report
 
     layout = EvalLayout(args.eval_dir)
     items = by_hash(read_pool(args.pool))
     written = write_report(layout, items, queries=args.html_queries, top_k=args.top_k)
     if args.similarity_query:
+        import_extra("matplotlib", "eval", "the similarity-space plot")
         from training.evaluation.similarity_space import plot_similarity_space, similarity_space
 
         space = similarity_space(
@@ -160,45 +207,61 @@ def run_report(args: argparse.Namespace) -> None:
         logger.info("wrote %s: %s", name, path)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def parser() -> argparse.ArgumentParser:
+    top = command_parser(MODULE, __doc__)
+    commands = add_commands(top)
+
+    def inputs(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--pool", required=True, help="pool manifest (JSON lines; see the pool command)")
+        sub.add_argument("--eval-dir", required=True, help="folder of this evaluation's caches and results")
+
+    pool = add_command(
+        commands, "pool", "write a pool manifest: of a folder of images, or of the dataset pipeline's folders"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    pool.add_argument(
+        "--images",
+        required=True,
+        help="a folder of image files (searched recursively), or with --built the folder given to "
+        "`training.hub_data download --output`",
+    )
+    pool.add_argument("--built", help="the built datasets (`training.hub_data build`): the paper's pool")
+    pool.add_argument("--output", required=True, help="the manifest to write (JSON lines)")
+    pool.set_defaults(run=run_pool)
 
-    pool = commands.add_parser("pool", help="write the pool manifest from the dataset pipeline's folders")
-    pool.add_argument("--built", required=True)
-    pool.add_argument("--images", required=True, help="the img2dataset output folder of `training.hub_data download`")
-    pool.add_argument("--output", required=True)
-
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--pool", required=True, help="pool manifest (JSON lines)")
-        sub.add_argument("--eval-dir", required=True)
-        sub.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-        sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-        sub.add_argument("--batch-size", type=int, default=32)
-        sub.add_argument("--text-encoder", default="sentence-transformers/all-MiniLM-L6-v2")
-        sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--top-k", type=int, default=10)
-
-    embed = commands.add_parser("embed", help="embed the pool with one method (resumes)")
-    common(embed)
+    embed = add_command(commands, "embed", "embed the pool with one method (resumes)")
+    inputs(embed)
     embed.add_argument("--method", required=True, choices=METHOD_NAMES)
     embed.add_argument("--model", help="the method's model id or folder (relsim: required; others: the paper's)")
-    embed.add_argument("--num-workers", type=int, default=4)
+    embed.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="relsim: load --model with the code saved beside it (AutoModel); without it the installed "
+        "modeling_relsim classes load it and a folder of another model type is refused",
+    )
+    add_device_options(embed)
+    embed.add_argument("--batch-size", type=int, default=32, help="images per forward")
+    embed.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding images")
     embed.add_argument("--caption-model", default="Qwen/Qwen2.5-VL-7B-Instruct", help="captioner of clip-t/qwen-t")
-    embed.add_argument("--lpips-image-size", type=int, default=64)
-    embed.add_argument("--dreamsim-cache", default="./models")
+    embed.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER, help="qwen-t: the caption text model")
+    embed.add_argument("--lpips-image-size", type=int, default=64, help="lpips: side of the compared images")
+    embed.add_argument("--dreamsim-cache", default="./models", help="dreamsim: where its weights are kept")
+    embed.set_defaults(run=run_embed)
 
-    retrieve_parser = commands.add_parser("retrieve", help="nearest neighbours and judge-free metrics per method")
-    common(retrieve_parser)
+    retrieve_parser = add_command(commands, "retrieve", "nearest neighbours and judge-free metrics per method")
+    inputs(retrieve_parser)
     retrieve_parser.add_argument("--methods", nargs="+", required=True, choices=METHOD_NAMES)
-    retrieve_parser.add_argument("--queries", type=int, default=1000)
+    retrieve_parser.add_argument("--queries", type=int, default=1000, help="queries drawn from the test split")
+    retrieve_parser.add_argument("--seed", type=int, default=0, help="seed of the query draw")
+    retrieve_parser.add_argument("--top-k", type=int, default=10, help="neighbours kept per query")
     retrieve_parser.add_argument("--backend", choices=("exact", "faiss"), default="exact")
     retrieve_parser.add_argument("--faiss-index", default="Flat", help="FAISS index factory, e.g. IVF4096,PQ64")
+    retrieve_parser.add_argument(
+        "--text-encoder", default=DEFAULT_TEXT_ENCODER, help="caption agreement: the caption text model"
+    )
+    retrieve_parser.set_defaults(run=run_retrieve)
 
-    judge = commands.add_parser("judge", help="score each query's first neighbours with a judge (cached)")
-    common(judge)
+    judge = add_command(commands, "judge", "score each query's first neighbours with a judge (cached)")
+    inputs(judge)
     judge.add_argument("--methods", nargs="+", required=True, choices=METHOD_NAMES)
     judge.add_argument("--judge", choices=("openai", "local"), required=True)
     judge.add_argument(
@@ -208,30 +271,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     judge.add_argument("--judge-name", help="folder name of this judge's results (default from judge and model)")
     judge.add_argument("--base-url", help="OpenAI-compatible endpoint (RELSIM_JUDGE_BASE_URL, else OpenAI)")
     judge.add_argument("--top", type=int, default=1, help="how many neighbours of each query to judge")
+    judge.add_argument("--batch-size", type=int, default=32, help="pairs per request batch (local: per forward)")
+    add_device_options(judge)  # the local judge's model
+    judge.set_defaults(run=run_judge)
 
-    report = commands.add_parser("report", help="table, HTML page and similarity-space plot")
-    common(report)
-    report.add_argument("--html-queries", type=int, default=20)
+    report = add_command(commands, "report", "table, HTML page and similarity-space plot")
+    inputs(report)
+    report.add_argument("--html-queries", type=int, default=20, help="queries shown in index.html")
+    report.add_argument("--top-k", type=int, default=10, help="neighbours shown per query")
     report.add_argument("--similarity-query", help="image hash of the query of the similarity-space plot")
     report.add_argument("--relational-method", default="relsim")
     report.add_argument("--attribute-method", default="clip-i")
-    report.add_argument("--points", type=int, default=3000)
-    return parser.parse_args(argv)
+    report.add_argument("--points", type=int, default=3000, help="images in the similarity-space plot")
+    report.add_argument("--seed", type=int, default=0, help="seed of the plotted images' draw")
+    report.set_defaults(run=run_report)
+
+    from training.evaluation import synthetic_cli
+
+    synthetic = add_command(commands, "synthetic", synthetic_cli.HELP, synthetic_cli.__doc__)
+    synthetic_cli.add_arguments(synthetic)
+    synthetic.set_defaults(run=synthetic_cli.run)
+    return top
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["synthetic"]:
-        from training.evaluation.synthetic_cli import main as synthetic
+def main(argv: Sequence[str] | None = None):
+    """Parses `argv` and runs the step; errors propagate (see `program` for the command-line behaviour)."""
+    args = parser().parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return args.run(args)
 
-        synthetic(argv[1:])
-        return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    {"pool": run_pool, "embed": run_embed, "retrieve": run_retrieve, "judge": run_judge, "report": run_report}[
-        args.command
-    ](args)
+
+def program() -> int:
+    """Console script `relsim-eval`: expected errors as one line (exit status 2), tracebacks with --debug."""
+    return run_program(main, prog=prog_name(MODULE), has_commands=True)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(program())

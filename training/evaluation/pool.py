@@ -4,12 +4,14 @@ A pool is a JSON-lines manifest, one image per line:
 `{"image_hash": str, "image": path, "split": "test" | "distractor", "caption": str?, "group_id": int?}`.
 `caption` is the image's anonymous caption (test split) and `group_id` its seed group, when known. The paper's pool
 is the test split plus as many random distractors; `manifest_from_downloads` writes that manifest from the folders
-the dataset pipeline builds (`python -m training.hub_data build` + `download`).
+the dataset pipeline builds (`python -m training.hub_data build` + `download`). `manifest_from_folder` makes any
+folder of image files a pool (`python -m training.evaluation pool --images DIR --output pool.jsonl`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 from training.evaluation.records import iter_objects
 
 
+logger = logging.getLogger(__name__)
 SPLITS = ("test", "distractor")
 
 
@@ -128,3 +131,67 @@ def manifest_from_downloads(built_root: str | Path, image_folder: str | Path, ou
 
 def by_hash(items: Sequence[PoolItem]) -> dict[str, PoolItem]:
     return {item.image_hash: item for item in items}
+
+
+def image_file_extensions() -> frozenset[str]:
+    """The file extensions Pillow can open (lowercase, with the dot): what a folder pool takes as images."""
+    import PIL.Image
+
+    PIL.Image.init()
+    return frozenset(
+        extension for extension, format in PIL.Image.registered_extensions().items() if format in PIL.Image.OPEN
+    )
+
+
+def manifest_from_folder(image_folder: str | Path, output: str | Path) -> Path:
+    """A pool of every image file under `image_folder` (recursive, in sorted path order), all in the test split.
+
+    `image_hash` is the local-file rule of `training.image_ids` (md5 of the file's bytes), so a file keeps its id
+    when moved; a file whose bytes repeat an earlier one is left out (retrieval never returns exact duplicates).
+    Files without an image extension are skipped; files that cannot be read or that Pillow does not recognise are
+    listed in the log and left out. No captions or groups: judge-free metrics need the dataset pipeline's pool.
+
+    Raises:
+        NotADirectoryError: when `image_folder` is not a folder.
+        ValueError: when no readable image file is found.
+    """
+    import PIL.Image
+
+    from training.image_ids import file_image_hash
+
+    image_folder = Path(image_folder)
+    if not image_folder.is_dir():
+        raise NotADirectoryError(f"--images {image_folder} is not a folder of images")
+    extensions = image_file_extensions()
+    items: dict[str, PoolItem] = {}
+    unreadable: list[tuple[Path, str]] = []
+    duplicates = 0
+    for path in sorted(path for path in image_folder.rglob("*") if path.is_file()):
+        if path.suffix.lower() not in extensions:
+            continue
+        try:
+            image_hash = file_image_hash(path)
+            with PIL.Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError) as error:  # PIL reports broken files as any of these
+            unreadable.append((path, f"{type(error).__name__}: {error}"))
+            continue
+        if image_hash in items:
+            duplicates += 1
+            logger.info("%s has the same bytes as %s; left out", path, items[image_hash].image)
+            continue
+        items[image_hash] = PoolItem(image_hash, str(path.resolve()), "test")
+    for path, reason in unreadable:
+        logger.warning("unreadable image left out of the pool: %s (%s)", path, reason)
+    if not items:
+        raise ValueError(
+            f"{image_folder} holds no readable image file (extensions {', '.join(sorted(extensions)[:8])}, ...)"
+        )
+    logger.info(
+        "%d images from %s; %d unreadable, %d duplicates left out",
+        len(items),
+        image_folder,
+        len(unreadable),
+        duplicates,
+    )
+    return write_pool(items.values(), output)

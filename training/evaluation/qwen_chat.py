@@ -45,9 +45,12 @@ class QwenVLChat:
     def from_pretrained(
         cls, model_name_or_path: str = QWEN2_5_VL_DEFAULT, device="cpu", dtype=torch.float32, max_pixels=448 * 448
     ) -> QwenVLChat:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_name_or_path)
+        from training.errors import loading_model
+
+        with loading_model(model_name_or_path, "the Qwen2.5-VL model", "--caption-model / --judge-model"):
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype).to(device)
+            tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+            image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_name_or_path)
         return cls(model, tokenizer, image_processor, model_name_or_path, max_pixels)
 
     @property

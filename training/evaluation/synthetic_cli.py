@@ -1,6 +1,9 @@
-"""Score relsim folders on the synthetic relational benchmark, next to the attribute baselines:
+"""Score relsim folders on the synthetic relational benchmark, next to the attribute baselines.
 
-python -m training.evaluation synthetic --model relsim-final [--model other=path] --output benchmark-report
+  python -m training.evaluation synthetic --model relsim-final [--model other=path] --output benchmark-report
+
+A relsim folder is loaded with the installed modeling_relsim classes; a folder of another model type is refused
+unless --trust-remote-code lets its own code run.
 """
 
 from __future__ import annotations
@@ -9,22 +12,22 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
-from transformers import AutoModel, AutoProcessor
-
-from training.evaluation.methods.attribute_baselines import BASELINES, Embedder, RelSimEmbedder
-from training.evaluation.synthetic_report import markdown_table, write_report
-from training.evaluation.synthetic_retrieval import BenchmarkRun, held_out_pool, run_benchmark
+from training.cli import add_device_options, command_parser, configure_logging, resolve_device
 
 
-logger = logging.getLogger("relsim.benchmark")
+logger = logging.getLogger("relsim.eval")
+HELP = "score relsim folders on the generated relational benchmark, next to attribute baselines"
 
 
-def load_relsim(path: str, device: str, batch_size: int) -> RelSimEmbedder:
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).to(device)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
-    return RelSimEmbedder(model, processor, batch_size=batch_size)
+def load_relsim(path: str, device: str, batch_size: int, trust_remote_code: bool = False) -> Any:
+    """A `RelSimEmbedder` of the relsim model in `path` (see `methods.relsim.load_relsim` for the loading rule)."""
+    from training.evaluation.methods.attribute_baselines import RelSimEmbedder
+    from training.evaluation.methods.relsim import load_relsim as load
+
+    model, processor = load(path, trust_remote_code=trust_remote_code)
+    return RelSimEmbedder(model.to(device), processor, batch_size=batch_size)
 
 
 def parse_models(values: Sequence[str]) -> dict[str, str]:
@@ -36,22 +39,36 @@ def parse_models(values: Sequence[str]) -> dict[str, str]:
     return models
 
 
-def benchmark(models: dict[str, Embedder], num_per_family: int, seed: int, image_size: int) -> BenchmarkRun:
+def benchmark(models: dict[str, Any], num_per_family: int, seed: int, image_size: int) -> Any:
+    from training.evaluation.methods.attribute_baselines import BASELINES
+    from training.evaluation.synthetic_retrieval import held_out_pool, run_benchmark
+
     return run_benchmark({**BASELINES, **models}, held_out_pool(num_per_family, seed, image_size))
 
 
-def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], help="relsim folder or hub id, optionally name=path")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="load each --model with the code saved beside it (AutoModel); without it only relsim folders load",
+    )
     parser.add_argument("--num-per-family", type=int, default=50, help="held-out pool images per relation family")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated pool")
     parser.add_argument("--image-size", type=int, default=112, help="side of the generated images")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output", type=Path, default=Path("benchmark-report"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    models = {name: load_relsim(path, args.device, args.batch_size) for name, path in parse_models(args.model).items()}
+    parser.add_argument("--batch-size", type=int, default=64, help="images per relsim forward")
+    add_device_options(parser, dtype=False)
+    parser.add_argument("--output", type=Path, default=Path("benchmark-report"), help="folder of the report")
+
+
+def run(args: argparse.Namespace) -> Any:
+    from training.evaluation.synthetic_report import markdown_table, write_report
+
+    device = resolve_device(args.device)
+    models = {
+        name: load_relsim(path, device, args.batch_size, args.trust_remote_code)
+        for name, path in parse_models(args.model).items()
+    }
     run = benchmark(models, args.num_per_family, args.seed, args.image_size)
     shown = [*models, "pixel cosine"] if models else ["pixel cosine"]
     write_report(run, args.output, grid_methods=shown, plot_methods=shown)
@@ -59,5 +76,11 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
     return run
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> Any:
+    """`python -m training.evaluation synthetic ...` from Python: the `BenchmarkRun`; errors propagate."""
+    parser = command_parser("training.evaluation", __doc__)
+    parser.prog += " synthetic"
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return run(args)

@@ -1,19 +1,29 @@
-"""Building, downloading, exporting and publishing relsim's Hub datasets (`python -m training.hub_data ...`)."""
+"""Building, downloading, exporting and publishing relsim's Hub datasets (`python -m training.hub_data ...`).
 
-from training.hub_data.captions import build_anonymous_captions, build_random_pool
-from training.hub_data.features import CONFIG_NAMES, FEATURES
-from training.hub_data.filter_labels import build_filter_labels
-from training.hub_data.seed_groups import build_seed_groups
-from training.hub_data.validation import Rejection, RejectionLog
+The names below are imported on first use, so `python -m training.hub_data --help` does not import `datasets`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 
-__all__ = [
-    "CONFIG_NAMES",
-    "FEATURES",
-    "Rejection",
-    "RejectionLog",
-    "build_anonymous_captions",
-    "build_filter_labels",
-    "build_random_pool",
-    "build_seed_groups",
-]
+_EXPORTS = {
+    "build_anonymous_captions": "training.hub_data.captions",
+    "build_random_pool": "training.hub_data.captions",
+    "CONFIG_NAMES": "training.hub_data.features",
+    "FEATURES": "training.hub_data.features",
+    "build_filter_labels": "training.hub_data.filter_labels",
+    "build_seed_groups": "training.hub_data.seed_groups",
+    "Rejection": "training.hub_data.validation",
+    "RejectionLog": "training.hub_data.validation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

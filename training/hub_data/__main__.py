@@ -1,12 +1,14 @@
-"""relsim's dataset pipeline:
+"""relsim's dataset pipeline: validate the official source files, download their images, export and publish.
 
-python -m training.hub_data build seed-groups --input seed_group.json --output built
-python -m training.hub_data build anonymous-captions --train train.jsonl --test test.jsonl --output built
-python -m training.hub_data build random-pool --input random_pool.jsonl --output built
-python -m training.hub_data build filter-labels --input labels.csv --output built
-python -m training.hub_data download --built built --output downloads --processes 8 --threads 64
-python -m training.hub_data export --built built --output hub/relsim-data --repo-id ORG/relsim-data
-python -m training.hub_data push --folder hub/relsim-data --repo-id ORG/relsim-data [--no-dry-run]
+  python -m training.hub_data build seed-groups --input seed_group.json --output built
+  python -m training.hub_data build anonymous-captions --train train.jsonl --test test.jsonl --output built
+  python -m training.hub_data build random-pool --input random_pool.jsonl --output built
+  python -m training.hub_data build filter-labels --input labels.csv --output built
+  python -m training.hub_data download --built built --output downloads --processes 8 --threads 64
+  python -m training.hub_data export --built built --output hub/relsim-data --repo-id ORG/relsim-data
+  python -m training.hub_data push --folder hub/relsim-data --repo-id ORG/relsim-data [--no-dry-run]
+
+Console script: `relsim-data`.
 """
 
 from __future__ import annotations
@@ -18,25 +20,24 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers.utils.logging import tqdm
-
-from training.hub_data.captions import build_anonymous_captions, build_random_pool
-from training.hub_data.export import export_hub_folder
-from training.hub_data.features import ANONYMOUS_CAPTIONS, FILTER_LABELS, RANDOM_POOL
-from training.hub_data.filter_labels import build_filter_labels
-from training.hub_data.images import attach_images, download_images, downloaded_images, unique_urls
-from training.hub_data.publish import push_dataset_folder
-from training.hub_data.seed_groups import build_seed_groups
-from training.hub_data.store import load_built, save_built
-from training.hub_data.validation import RejectionLog, require_kept_rows
+from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
 
 
-logger = logging.getLogger("relsim.datasets")
+MODULE = "training.hub_data"
+logger = logging.getLogger("relsim.data")
+SOURCES = ("seed-groups", "anonymous-captions", "random-pool", "filter-labels")
 
 
 def build(args: argparse.Namespace) -> None:
     """Builds one source's configuration(s); the report is written first, and a split that kept no row stops the
     build before anything is saved (an earlier good build in `--output` stays)."""
+    from training.hub_data.captions import build_anonymous_captions, build_random_pool
+    from training.hub_data.features import ANONYMOUS_CAPTIONS, FILTER_LABELS, RANDOM_POOL
+    from training.hub_data.filter_labels import build_filter_labels
+    from training.hub_data.seed_groups import build_seed_groups
+    from training.hub_data.store import save_built
+    from training.hub_data.validation import RejectionLog, require_kept_rows
+
     log = RejectionLog(strict=args.strict)
     if args.source == "seed-groups":
         outputs = build_seed_groups(args.input, log)
@@ -48,8 +49,8 @@ def build(args: argparse.Namespace) -> None:
     else:
         outputs = {FILTER_LABELS: build_filter_labels(args.input, log)}
     report = log.write(args.output / f"rejected_{args.source.replace('-', '_')}.jsonl")
-    sources = ", ".join(str(path) for path in (args.input, args.train, args.test) if path is not None)
-    require_kept_rows(outputs, sources, log, report)
+    given = (getattr(args, name, None) for name in ("input", "train", "test"))
+    require_kept_rows(outputs, ", ".join(str(path) for path in given if path is not None), log, report)
     for config, splits in outputs.items():
         save_built(args.output, config, splits)
         sizes = ", ".join(f"{split} {len(data)}" for split, data in splits.items())
@@ -57,6 +58,11 @@ def build(args: argparse.Namespace) -> None:
 
 
 def download(args: argparse.Namespace) -> None:
+    from transformers.utils.logging import tqdm
+
+    from training.hub_data.images import attach_images, download_images, downloaded_images, unique_urls
+    from training.hub_data.store import load_built, save_built
+
     built = load_built(args.built)
     report = download_images(
         unique_urls(built), args.output, args.image_size, args.processes, args.threads, args.timeout
@@ -70,61 +76,78 @@ def download(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
+    from training.hub_data.export import export_hub_folder
+    from training.hub_data.store import load_built
+
     export_hub_folder(load_built(args.built), args.output, args.repo_id, args.max_rows_per_shard)
 
 
 def push(args: argparse.Namespace) -> None:
+    from training.hub_data.publish import push_dataset_folder
+
     push_dataset_folder(args.folder, args.repo_id, dry_run=args.dry_run, private=args.private)
 
 
+def _add_build_source(sources: argparse._SubParsersAction, source: str, help: str) -> argparse.ArgumentParser:
+    parser = add_command(sources, source, help)
+    if source == "anonymous-captions":
+        parser.add_argument("--train", type=Path, required=True, help="training-split captions (jsonl)")
+        parser.add_argument("--test", type=Path, help="test-split captions (jsonl)")
+    else:
+        parser.add_argument("--input", type=Path, required=True, help="the source file")
+    parser.add_argument("--output", type=Path, required=True, help="folder of built datasets")
+    parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
+    parser.set_defaults(run=build, source=source)
+    return parser
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    steps = top.add_subparsers(dest="step", required=True)
+    top = command_parser(MODULE, __doc__)
+    steps = add_commands(top)
 
-    building = steps.add_parser("build", help="validate a source file and build its dataset(s)")
-    building.add_argument("source", choices=["seed-groups", "anonymous-captions", "random-pool", "filter-labels"])
-    building.add_argument("--input", type=Path, help="seed_group.json, random-pool jsonl, or labels jsonl/csv")
-    building.add_argument("--train", type=Path, help="anonymous captions: training jsonl")
-    building.add_argument("--test", type=Path, help="anonymous captions: test jsonl")
-    building.add_argument("--output", type=Path, required=True, help="folder of built datasets")
-    building.add_argument("--strict", action="store_true", help="fail on the first rejected row")
-    building.set_defaults(run=build)
+    building = add_command(steps, "build", "validate a source file and build its dataset(s)")
+    sources = add_commands(building, dest="source")
+    _add_build_source(sources, "seed-groups", "seed_group.json: a list of {anonymous_caption, image_urls}")
+    _add_build_source(sources, "anonymous-captions", "captions jsonl: {image_hash, caption, url_link} rows")
+    _add_build_source(sources, "random-pool", "random-pool jsonl: {image_hash, url_link} rows")
+    _add_build_source(sources, "filter-labels", "filter labels, jsonl or csv: url, label[, image_hash, annotator]")
 
-    downloading = steps.add_parser("download", help="fetch every URL with img2dataset and attach the images")
-    downloading.add_argument("--built", type=Path, required=True)
+    downloading = add_command(steps, "download", "fetch every URL with img2dataset and attach the images")
+    downloading.add_argument("--built", type=Path, required=True, help="folder of built datasets")
     downloading.add_argument("--output", type=Path, required=True, help="img2dataset's folder (resumable)")
-    downloading.add_argument("--image-size", type=int, default=448)
-    downloading.add_argument("--processes", type=int, default=1)
-    downloading.add_argument("--threads", type=int, default=16)
-    downloading.add_argument("--timeout", type=int, default=10)
+    downloading.add_argument("--image-size", type=int, default=448, help="shorter side resized to at most this")
+    downloading.add_argument("--processes", type=int, default=1, help="img2dataset processes")
+    downloading.add_argument("--threads", type=int, default=16, help="img2dataset threads per process")
+    downloading.add_argument("--timeout", type=int, default=10, help="seconds per download")
     downloading.set_defaults(run=download)
 
-    exporting = steps.add_parser("export", help="write parquet shards and the dataset card")
-    exporting.add_argument("--built", type=Path, required=True)
-    exporting.add_argument("--output", type=Path, required=True)
-    exporting.add_argument("--repo-id", required=True)
-    exporting.add_argument("--max-rows-per-shard", type=int, default=10_000)
+    exporting = add_command(steps, "export", "write parquet shards and the dataset card")
+    exporting.add_argument("--built", type=Path, required=True, help="folder of built datasets")
+    exporting.add_argument("--output", type=Path, required=True, help="folder to write the Hub dataset into")
+    exporting.add_argument("--repo-id", required=True, help="the dataset repository, e.g. ORG/relsim-data")
+    exporting.add_argument("--max-rows-per-shard", type=int, default=10_000, help="rows per parquet shard")
     exporting.set_defaults(run=export)
 
-    pushing = steps.add_parser("push", help="upload an exported folder (dry run unless --no-dry-run)")
-    pushing.add_argument("--folder", type=Path, required=True)
-    pushing.add_argument("--repo-id", required=True)
-    pushing.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=True)
-    pushing.add_argument("--private", action="store_true")
+    pushing = add_command(steps, "push", "upload an exported folder (a dry run unless --no-dry-run)")
+    pushing.add_argument("--folder", type=Path, required=True, help="the exported folder")
+    pushing.add_argument("--repo-id", required=True, help="the dataset repository, e.g. ORG/relsim-data")
+    pushing.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=True, help="only list files")
+    pushing.add_argument("--private", action="store_true", help="create the repository as private")
     pushing.set_defaults(run=push)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Parses `argv` and runs the step; errors propagate (see `program` for the command-line behaviour)."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.step == "build":
-        needed = ["train"] if args.source == "anonymous-captions" else ["input"]
-        missing = [f"--{name}" for name in needed if getattr(args, name) is None]
-        if missing:
-            parser().error(f"build {args.source} needs {' '.join(missing)}")
+    configure_logging(getattr(args, "debug", False))
     args.run(args)
 
 
+def program() -> int:
+    """Console script `relsim-data`: expected errors as one line (exit status 2), tracebacks with --debug."""
+    return run_program(main, prog=prog_name(MODULE), has_commands=True)
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(program())

@@ -40,10 +40,14 @@ class CaptionEncoder:
     """
 
     def __init__(self, name_or_path: str, device: torch.device | str = "cpu", batch_size: int = 256) -> None:
-        from sentence_transformers import SentenceTransformer
+        from training.errors import import_extra, loading_model
 
+        sentence_transformers = import_extra("sentence_transformers", "train", "the caption encoder (text tower)")
         self.device = torch.device(device)
-        self.model = SentenceTransformer(resolve_text_encoder(name_or_path), device=str(self.device))
+        with loading_model(name_or_path, "the text encoder", "text_encoder"):
+            self.model = sentence_transformers.SentenceTransformer(
+                resolve_text_encoder(name_or_path), device=str(self.device)
+            )
         self.model.eval()
         self.model.requires_grad_(False)
         self.batch_size = batch_size

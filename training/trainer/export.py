@@ -1,10 +1,11 @@
-"""Merge a training checkpoint into a standalone RelSimModel folder (e.g. after an FSDP or multi-node run):
+"""Merge a training checkpoint into a standalone RelSimModel folder (e.g. after an FSDP or multi-node run).
 
     python -m training.trainer export --checkpoint runs/NAME/checkpoint-1000 --output relsim-final
+    python -m training.trainer export --checkpoint runs/NAME --output relsim-final   # its last complete checkpoint
 
 A LoRA checkpoint is applied to the base model rebuilt from the run's saved model arguments (the base is
-reproducible: backbone weights plus seeded new parameters); a full checkpoint is loaded as it is. Given a run folder,
-the last complete checkpoint is exported. The folder gets the same model card the trainer writes into `final/`.
+reproducible: backbone weights plus seeded new parameters); a full checkpoint is loaded as it is. The export writes
+the same model card as the trainer's `final/` folder.
 """
 
 from __future__ import annotations
@@ -12,18 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
-from peft import PeftModel
 
-from modeling_relsim import RelSimModel, RelSimProcessor
-from training.trainer.checkpoints import TRAINER_STATE_FILE, require_complete_checkpoint
-from training.trainer.model_card import run_model_card
-from training.trainer.model_factory import build_base, load_model_arguments
-
-
-logger = logging.getLogger("relsim.export")
+logger = logging.getLogger("relsim.train")
+HELP = "merge a training checkpoint (or a run folder's last complete one) into a standalone relsim folder"
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
@@ -36,6 +30,14 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     Raises:
         FileNotFoundError: the checkpoint is incomplete (naming the missing or damaged file) or the run has none.
     """
+    # heavy imports here, not at module level, so that `--help` answers at once
+    from peft import PeftModel
+
+    from modeling_relsim import RelSimModel, RelSimProcessor
+    from training.trainer.checkpoints import TRAINER_STATE_FILE, require_complete_checkpoint
+    from training.trainer.model_card import run_model_card
+    from training.trainer.model_factory import build_base, load_model_arguments
+
     checkpoint = require_complete_checkpoint(checkpoint)
     output_dir = Path(output_dir)
     processor = RelSimProcessor.from_pretrained(checkpoint)
@@ -53,14 +55,12 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     return output_dir
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint-N folder of a run")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, help="a checkpoint-N folder, or a run folder (its last complete one)"
+    )
     parser.add_argument("--output", required=True, type=Path, help="folder for the standalone model")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def run(args: argparse.Namespace) -> Path:
     return export_checkpoint(args.checkpoint, args.output)
-
-
-if __name__ == "__main__":
-    main()

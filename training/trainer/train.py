@@ -1,12 +1,14 @@
-"""Train relsim: `python -m training.trainer train --config training/configs/<recipe>.yaml [--key value ...]`.
+"""Train relsim: `python -m training.trainer train --config training/configs/<recipe>.yaml [--field value ...]`.
 
 The YAML recipe sets `ModelArguments`, `DataArguments` and `RelSimTrainingArguments` fields; command-line
-`--key value` pairs override it. Multi-GPU: `accelerate launch` or `torchrun` run the same command under DDP.
-`--resume_from_checkpoint last` (or `true`) continues from the last complete checkpoint of `output_dir`.
+`--field value` pairs (`--max-steps` or `--max_steps`) override it. Multi-GPU: `accelerate launch` or `torchrun`
+run the same command under DDP. `--resume-from-checkpoint last` (or `true`) continues from the last complete
+checkpoint of `output_dir`.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -19,6 +21,7 @@ import transformers
 import yaml
 from transformers import HfArgumentParser, set_seed
 
+from training.cli import HelpFormatter, configure_logging, prog_name
 from training.trainer.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
 from training.trainer.checkpoints import resolve_resume_checkpoint
 from training.trainer.collator import RelSimCollator
@@ -74,17 +77,60 @@ def recipe_to_arguments(recipe: dict[str, Any], source: str) -> list[str]:
     return arguments
 
 
+def build_parser() -> HfArgumentParser:
+    """Every field as an option (dashes or underscores), plus `--config`; the full `--help-all` listing."""
+    parser = HfArgumentParser(
+        ARGUMENT_CLASSES,
+        prog=f"{prog_name('training.trainer')} train",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    # SUPPRESS keeps it out of the parsed namespace: parse_arguments expands the recipe itself
+    parser.add_argument(
+        "--config", default=argparse.SUPPRESS, metavar="RECIPE.yaml", help="YAML recipe of field names and values"
+    )
+    return parser
+
+
+def _without_debug_flag(argv: list[str]) -> list[str]:
+    """Drops the command line's bare `--debug` (tracebacks); `--debug VALUE` is TrainingArguments.debug and stays."""
+    kept = []
+    for position, token in enumerate(argv):
+        following = argv[position + 1] if position + 1 < len(argv) else None
+        if token == "--debug" and (following is None or following.startswith("-")):
+            continue
+        kept.append(token)
+    return kept
+
+
 def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, RelSimTrainingArguments]:
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    argv = list(argv)
+    """The three argument dataclasses from `--config RECIPE.yaml` (if given) overridden by `--field value` pairs.
+
+    Raises:
+        ValueError: for an unknown recipe key or option, or a recipe that is not a mapping.
+        FileNotFoundError: for a missing recipe file.
+    """
+    parser = build_parser()
+    argv = _without_debug_flag(list(argv))
+    if "--help-all" in argv:
+        parser.print_help()
+        raise SystemExit(0)
     recipe_arguments: list[str] = []
+    argv = [part for token in argv for part in (token.split("=", 1) if token.startswith("--config=") else [token])]
     if "--config" in argv:
         position = argv.index("--config")
         if position + 1 >= len(argv):
             raise ValueError("--config needs a YAML file")
         config_path = Path(argv[position + 1])
         del argv[position : position + 2]
-        recipe = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        if not config_path.is_file():
+            raise FileNotFoundError(f"recipe {config_path} does not exist (the recipes are in training/configs/)")
+        try:
+            recipe = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{config_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(config_path)
+            raise ValueError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
         if not isinstance(recipe, dict):
             raise ValueError(f"{config_path}: a recipe is a mapping of argument names to values")
         recipe_arguments = recipe_to_arguments(recipe, str(config_path))
@@ -95,8 +141,9 @@ def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments,
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    model_arguments, data_arguments, training_arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    model_arguments, data_arguments, training_arguments = parse_arguments(argv)
+    configure_logging("--debug" in argv)
     transformers.utils.logging.set_verbosity(training_arguments.get_process_log_level())
     # before any model is built: a bad checkpoint fails in a second, naming the file
     resume_from = resolve_resume_checkpoint(training_arguments.resume_from_checkpoint, training_arguments.output_dir)
@@ -134,7 +181,3 @@ def main(argv: Sequence[str] | None = None) -> Path:
         card.save(exported / "README.md")
     logger.info("standalone model written to %s", exported)
     return exported
-
-
-if __name__ == "__main__":
-    main()

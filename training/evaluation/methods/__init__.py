@@ -26,6 +26,7 @@ class MethodOptions:
     lpips_net: str = "alex"
     lpips_image_size: int = 64
     dreamsim_cache: str = "./models"
+    trust_remote_code: bool = False
 
 
 def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
@@ -36,7 +37,9 @@ def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
 
         if options.model is None:
             raise ValueError("the relsim method needs a model: a RelSimModel folder or hub id")
-        return RelSimMethod(options.model, device=options.device, dtype=options.dtype)
+        return RelSimMethod(
+            options.model, device=options.device, dtype=options.dtype, trust_remote_code=options.trust_remote_code
+        )
     if name in ("clip-i", "dino"):
         from training.evaluation.methods.vision_encoders import CLIP_DEFAULT, DINO_DEFAULT, ClipImageMethod, DinoMethod
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, CLIPModel
 
+from training.errors import import_extra, loading_model
 from training.evaluation.captioner import Captioner
 from training.evaluation.methods.base import EmbeddingMethod
 from training.evaluation.methods.vision_encoders import CLIP_DEFAULT
@@ -37,8 +38,9 @@ class ClipTextMethod(_CaptionMethod):
     def __init__(self, captioner: Captioner, clip_name_or_path: str = CLIP_DEFAULT, device="cpu") -> None:
         super().__init__(captioner, device)
         self.clip_name_or_path = clip_name_or_path
-        self.model = CLIPModel.from_pretrained(clip_name_or_path).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
+        with loading_model(clip_name_or_path, "the clip-t text model", "--model"):
+            self.model = CLIPModel.from_pretrained(clip_name_or_path).to(self.device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
 
     def identity(self) -> dict[str, Any]:
         return {"text_model": self.clip_name_or_path, **self._captioner_identity()}
@@ -58,10 +60,13 @@ class QwenTextMethod(_CaptionMethod):
         self, captioner: Captioner, text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2", device="cpu"
     ) -> None:
         super().__init__(captioner, device)
-        from sentence_transformers import SentenceTransformer
+        sentence_transformers = import_extra("sentence_transformers", "eval", "the qwen-t method")
 
         self.text_encoder = text_encoder
-        self.model = SentenceTransformer(resolve_text_encoder(text_encoder), device=str(self.device))
+        with loading_model(text_encoder, "the qwen-t text model", "--text-encoder"):
+            self.model = sentence_transformers.SentenceTransformer(
+                resolve_text_encoder(text_encoder), device=str(self.device)
+            )
 
     def identity(self) -> dict[str, Any]:
         return {"text_model": self.text_encoder, **self._captioner_identity()}

@@ -1,4 +1,4 @@
-"""Perceptual baselines through their own packages (both need torchvision: `pip install relsim[perceptual]`).
+"""Perceptual baselines through their own packages (both need torchvision: `pip install "relsim-hf[perceptual]"`).
 
 LPIPS is a distance, not a similarity of two vectors, but an exact vector form exists: with unit-normalised channel
 features f_l and non-negative linear weights w_l, LPIPS(x, y) = sum_l mean_hw sum_c w_lc (f_lc(x) - f_lc(y))^2
@@ -16,6 +16,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from training.errors import import_extra, loading_model
 from training.evaluation.methods.base import EmbeddingMethod
 
 
@@ -33,13 +34,17 @@ class LpipsMethod(EmbeddingMethod):
         self, net: str = "alex", image_size: int = 64, device="cpu", pretrained_backbone: bool = True, model=None
     ) -> None:
         super().__init__(device)
-        import lpips
+        lpips = import_extra("lpips", "perceptual", "the lpips method")
 
         self._lpips = lpips
         self.net_name = net
         self.image_size = image_size
         self.pretrained_backbone = pretrained_backbone
-        self.model = model or lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained_backbone, verbose=False)
+        if model is None:
+            fix = "torchvision downloads these weights on first use (into ~/.cache/torch): run once with network access"
+            with loading_model(net, "the lpips backbone", fix=fix):
+                model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained_backbone, verbose=False)
+        self.model = model
         self.model.to(self.device).eval()
         weights = [lin.model[-1].weight.detach() for lin in self.model.lins]
         if any(bool((weight < 0).any()) for weight in weights):
@@ -77,12 +82,14 @@ class DreamSimMethod(EmbeddingMethod):
 
     def __init__(self, dreamsim_type: str = "ensemble", cache_dir: str = "./models", device="cpu") -> None:
         super().__init__(device)
-        from dreamsim import dreamsim
+        dreamsim = import_extra("dreamsim", "perceptual", "the dreamsim method").dreamsim
 
         self.dreamsim_type = dreamsim_type
-        self.model, self._preprocess_one = dreamsim(
-            pretrained=True, device=str(self.device), cache_dir=cache_dir, dreamsim_type=dreamsim_type
-        )
+        fix = f"dreamsim downloads them into {cache_dir} on first use: run once with network access"
+        with loading_model(dreamsim_type, "the dreamsim weights", "--dreamsim-cache", fix=fix):
+            self.model, self._preprocess_one = dreamsim(
+                pretrained=True, device=str(self.device), cache_dir=cache_dir, dreamsim_type=dreamsim_type
+            )
 
     def identity(self) -> dict[str, Any]:
         return {"dreamsim_type": self.dreamsim_type}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoImageProcessor, AutoModel, CLIPModel
 
+from training.errors import loading_model
 from training.evaluation.methods.base import EmbeddingMethod
 
 
@@ -21,8 +22,9 @@ class _ImageEncoderMethod(EmbeddingMethod):
     def __init__(self, model_name_or_path: str, device: str | torch.device, dtype: torch.dtype, model_class) -> None:
         super().__init__(device)
         self.model_name_or_path = model_name_or_path
-        self.model = model_class.from_pretrained(model_name_or_path, dtype=dtype).to(self.device).eval()
-        self.image_processor = AutoImageProcessor.from_pretrained(model_name_or_path)
+        with loading_model(model_name_or_path, f"the {self.name} model", "--model"):
+            self.model = model_class.from_pretrained(model_name_or_path, dtype=dtype).to(self.device).eval()
+            self.image_processor = AutoImageProcessor.from_pretrained(model_name_or_path)
 
     def identity(self) -> dict[str, Any]:
         return {"model": self.model_name_or_path}

@@ -1,0 +1,51 @@
+"""Convert the official relsim release (PEFT LoRA adapter + tokenizer + `projection_and_config.pt`) to a
+standalone relsim folder (safetensors, remote code included) that gives the official embeddings.
+
+  python -m training.trainer convert-official --checkpoint OFFICIAL --base Qwen/Qwen2.5-VL-7B-Instruct --output OUT
+
+The conversion itself is `modeling_relsim.convert_official.convert_official_checkpoint`; this is its command line,
+kept outside `modeling_relsim` because importing that package registers the Auto classes with transformers (and
+so imports torch), which would make `--help` slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.cli import DTYPE_NAMES, command_parser, configure_logging, prog_name, resolve_dtype, run_program
+
+
+logger = logging.getLogger("relsim.convert")
+HELP = "convert the official release (LoRA adapter + projection) to a standalone relsim folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="official checkpoint folder")
+    parser.add_argument("--base", required=True, help="Qwen2.5-VL the adapter was trained on (hub id or folder)")
+    parser.add_argument("--output", required=True, type=Path, help="folder to write the relsim model into")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="dtype of the written weights")
+
+
+def run(args: argparse.Namespace) -> Path:
+    from modeling_relsim.convert_official import convert_official_checkpoint
+
+    return convert_official_checkpoint(args.checkpoint, args.base, args.output, dtype=resolve_dtype(args.dtype))
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """`relsim-convert-official` from Python: parses `argv` and converts; errors propagate."""
+    parser = command_parser("training.trainer", __doc__)
+    if not parser.prog.startswith("relsim-"):
+        parser.prog += " convert-official"
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return run(args)
+
+
+def program() -> int:
+    """Console script `relsim-convert-official`: expected errors as one line (exit status 2)."""
+    return run_program(main, prog=prog_name("training.trainer"))
