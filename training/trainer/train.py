@@ -19,6 +19,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from hub_cards.render import render_model_card
+from training.cpu_threads import set_torch_threads
 from training.trainer.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
 from training.trainer.collator import RelSimCollator
 from training.trainer.data import load_training_data
@@ -96,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     model_arguments, data_arguments, training_arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity(training_arguments.get_process_log_level())
+    threads = set_torch_threads(training_arguments.torch_num_threads)
+    chosen_by = "torch_num_threads" if training_arguments.torch_num_threads else "torch's default: one per core"
+    logger.info("torch runs %d intra-op threads (%s)", threads, chosen_by)
     set_seed(training_arguments.seed)
 
     processor, model = build_processor_and_model(model_arguments)
