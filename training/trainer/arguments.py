@@ -121,6 +121,13 @@ class RelSimTrainingArguments(TrainingArguments):
     export_dir: str | None = field(
         default=None, metadata={"help": "where the merged standalone model goes (default: <output_dir>/final)"}
     )
+    torch_num_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch intra-op CPU threads, set before any work; results repeat to the last digit only with "
+            "the same count, so recipes that promise numbers fix it (default: one per core)"
+        },
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "the collator needs image and caption"})
     ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "every trainable part is used"})
     ddp_broadcast_buffers: bool | None = field(
@@ -131,5 +138,7 @@ class RelSimTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.contrastive_micro_batch_size is not None and self.contrastive_micro_batch_size < 1:
             raise ValueError(f"contrastive_micro_batch_size must be positive, got {self.contrastive_micro_batch_size}")
+        if self.torch_num_threads is not None and self.torch_num_threads < 1:
+            raise ValueError(f"torch_num_threads must be a positive number of threads, got {self.torch_num_threads}")
         if not 0.0 <= self.max_unreadable_fraction <= 1.0:
             raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")

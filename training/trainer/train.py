@@ -22,6 +22,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from training.cli import HelpFormatter, configure_logging, prog_name
+from training.cpu_threads import set_torch_threads
 from training.trainer.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
 from training.trainer.checkpoints import resolve_resume_checkpoint
 from training.trainer.collator import RelSimCollator
@@ -147,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     transformers.utils.logging.set_verbosity(training_arguments.get_process_log_level())
     # before any model is built: a bad checkpoint fails in a second, naming the file
     resume_from = resolve_resume_checkpoint(training_arguments.resume_from_checkpoint, training_arguments.output_dir)
+    threads = set_torch_threads(training_arguments.torch_num_threads)
+    chosen_by = "torch_num_threads" if training_arguments.torch_num_threads else "torch's default: one per core"
+    logger.info("torch runs %d intra-op threads (%s)", threads, chosen_by)
     set_seed(training_arguments.seed)
 
     processor, model = build_processor_and_model(model_arguments)

@@ -44,13 +44,22 @@ def colour_histogram_embeddings(images: Sequence[PIL.Image.Image]) -> torch.Tens
 class RelSimEmbedder:
     """A RelSimModel as a benchmark method."""
 
-    def __init__(self, model: RelSimModel, processor: RelSimProcessor, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: RelSimModel,
+        processor: RelSimProcessor,
+        batch_size: int = 64,
+        show_progress: bool | None = None,
+    ) -> None:
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
+        self.show_progress = show_progress
 
     def __call__(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-        return self.model.embed_images(list(images), self.processor, batch_size=self.batch_size)
+        return self.model.embed_images(
+            list(images), self.processor, batch_size=self.batch_size, show_progress=self.show_progress
+        )
 
 
 BASELINES: dict[str, Embedder] = {"pixel cosine": pixel_embeddings, "colour histogram": colour_histogram_embeddings}
