@@ -23,6 +23,7 @@ LEVELS = {
     "training.store": 0,
     "training.caption_text": 0,
     "training.cli": 0,
+    "training.errors": 0,
     "training.cpu_threads": 0,
     "training.tiny_backbone": 1,
     "training.synthetic": 1,
