@@ -11,20 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoProcessor
 
-from training.evaluation.methods.attribute_baselines import BASELINES, Embedder, RelSimEmbedder
-from training.evaluation.synthetic_report import markdown_table, write_report
-from training.evaluation.synthetic_retrieval import BenchmarkRun, held_out_pool, run_benchmark
+from training.evaluation.methods.relsim import RelSimMethod
+from training.evaluation.reporting.tables import markdown_table, rows_from_table
+from training.evaluation.synthetic_report import METRIC_COLUMNS, write_report
+from training.evaluation.synthetic_retrieval import (
+    PIXEL_COSINE,
+    BenchmarkRun,
+    attribute_baselines,
+    held_out_pool,
+    run_benchmark,
+)
 
 
 logger = logging.getLogger("relsim.benchmark")
-
-
-def load_relsim(path: str, device: str, batch_size: int) -> RelSimEmbedder:
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).to(device)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
-    return RelSimEmbedder(model, processor, batch_size=batch_size)
 
 
 def parse_models(values: Sequence[str]) -> dict[str, str]:
@@ -34,10 +34,6 @@ def parse_models(values: Sequence[str]) -> dict[str, str]:
         name, _, path = value.rpartition("=") if "=" in value else (Path(value).name, "", value)
         models[name] = path
     return models
-
-
-def benchmark(models: dict[str, Embedder], num_per_family: int, seed: int, image_size: int) -> BenchmarkRun:
-    return run_benchmark({**BASELINES, **models}, held_out_pool(num_per_family, seed, image_size))
 
 
 def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
@@ -51,11 +47,13 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
     parser.add_argument("--output", type=Path, default=Path("benchmark-report"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    models = {name: load_relsim(path, args.device, args.batch_size) for name, path in parse_models(args.model).items()}
-    run = benchmark(models, args.num_per_family, args.seed, args.image_size)
-    shown = [*models, "pixel cosine"] if models else ["pixel cosine"]
+    models = {name: RelSimMethod(path, device=args.device) for name, path in parse_models(args.model).items()}
+    pool = held_out_pool(args.num_per_family, args.seed, args.image_size)
+    run = run_benchmark({**attribute_baselines(), **models}, pool, batch_size=args.batch_size)
+    shown = [*models, PIXEL_COSINE]
     write_report(run, args.output, grid_methods=shown, plot_methods=shown)
-    logger.info("\n%s\nreport: %s", markdown_table(run.table), args.output / "report.md")
+    table = markdown_table(rows_from_table(run.table), columns=METRIC_COLUMNS)
+    logger.info("\n%s\nreport: %s", table, args.output / "report.md")
     return run
 
 

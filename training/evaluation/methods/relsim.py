@@ -1,4 +1,4 @@
-"""relsim itself: a saved RelSimModel folder or hub id, with the processor saved next to it."""
+"""relsim itself: a saved RelSimModel folder or hub id with the processor saved next to it, or a model in memory."""
 
 from __future__ import annotations
 
@@ -13,18 +13,27 @@ from training.evaluation.methods.base import EmbeddingMethod
 
 
 class RelSimMethod(EmbeddingMethod):
+    """relsim's embedding: image -> Qwen2.5-VL -> hidden state at the query token -> projection, L2-normalised.
+
+    Args:
+        model_name_or_path: the folder or hub id to load; with `model` and `processor` given (a model just trained,
+            the demo's untrained twin) it only names them in the cache identity.
+    """
+
     name = "relsim"
 
     def __init__(
         self,
-        model_name_or_path: str,
+        model_name_or_path: str | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         model: RelSimModel | None = None,
         processor: RelSimProcessor | None = None,
     ) -> None:
         super().__init__(device)
-        self.model_name_or_path = model_name_or_path
+        if model_name_or_path is None and (model is None or processor is None):
+            raise ValueError("RelSimMethod needs model_name_or_path, or both an in-memory model and its processor")
+        self.model_name_or_path = model_name_or_path or "in-memory"
         self.model = model if model is not None else RelSimModel.from_pretrained(model_name_or_path, dtype=dtype)
         self.model.to(self.device).eval()
         self.processor = processor if processor is not None else RelSimProcessor.from_pretrained(model_name_or_path)
