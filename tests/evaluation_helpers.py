@@ -15,14 +15,28 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from training.evaluation.methods.base import EmbeddingMethod
 from training.evaluation.pool import PoolItem, write_pool
+from training.image_ids import url_image_hash
 
 
 CAPTIONS = ["arrange {Object}s from small to large", "one {Object} differs from the rest", "{Object}s mirrored"]
 
 
-def write_pool_folder(folder: Path, groups: int = 3, per_group: int = 3, distractors: int = 4) -> Path:
+def pool_hash(name: str) -> str:
+    """The real-looking image hash (md5, 32 hex) that `write_pool_folder(hashed=True)` gives the image `name`."""
+    return url_image_hash(name)
+
+
+def write_pool_folder(
+    folder: Path, groups: int = 3, per_group: int = 3, distractors: int = 4, hashed: bool = False
+) -> Path:
     """Images on disk and their manifest: `groups` captioned seed groups (test split) plus uncaptioned distractors;
-    each group's images share a dominant colour, so a colour embedding retrieves within the group."""
+    each group's images share a dominant colour, so a colour embedding retrieves within the group.
+
+    Args:
+        hashed: name the images by `pool_hash(name)` (what the report needs for thumbnail files) instead of by
+            their readable names (`g0_1`, `d2`).
+    """
+    image_hash = pool_hash if hashed else str
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     items = []
@@ -32,12 +46,14 @@ def write_pool_folder(folder: Path, groups: int = 3, per_group: int = 3, distrac
             pixels = np.clip(base + rng.integers(-40, 40, (48, 64, 3)), 0, 255).astype(np.uint8)
             path = folder / f"g{group}_{index}.png"
             PIL.Image.fromarray(pixels).save(path)
-            items.append(PoolItem(f"g{group}_{index}", path.name, "test", CAPTIONS[group % len(CAPTIONS)], group))
+            items.append(
+                PoolItem(image_hash(f"g{group}_{index}"), path.name, "test", CAPTIONS[group % len(CAPTIONS)], group)
+            )
     for index in range(distractors):
         pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
         path = folder / f"d{index}.png"
         PIL.Image.fromarray(pixels).save(path)
-        items.append(PoolItem(f"d{index}", path.name, "distractor"))
+        items.append(PoolItem(image_hash(f"d{index}"), path.name, "distractor"))
     return write_pool(items, folder / "pool.jsonl")
 
 

@@ -5,18 +5,18 @@ from pathlib import Path
 
 import PIL.Image
 import pytest
-from evaluation_helpers import save_tiny_clip, write_pool_folder
+from evaluation_helpers import pool_hash, save_tiny_clip, write_pool_folder
 from test_evaluation_judges import ChatCompletionsServer
 
 from training.evaluation.__main__ import main
 from training.evaluation.embedding_cache import EmbeddingCache
-from training.evaluation.report import markdown_table
-from training.evaluation.similarity_space import similarity_space
+from training.evaluation.report import similarity_space
+from training.evaluation.reporting.tables import markdown_table
 
 
 @pytest.fixture
 def evaluated(tmp_path, model, processor):
-    manifest = write_pool_folder(tmp_path / "pool", groups=3, per_group=3, distractors=6)
+    manifest = write_pool_folder(tmp_path / "pool", groups=3, per_group=3, distractors=6, hashed=True)
     model.save_pretrained(tmp_path / "relsim")
     processor.save_pretrained(tmp_path / "relsim")
     clip = save_tiny_clip(tmp_path / "clip")
@@ -75,12 +75,27 @@ def test_similarity_space_pairs_both_similarities_of_the_same_images(evaluated):
     items = by_hash(read_pool(eval_dir.parent / "pool" / "pool.jsonl"))
     relational = EmbeddingCache.open(eval_dir / "embeddings" / "relsim")
     attribute = EmbeddingCache.open(eval_dir / "embeddings" / "clip-i")
-    space = similarity_space(relational, attribute, items, "g0_0", points=10, seed=1)
-    assert len(space["image_hashes"]) == 10 and "g0_0" not in space["image_hashes"]
-    _, query = attribute.load(["g0_0"])
-    _, others = attribute.load(space["image_hashes"])
-    assert space["attribute"].allclose(others @ query[0], atol=1e-6)
-    assert space["same_group"].tolist() == [items[h].group_id == 0 for h in space["image_hashes"]]
+    query = pool_hash("g0_0")
+    space = similarity_space(relational, attribute, items, query, points=10, seed=1)
+    assert len(space.image_ids) == 10 and query not in space.image_ids
+    _, query_vector = attribute.load([query])
+    _, others = attribute.load(space.image_ids)
+    assert space.attribute.allclose(others @ query_vector[0], atol=1e-6)
+    assert space.relevant.tolist() == [items[h].group_id == 0 for h in space.image_ids]
+    assert list(space.relational) == ["relsim"] and space.query_image is not None
+
+
+def test_report_warns_when_the_similarity_axes_are_one_method(evaluated, caplog):
+    eval_dir, _ = evaluated
+    common = ["--pool", str(eval_dir.parent / "pool" / "pool.jsonl"), "--eval-dir", str(eval_dir), "--device", "cpu"]
+    query = json.loads((eval_dir / "queries.json").read_text())["queries"][0]
+    with caplog.at_level("WARNING"):
+        main(["report", *common, "--similarity-query", query, "--points", "5", "--attribute-method", "relsim"])
+    assert "--relational-method and --attribute-method are both relsim" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        main(["report", *common, "--similarity-query", query, "--points", "5"])
+    assert "are both" not in caplog.text
 
 
 def test_a_plain_image_folder_becomes_a_pool_that_embeds_and_retrieves(tmp_path, caplog):

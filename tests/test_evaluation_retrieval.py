@@ -1,12 +1,11 @@
 """Retrieval protocol, exact and FAISS search, judge-free metrics and the `evaluate` module, on hand-made data."""
 
-import evaluate
 import pytest
 import torch
 import torch.nn.functional as F
 
 from training.evaluation.embedding_cache import EmbeddingCache
-from training.evaluation.judge_free import average_precision, caption_agreement, seed_group_map
+from training.evaluation.judge_free import caption_agreement, seed_group_map
 from training.evaluation.pool import PoolItem
 from training.evaluation.retrieval import retrieve, sample_queries
 
@@ -77,15 +76,6 @@ def test_faiss_search_equals_exact_search(tmp_path, metric, factory):
         torch.testing.assert_close(torch.tensor(left.scores), torch.tensor(right.scores), atol=1e-4, rtol=0)
 
 
-def test_average_precision_on_hand_made_rankings():
-    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6], [0.9, 0.8, 0.7, float("-inf")], [0.1, 0.2, 0.3, 0.4]])
-    relevant = torch.tensor([[True, False, True, False], [False, False, False, True], [False, False, False, False]])
-    precision = average_precision(scores, relevant)
-    torch.testing.assert_close(precision[0], torch.tensor((1 / 1 + 2 / 3) / 2))
-    assert precision[1] == 0 or torch.isnan(precision[1])  # the only relevant item was excluded
-    assert torch.isnan(precision[2])
-
-
 def test_seed_group_map_is_one_when_groups_are_separable_and_lower_when_not(tmp_path):
     groups = [0, 0, 1, 1, None, None]
     hashes = ["a0", "a1", "b0", "b1", "x", "y"]
@@ -116,17 +106,3 @@ def test_caption_agreement_uses_minilm_and_scores_distractors_zero(caption_encod
     other = agreement("other")["caption_agreement"]
     vectors = caption_encoder.model.encode([items["q"].caption, items["other"].caption], normalize_embeddings=True)
     assert other == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5) and other < 0.9
-
-
-def test_evaluate_module_computes_recall_mrr_and_map():
-    metric = evaluate.load("training/evaluation/relational_retrieval")
-    result = metric.compute(
-        predictions=[["b", "x", "c"], ["x", "y", "z"], ["y", "a"]],
-        references=[["b", "c"], ["w"], ["a", "q"]],
-        ks=[1, 2],
-    )
-    assert result["queries"] == 3
-    assert result["recall@1"] == pytest.approx(1 / 3)
-    assert result["recall@2"] == pytest.approx(2 / 3)
-    assert result["mrr"] == pytest.approx((1 + 0 + 1 / 2) / 3)
-    assert result["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 0 + (1 / 2) / 2) / 3)

@@ -41,37 +41,76 @@ PRESETS = {
 }
 
 
+def _share(ratio: float) -> str:
+    """A ratio below one in words a reader pictures, ready to precede "the ...'s": "half", "a third of", "80% of"."""
+    for name, value in (("half", 1 / 2), ("a third of", 1 / 3), ("a quarter of", 1 / 4), ("two thirds of", 2 / 3)):
+        if abs(ratio - value) < 0.02:
+            return name
+    return f"{ratio:.0%} of"
+
+
 def verdict(table: dict[str, dict[str, float]]) -> str:
-    """Whether the bar holds: relsim's mAP well above every baseline's, its attribute-trap rate well below pixels'."""
+    """The result in words: relsim's mAP against the best baseline's, its attribute-trap rate against the pixel
+    baseline's, and whether that is the clear margin the demo is meant to show (mAP at least 1.5 times the best
+    baseline's, trap rate at most two thirds of the pixel baseline's)."""
     relsim = table[TRAINED]
     best_baseline = max((name for name in table if name != TRAINED), key=lambda name: table[name]["mAP"])
-    map_ratio = relsim["mAP"] / max(table[best_baseline]["mAP"], 1e-9)
-    trap_ratio = relsim["attribute trap"] / max(table["pixel cosine"]["attribute trap"], 1e-9)
-    holds = map_ratio >= 1.5 and trap_ratio <= 0.67
-    return (
-        f"**Bar {'met' if holds else 'NOT met'}**: relsim mAP {relsim['mAP']:.3f} is {map_ratio:.2f}x the best "
-        f"baseline's ({best_baseline}, {table[best_baseline]['mAP']:.3f}); its attribute-trap rate "
-        f"{relsim['attribute trap']:.3f} is {trap_ratio:.2f}x the pixel baseline's "
-        f"({table['pixel cosine']['attribute trap']:.3f}). The bar asks for at least 1.5x and at most 0.67x."
+    best_map, relsim_map = table[best_baseline]["mAP"], relsim["mAP"]
+    pixel_trap, relsim_trap = table[PIXEL_COSINE]["attribute trap"], relsim["attribute trap"]
+    if best_map > 0:
+        ratio = relsim_map / best_map
+        map_text = f"{ratio:.1f} times" if ratio >= 1 else _share(ratio)
+        map_sentence = f"relsim's mAP is {map_text} the best other method's ({relsim_map:.3f} against {best_map:.3f} "
+        map_sentence += f"for {best_baseline})"
+        map_clear = ratio >= 1.5
+    else:
+        map_sentence, map_clear = f"relsim's mAP is {relsim_map:.3f}, and no other method retrieves anything", True
+    if pixel_trap > 0:
+        trap_ratio = relsim_trap / pixel_trap
+        trap_text = _share(trap_ratio) if trap_ratio < 1 else f"{trap_ratio:.1f} times"
+        trap_sentence = f"its attribute-trap rate is {trap_text} the pixel baseline's"
+        trap_clear = trap_ratio <= 2 / 3
+    else:
+        trap_sentence, trap_clear = "the pixel baseline is never trapped", relsim_trap == 0
+    trap_sentence += (
+        f": a look-alike of another relation is the nearest neighbour for {relsim_trap:.1%} of queries with relsim, "
+        f"{pixel_trap:.1%} with pixel cosine"
     )
+    if map_clear and trap_clear:
+        conclusion = "relsim clearly finds relations that the look-matching baselines miss."
+    else:
+        conclusion = (
+            "That is not the clear margin this demo is meant to show (an mAP at least 1.5 times the best other "
+            "method's, and a trap rate at most two thirds of the pixel baseline's); a run shorter than the recipe's "
+            "full step count is expected to fall short."
+        )
+    return f"**Result.** {map_sentence}, and {trap_sentence}. {conclusion}"
 
 
 def training_summary(run_dir: Path, seconds: float) -> str:
+    """How training went, with each number explained."""
     state = json.loads((run_dir / "trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss" in entry]
-    lines = [f"Training: {state['global_step']} steps in {seconds / 60:.1f} min"]
+    lines = [
+        f"Training: {state['global_step']} steps in {seconds / 60:.1f} min. The relsim here is a tiny model of "
+        "Qwen2.5-VL's architecture trained from scratch on generated images of the eight relation families, with the "
+        "training shapes and colours only."
+    ]
     if logged:
         first, last = logged[0], logged[-1]
-        lines[0] += (
-            f"; loss {first['loss']:.3f} -> {last['loss']:.3f}, "
-            f"in-batch accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}"
+        lines.append(
+            f"The contrastive loss went from {first['loss']:.3f} to {last['loss']:.3f}, and the in-batch accuracy (how "
+            "often an image's own caption is the closest of the batch's captions) from "
+            f"{first['accuracy']:.3f} to {last['accuracy']:.3f}."
         )
-    lines[0] += "."
     evaluation = run_dir / "eval_results.json"
     if evaluation.is_file():
         metrics = json.loads(evaluation.read_text())
-        recall_at_1, recall_at_5 = metrics["eval_recall@1"], metrics["eval_recall@5"]
-        lines.append(f"Held-out caption retrieval: recall@1 {recall_at_1:.3f}, recall@5 {recall_at_5:.3f}.")
+        lines.append(
+            "On held-out images, each image's own caption was the closest of all the family captions for "
+            f"{metrics['eval_recall@1']:.1%} of images (recall@1) and among the closest five for "
+            f"{metrics['eval_recall@5']:.1%} (recall@5)."
+        )
     return " ".join(lines)
 
 
@@ -111,9 +150,10 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
     passive = prefer_passive_waiting()  # before torch is first imported: OpenMP reads it once, when loaded
     # heavy imports here, not at module level, so that `--help` and argument errors answer at once
     from modeling_relsim import RelSimModel, RelSimProcessor
-    from training.evaluation.methods.attribute_baselines import BASELINES, RelSimEmbedder
-    from training.evaluation.synthetic_report import markdown_table, write_report
-    from training.evaluation.synthetic_retrieval import held_out_pool, run_benchmark
+    from training.evaluation.methods.relsim import RelSimMethod
+    from training.evaluation.reporting.tables import markdown_table, rows_from_table
+    from training.evaluation.synthetic_report import METRIC_COLUMNS, write_report
+    from training.evaluation.synthetic_retrieval import PIXEL_COSINE, attribute_baselines, held_out_pool, run_benchmark
     from training.trainer.model_factory import build_base, load_model_arguments
     from training.trainer.train import main as train
     from training.trainer.train import parse_arguments
@@ -138,16 +178,19 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
     processor = RelSimProcessor.from_pretrained(final)
     device = "cuda" if args.device == "cuda" else "cpu"
     methods = {
-        **BASELINES,
-        UNTRAINED: RelSimEmbedder(untrained.to(device), processor, show_progress=True),
-        TRAINED: RelSimEmbedder(trained.to(device), processor, show_progress=True),
+        **attribute_baselines(),
+        UNTRAINED: RelSimMethod(UNTRAINED, device=device, model=untrained, processor=processor),
+        TRAINED: RelSimMethod(str(final), device=device, model=trained, processor=processor),
     }
     run = run_benchmark(methods, held_out_pool(args.pool_per_family, seed=1, image_size=image_size))
-    notes = "\n\n".join([training_summary(run_dir, training_seconds), verdict(run.table)])
+    summary = verdict(run.table)
+    notes = training_summary(run_dir, training_seconds)
     report = write_report(
-        run, args.output, grid_methods=[TRAINED, "pixel cosine"], plot_methods=[TRAINED, "pixel cosine"], notes=notes
-    )
-    logger.info("\n%s\n\n%s\nreport: %s", markdown_table(run.table), notes, report)
+        run, args.output, grid_methods=[TRAINED, PIXEL_COSINE], plot_methods=[TRAINED, PIXEL_COSINE],
+        summary=summary, notes=notes,
+    )  # fmt: skip
+    table = markdown_table(rows_from_table(run.table), columns=METRIC_COLUMNS)
+    logger.info("\n%s\n%s\n\n%s\nreport: %s", table, summary, notes, report)
     logger.info(
         "demo finished in %.1f min (training %.1f min)", (time.perf_counter() - started) / 60, training_seconds / 60
     )

@@ -81,21 +81,33 @@ def run_embed(args: argparse.Namespace) -> None:
 
 
 def shared_queries(layout: EvalLayout, items: Sequence[PoolItem], count: int, seed: int) -> list[str]:
-    """One query list for every method: written by the first `retrieve`, reused (and checked) afterwards."""
+    """One query list for every method: written by the first `retrieve`, reused (and checked) afterwards.
+
+    A request for more queries than the test split holds takes them all, says so, and records the real count
+    (beside the requested one); a rerun is accepted when its seed matches and it would draw that same list, whether
+    it asks for the same number again or for the real count.
+    """
     from training.evaluation.retrieval import sample_queries
 
     path = layout.queries()
+    available = sum(item.split == "test" for item in items)
+    drawn = min(count, available)
+    if count > available:
+        logger.warning(
+            "--queries %d: the pool's test split holds only %d images; using all %d", count, available, drawn
+        )
     if path.is_file():
         stored = json.loads(path.read_text())
-        if (stored["count"], stored["seed"]) != (count, seed):
+        stored_count = len(stored["queries"])  # the real count, also in files that recorded the requested one
+        if stored["seed"] != seed or stored_count != drawn:
             raise ValueError(
-                f"{path} holds {stored['count']} queries of seed {stored['seed']}; "
-                f"use another --eval-dir for {count} queries of seed {seed}"
+                f"{path} holds {stored_count} queries of seed {stored['seed']}; this run would draw {drawn} of "
+                f"seed {seed}: use another --eval-dir, or --queries {stored_count} --seed {stored['seed']}"
             )
         return stored["queries"]
     queries = sample_queries(items, count, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"count": count, "seed": seed, "queries": queries}))
+    path.write_text(json.dumps({"count": len(queries), "requested": count, "seed": seed, "queries": queries}))
     return queries
 
 
@@ -193,16 +205,22 @@ def run_report(args: argparse.Namespace) -> None:
     written = write_report(layout, items, queries=args.html_queries, top_k=args.top_k)
     if args.similarity_query:
         import_extra("matplotlib", "eval", "the similarity-space plot")
-        from training.evaluation.similarity_space import plot_similarity_space, similarity_space
+        from training.evaluation.report import similarity_space
+        from training.evaluation.reporting.similarity_space import plot_similarity_space
 
+        if args.relational_method == args.attribute_method:
+            logger.warning(
+                "--relational-method and --attribute-method are both %s: the similarity-space plot compares a method "
+                "with itself (every point on the diagonal); pick an image encoder such as clip-i or dino for "
+                "--attribute-method",
+                args.relational_method,
+            )
         space = similarity_space(
             EmbeddingCache.open(layout.cache(args.relational_method)),
             EmbeddingCache.open(layout.cache(args.attribute_method)),
             items, args.similarity_query, points=args.points, seed=args.seed,
         )  # fmt: skip
-        written["similarity_space.png"] = plot_similarity_space(
-            space, layout.report() / "similarity_space.png", args.relational_method, args.attribute_method
-        )
+        written["similarity_space.png"] = plot_similarity_space(space, layout.report() / "similarity_space.png")
     for name, path in written.items():
         logger.info("wrote %s: %s", name, path)
 

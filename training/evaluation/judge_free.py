@@ -9,16 +9,7 @@ import torch
 from training.evaluation.embedding_cache import EmbeddingCache
 from training.evaluation.pool import PoolItem
 from training.evaluation.retrieval import Retrieval, closeness
-
-
-def average_precision(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
-    """AP of each row's ranking by `scores` `(queries, pool)` against the boolean `relevant` `(queries, pool)`;
-    `-inf` scores are left out of the ranking. Rows with no relevant item give NaN."""
-    order = torch.argsort(-scores, dim=1, stable=True)
-    hits = (relevant.gather(1, order) & torch.isfinite(scores.gather(1, order))).float()
-    precision = hits.cumsum(1) / torch.arange(1, hits.shape[1] + 1, dtype=torch.float32)
-    count = hits.sum(1)
-    return torch.where(count > 0, (precision * hits).sum(1) / count.clamp(min=1), torch.nan)
+from training.metrics import average_precision, ranked_hits, recall_at_k
 
 
 def seed_group_map(cache: EmbeddingCache, items: Sequence[PoolItem], chunk_size: int = 256) -> dict[str, float]:
@@ -37,11 +28,11 @@ def seed_group_map(cache: EmbeddingCache, items: Sequence[PoolItem], chunk_size:
     precisions, first_hits = [], []
     for start in range(0, len(query_rows), chunk_size):
         rows = query_rows[start : start + chunk_size]
-        scores = closeness(pool[rows], pool, cache.metric)
-        scores[pool_codes[rows][:, None] == pool_codes[None, :]] = float("-inf")
+        duplicates = pool_codes[rows][:, None] == pool_codes[None, :]
         relevant = groups[rows][:, None] == groups[None, :]
-        precisions.append(average_precision(scores, relevant))
-        first_hits.append(relevant.gather(1, scores.argmax(1, keepdim=True)).squeeze(1).float())
+        hits = ranked_hits(closeness(pool[rows], pool, cache.metric), relevant, exclude=duplicates)
+        precisions.append(average_precision(hits))
+        first_hits.append(recall_at_k(hits, 1))
     if not precisions:
         raise ValueError("the pool has no image with a group_id: seed-group mAP needs the seed-group images")
     precision = torch.cat(precisions)

@@ -21,15 +21,6 @@ logger = logging.getLogger("relsim.eval")
 HELP = "score relsim folders on the generated relational benchmark, next to attribute baselines"
 
 
-def load_relsim(path: str, device: str, batch_size: int, trust_remote_code: bool = False) -> Any:
-    """A `RelSimEmbedder` of the relsim model in `path` (see `methods.relsim.load_relsim` for the loading rule)."""
-    from training.evaluation.methods.attribute_baselines import RelSimEmbedder
-    from training.evaluation.methods.relsim import load_relsim as load
-
-    model, processor = load(path, trust_remote_code=trust_remote_code)
-    return RelSimEmbedder(model.to(device), processor, batch_size=batch_size)
-
-
 def parse_models(values: Sequence[str]) -> dict[str, str]:
     """`path` or `name=path` entries, named after the folder by default."""
     models = {}
@@ -37,13 +28,6 @@ def parse_models(values: Sequence[str]) -> dict[str, str]:
         name, _, path = value.rpartition("=") if "=" in value else (Path(value).name, "", value)
         models[name] = path
     return models
-
-
-def benchmark(models: dict[str, Any], num_per_family: int, seed: int, image_size: int) -> Any:
-    from training.evaluation.methods.attribute_baselines import BASELINES
-    from training.evaluation.synthetic_retrieval import held_out_pool, run_benchmark
-
-    return run_benchmark({**BASELINES, **models}, held_out_pool(num_per_family, seed, image_size))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,17 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Any:
-    from training.evaluation.synthetic_report import markdown_table, write_report
+    from training.evaluation.methods.relsim import RelSimMethod
+    from training.evaluation.reporting.tables import markdown_table, rows_from_table
+    from training.evaluation.synthetic_report import METRIC_COLUMNS, write_report
+    from training.evaluation.synthetic_retrieval import PIXEL_COSINE, attribute_baselines, held_out_pool, run_benchmark
 
     device = resolve_device(args.device)
     models = {
-        name: load_relsim(path, device, args.batch_size, args.trust_remote_code)
+        name: RelSimMethod(path, device=device, trust_remote_code=args.trust_remote_code)
         for name, path in parse_models(args.model).items()
     }
-    run = benchmark(models, args.num_per_family, args.seed, args.image_size)
-    shown = [*models, "pixel cosine"] if models else ["pixel cosine"]
+    pool = held_out_pool(args.num_per_family, args.seed, args.image_size)
+    run = run_benchmark({**attribute_baselines(), **models}, pool, batch_size=args.batch_size)
+    shown = [*models, PIXEL_COSINE]
     write_report(run, args.output, grid_methods=shown, plot_methods=shown)
-    logger.info("\n%s\nreport: %s", markdown_table(run.table), args.output / "report.md")
+    table = markdown_table(rows_from_table(run.table), columns=METRIC_COLUMNS)
+    logger.info("\n%s\nreport: %s", table, args.output / "report.md")
     return run
 
 

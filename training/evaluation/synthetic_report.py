@@ -1,4 +1,5 @@
-"""The benchmark report folder: a markdown table, neighbour grids and the joint similarity-space plot."""
+"""The synthetic benchmark's report folder: `report.md` (what is compared, the table with each metric explained,
+labelled neighbour grids and what they show, the similarity-space plot), drawn with the shared `reporting` parts."""
 
 from __future__ import annotations
 
@@ -6,34 +7,50 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-import PIL.Image
-import PIL.ImageOps
 import torch
 
-from training.evaluation.synthetic_retrieval import BenchmarkRun
+from training.evaluation.reporting.neighbour_grids import (
+    GridRow,
+    describe_grid,
+    draw_neighbour_grid,
+    nearest_neighbours,
+)
+from training.evaluation.reporting.similarity_space import SimilaritySpace, plot_similarity_space
+from training.evaluation.reporting.tables import markdown_table, rows_from_table
+from training.evaluation.synthetic_retrieval import LOOK_ATTRIBUTES, BenchmarkRun, shared_look_attributes
 
 
-THUMBNAIL = 72
-BORDER = 4
-SAME_FAMILY, OTHER_FAMILY, QUERY = (46, 160, 67), (214, 48, 49), (41, 98, 255)
 METRIC_COLUMNS = ("recall@1", "recall@5", "mAP", "attribute trap")
+NEIGHBOURS = 5
+
+RELSIM_IN_BRIEF = (
+    "**What relsim is.** relsim turns an image into a 384-number vector that describes the *relation* the image "
+    "shows rather than its objects: the image, followed by a learned query token, goes through a vision-language "
+    "model (Qwen2.5-VL), and the model's hidden state at that query token is projected to 384 dimensions. Training "
+    "pulls each image's vector towards the sentence embedding (all-MiniLM-L6-v2) of its *anonymous caption*, a "
+    'description of the relation with the objects left as placeholders (e.g. "{Object}s mirrored exactly across a '
+    'vertical axis"), so images showing the same relation land close together whatever they depict. The '
+    "baselines match looks only: *pixel cosine* compares the raw pixels at 32x32, *colour histogram (objects)* "
+    "compares the colours present, ignoring the background."
+)
+
+METRICS_EXPLAINED = [
+    "- **recall@1**: share of queries whose nearest neighbour shows the same relation (higher is better).",
+    "- **recall@5**: share of queries with at least one same-relation image among their five nearest (higher is "
+    "better).",
+    "- **mAP** (mean average precision): how high *all* same-relation images rank, averaged over queries; 1.0 puts "
+    "every one of them ahead of every other image (higher is better).",
+    "- **attribute trap**: share of queries whose nearest neighbour has the query's shape or colour but a different "
+    "relation, i.e. retrieval fooled by looks (lower is better).",
+]
 
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def markdown_table(table: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | " + " | ".join(METRIC_COLUMNS) + " |", "| --- |" + " ---: |" * len(METRIC_COLUMNS)]
-    for method, metrics in table.items():
-        lines.append(f"| {method} | " + " | ".join(f"{metrics[column]:.3f}" for column in METRIC_COLUMNS) + " |")
-    return "\n".join(lines)
+def family_label(family: str) -> str:
+    return family.replace("_", " ")
 
 
 def query_indices(run: BenchmarkRun) -> list[int]:
@@ -44,50 +61,38 @@ def query_indices(run: BenchmarkRun) -> list[int]:
     return [first[family] for family in sorted(first)]
 
 
-def _framed(image: PIL.Image.Image, colour: tuple[int, int, int]) -> PIL.Image.Image:
-    thumbnail = image.convert("RGB").resize((THUMBNAIL - 2 * BORDER,) * 2, PIL.Image.BILINEAR)
-    return PIL.ImageOps.expand(thumbnail, border=BORDER, fill=colour)
+def grid_rows(run: BenchmarkRun, method: str, queries: Sequence[int], k: int = NEIGHBOURS) -> list[GridRow]:
+    """Each query's `k` nearest neighbours under `method`, and which of them show the query's relation."""
+    families, images, names = run.pool["family"], run.pool["image"], run.family_names()
+    rows = []
+    for query in queries:
+        neighbours = nearest_neighbours(run.similarities[method], query, k)
+        rows.append(
+            GridRow(
+                label=family_label(names[query]),
+                query=images[query],
+                neighbours=[images[index] for index in neighbours],
+                relevant=[families[index] == families[query] for index in neighbours],
+            )
+        )
+    return rows
 
 
-def neighbour_grid(run: BenchmarkRun, method: str, queries: Sequence[int], k: int = 5) -> PIL.Image.Image:
-    """One row per query: the query (blue frame), then its top-k neighbours (green: same relation, red: not)."""
-    similarity = run.similarities[method].clone()
-    families, images = run.pool["family"], run.pool["image"]
-    grid = PIL.Image.new("RGB", ((k + 1) * THUMBNAIL + 8, len(queries) * THUMBNAIL), "white")
-    for row, query in enumerate(queries):
-        similarity[query, query] = float("-inf")
-        neighbours = similarity[query].topk(k).indices.tolist()
-        grid.paste(_framed(images[query], QUERY), (0, row * THUMBNAIL))
-        for column, neighbour in enumerate(neighbours, start=1):
-            colour = SAME_FAMILY if families[neighbour] == families[query] else OTHER_FAMILY
-            grid.paste(_framed(images[neighbour], colour), (column * THUMBNAIL + 8, row * THUMBNAIL))
-    return grid
-
-
-def similarity_space_plot(run: BenchmarkRun, methods: Sequence[str], attribute_method: str, query: int, path: Path):
-    """For one query: every pool image at x = attribute similarity, y = each method's similarity."""
-    families = torch.tensor(run.pool["family"])
-    same = families == families[query]
-    others = torch.ones(len(families), dtype=torch.bool)
-    others[query] = False
-    attribute = run.similarities[attribute_method][query]
-    figure, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4.2), squeeze=False)
-    for axis, method in zip(axes[0], methods, strict=True):
-        relational = run.similarities[method][query]
-        for mask, colour, label in (
-            (others & ~same, "#d63031", "other relation"),
-            (others & same, "#2ea043", "same relation"),
-        ):
-            axis.scatter(attribute[mask], relational[mask], s=10, c=colour, alpha=0.6, label=label)
-        axis.set_xlabel(f"attribute similarity ({attribute_method} of the objects)")
-        axis.set_ylabel(f"{method} similarity")
-        axis.set_title(method)
-        axis.legend(loc="lower right", fontsize=8)
-    family_name = run.pool.features["family"].names[int(families[query])]
-    figure.suptitle(f"one {family_name} query against the held-out pool")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+def similarity_space(run: BenchmarkRun, methods: Sequence[str], query: int) -> SimilaritySpace:
+    """One query against the rest of the pool: x counts the look attributes each image shares with it."""
+    others = [index for index in range(len(run.pool)) if index != query]
+    families = run.pool["family"]
+    family = family_label(run.family_names()[query])
+    shared = shared_look_attributes(run.pool, query)
+    return SimilaritySpace(
+        attribute=shared[others],
+        relational={method: run.similarities[method][query, others] for method in methods},
+        relevant=torch.tensor([families[index] == families[query] for index in others], dtype=torch.bool),
+        attribute_label=f"look attributes shared with the query\n({', '.join(LOOK_ATTRIBUTES)})",
+        title=f"one {family} query against the other {len(others)} held-out images",
+        query_image=run.pool["image"][query],
+        ticks={float(count): f"{count} of {len(LOOK_ATTRIBUTES)}" for count in range(len(LOOK_ATTRIBUTES) + 1)},
+    )
 
 
 def write_report(
@@ -95,30 +100,65 @@ def write_report(
     output_dir: str | Path,
     grid_methods: Sequence[str],
     plot_methods: Sequence[str],
-    attribute_method: str = "colour histogram",
+    summary: str = "",
     notes: str = "",
 ) -> Path:
-    """Writes `report.md`, `neighbours_<method>.png` for `grid_methods` and `similarity_space.png`."""
+    """Writes `report.md`, `neighbours_<method>.png` for `grid_methods` and `similarity_space.png`.
+
+    Args:
+        summary: the verdict, placed right under the table.
+        notes: anything else (e.g. how training went), at the end.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     queries = query_indices(run)
-    for method in grid_methods:
-        neighbour_grid(run, method, queries).save(output_dir / f"neighbours_{slug(method)}.png")
-    similarity_space_plot(run, plot_methods, attribute_method, queries[0], output_dir / "similarity_space.png")
-    family_count = len(set(run.pool["family"]))
+    family_count = len(queries)
     text = [
         "# relsim synthetic relational benchmark",
         "",
-        f"Pool: {len(run.pool)} held-out images ({family_count} relation families, shapes and colours never seen in "
-        "training). Every image queries all the others; a neighbour is relevant when it shows the same relation.",
+        RELSIM_IN_BRIEF,
         "",
-        markdown_table(run.table),
+        f"**The test.** {len(run.pool)} held-out images: {family_count} relation families drawn with shapes and "
+        "colours that training never showed. Every image queries all the others; a neighbour is right when it shows "
+        "the same relation, whatever its shape, colour, texture or background.",
         "",
-        "recall@k: a same-relation image among the top k; mAP: mean average precision of same-relation retrieval; "
-        "attribute trap: the nearest neighbour shares the query's shape or colour but not its relation (lower is "
-        "better).",
+        markdown_table(rows_from_table(run.table), columns=METRIC_COLUMNS).rstrip("\n"),
         "",
-        *(f"![neighbours {method}](neighbours_{slug(method)}.png)" for method in grid_methods),
+        *METRICS_EXPLAINED,
+    ]
+    if summary:
+        text += ["", summary]
+    text += [
+        "",
+        "## Nearest neighbours",
+        "",
+        f"Each grid has one row per relation family (named at the left): the query in the first column, then its "
+        f"{NEIGHBOURS} nearest neighbours in the held-out pool, best first (columns 1 to {NEIGHBOURS}). Frames: "
+        "blue is the query, green a neighbour that shows the query's relation, red one that does not; under each "
+        "row's name, how many of its neighbours are right.",
+    ]
+    for method in grid_methods:
+        rows = grid_rows(run, method, queries)
+        draw_neighbour_grid(rows, f"{method}: nearest neighbours of one query per relation").save(
+            output_dir / f"neighbours_{slug(method)}.png"
+        )
+        text += [
+            "",
+            f"![neighbours {method}](neighbours_{slug(method)}.png)",
+            "",
+            f"**{method}**: {describe_grid(rows)}",
+        ]
+    space = similarity_space(run, plot_methods, queries[0])
+    plot_similarity_space(space, output_dir / "similarity_space.png")
+    text += [
+        "",
+        "## Similarity space",
+        "",
+        f"{space.title[0].upper()}{space.title[1:]} (the query is at the left). Across: how many of the four look "
+        f"attributes the generator drew ({', '.join(LOOK_ATTRIBUTES)}) each image shares with the query, spread "
+        "sideways a little so equal counts do not hide each other. Up: each method's similarity to the query. Green "
+        "points show the query's relation, grey ones another. A relational embedding lifts the green points above "
+        "the grey ones at every count; a method that matches looks rises from left to right instead.",
         "",
         "![similarity space](similarity_space.png)",
     ]

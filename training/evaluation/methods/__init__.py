@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from training.evaluation.methods.base import METRICS, EmbeddingMethod
+from training.evaluation.methods.base import METRICS, EmbeddingMethod, embed_image_list
 
 
-METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t")
+METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t", "pixel", "colour-histogram")
 
 
 @dataclass
@@ -40,6 +40,11 @@ def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
         return RelSimMethod(
             options.model, device=options.device, dtype=options.dtype, trust_remote_code=options.trust_remote_code
         )
+    if name in ("pixel", "colour-histogram"):
+        from training.evaluation.methods.attribute_baselines import ColourHistogramMethod, PixelCosineMethod
+
+        method_class = PixelCosineMethod if name == "pixel" else ColourHistogramMethod
+        return method_class(device=options.device)
     if name in ("clip-i", "dino"):
         from training.evaluation.methods.vision_encoders import CLIP_DEFAULT, DINO_DEFAULT, ClipImageMethod, DinoMethod
 
@@ -67,4 +72,4 @@ def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
     return QwenTextMethod(captioner, options.model or options.text_encoder, device=options.device)
 
 
-__all__ = ["METHOD_NAMES", "METRICS", "EmbeddingMethod", "MethodOptions", "build_method"]
+__all__ = ["METHOD_NAMES", "METRICS", "EmbeddingMethod", "MethodOptions", "build_method", "embed_image_list"]

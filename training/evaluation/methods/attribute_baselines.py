@@ -1,65 +1,64 @@
-"""Attribute baselines and the relsim embedder for the synthetic benchmark: `list[PIL.Image] -> (N, D)` unit rows."""
+"""Attribute baselines: similarity of looks, with no notion of relation. They show what relsim must beat on the
+synthetic benchmark (where shape and colour are known traps) and run on any pool like every other method."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from modeling_relsim import RelSimModel, RelSimProcessor
+from training.evaluation.methods.base import EmbeddingMethod
 
 
-Embedder = Callable[[Sequence[PIL.Image.Image]], torch.Tensor]
+class PixelCosineMethod(EmbeddingMethod):
+    """Raw pixels at `side` x `side`, centred per image: cosine similarity of the picture itself."""
 
-PIXEL_SIDE = 32
-HISTOGRAM_BINS = 8
+    name = "pixel"
 
+    def __init__(self, side: int = 32, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        self.side = side
 
-def pixel_embeddings(images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-    """Raw pixels at 32x32, centred per image: cosine similarity of the picture itself."""
-    rows = [
-        np.asarray(image.convert("RGB").resize((PIXEL_SIDE, PIXEL_SIDE), PIL.Image.BILINEAR), dtype=np.float32).ravel()
-        for image in images
-    ]
-    pixels = torch.from_numpy(np.stack(rows))
-    return F.normalize(pixels - pixels.mean(1, keepdim=True), dim=-1)
+    def identity(self) -> dict[str, Any]:
+        return {"side": self.side}
 
+    def preprocess(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
+        size = (self.side, self.side)
+        rows = [np.asarray(image.convert("RGB").resize(size, PIL.Image.BILINEAR), dtype=np.float32) for image in images]
+        return torch.from_numpy(np.stack(rows)).flatten(1)
 
-def colour_histogram_embeddings(images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-    """Joint RGB histogram (8 bins a channel) without its largest bin: the colours of the objects, wherever they
-    are (the largest bin is the background, which would otherwise decide every comparison)."""
-    rows = []
-    for image in images:
-        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3) // (256 // HISTOGRAM_BINS)
-        codes = (pixels[:, 0] * HISTOGRAM_BINS + pixels[:, 1]) * HISTOGRAM_BINS + pixels[:, 2]
-        histogram = np.bincount(codes, minlength=HISTOGRAM_BINS**3).astype(np.float32)
-        histogram[histogram.argmax()] = 0.0
-        rows.append(histogram)
-    return F.normalize(torch.from_numpy(np.stack(rows)), dim=-1)
+    def embed(self, batch: torch.Tensor, image_hashes: Sequence[str]) -> torch.Tensor:
+        return F.normalize(batch - batch.mean(1, keepdim=True), dim=-1)
 
 
-class RelSimEmbedder:
-    """A RelSimModel as a benchmark method."""
+class ColourHistogramMethod(EmbeddingMethod):
+    """Joint RGB histogram (`bins` a channel) without its largest bin: the colours of the objects, wherever they are
+    (the largest bin is the background, which would otherwise decide every comparison)."""
 
-    def __init__(
-        self,
-        model: RelSimModel,
-        processor: RelSimProcessor,
-        batch_size: int = 64,
-        show_progress: bool | None = None,
-    ) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.batch_size = batch_size
-        self.show_progress = show_progress
+    name = "colour-histogram"
 
-    def __call__(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-        return self.model.embed_images(
-            list(images), self.processor, batch_size=self.batch_size, show_progress=self.show_progress
-        )
+    def __init__(self, bins: int = 8, device: str | torch.device = "cpu") -> None:
+        super().__init__(device)
+        if bins < 1 or 256 % bins:
+            raise ValueError(f"bins must divide 256 (e.g. 4, 8, 16), got {bins}")
+        self.bins = bins
 
+    def identity(self) -> dict[str, Any]:
+        return {"bins": self.bins}
 
-BASELINES: dict[str, Embedder] = {"pixel cosine": pixel_embeddings, "colour histogram": colour_histogram_embeddings}
+    def preprocess(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
+        rows = []
+        for image in images:
+            pixels = np.asarray(image.convert("RGB")).reshape(-1, 3) // (256 // self.bins)
+            codes = (pixels[:, 0] * self.bins + pixels[:, 1]) * self.bins + pixels[:, 2]
+            histogram = np.bincount(codes, minlength=self.bins**3).astype(np.float32)
+            histogram[histogram.argmax()] = 0.0
+            rows.append(histogram)
+        return torch.from_numpy(np.stack(rows))
+
+    def embed(self, batch: torch.Tensor, image_hashes: Sequence[str]) -> torch.Tensor:
+        return F.normalize(batch, dim=-1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -37,3 +38,44 @@ class EmbeddingMethod(ABC):
 
     def cache_identity(self) -> dict[str, Any]:
         return {"method": self.name, "metric": self.metric, **self.identity()}
+
+
+def pixel_hash(image: PIL.Image.Image) -> str:
+    """An image id for an in-memory image with no file: md5 of its mode, size and pixels (32 hex characters, as the
+    image-hash rule asks), so methods that cache per image (captions) never mix two different pictures."""
+    digest = hashlib.md5(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def embed_image_list(
+    method: EmbeddingMethod,
+    images: Sequence[PIL.Image.Image],
+    batch_size: int = 64,
+    image_hashes: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Any method's embeddings of in-memory images (the synthetic benchmark, the demo): preprocess and embed batch
+    by batch, as `embed_pool` does for a pool on disk, without a cache.
+
+    Args:
+        image_hashes: the images' ids, given to `method.embed`; default `pixel_hash` of each image.
+
+    Returns:
+        `(len(images), dim)` float32 on the CPU.
+    """
+    if len(images) == 0:
+        raise ValueError("embed_image_list got no images")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if image_hashes is not None and len(image_hashes) != len(images):
+        raise ValueError(f"got {len(image_hashes)} image_hashes for {len(images)} images")
+    from transformers.utils.logging import tqdm
+
+    rows = []
+    starts = range(0, len(images), batch_size)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc=f"embedding with {method.name}", unit="batch", disable=len(starts) <= 10):
+            chunk = list(images[start : start + batch_size])
+            hashes = image_hashes[start : start + batch_size] if image_hashes is not None else map(pixel_hash, chunk)
+            rows.append(method.embed(method.preprocess(chunk), list(hashes)).float().cpu())
+    return torch.cat(rows)

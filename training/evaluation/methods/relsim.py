@@ -1,4 +1,4 @@
-"""relsim itself: a saved RelSimModel folder or hub id, with the processor saved next to it.
+"""relsim itself: a saved RelSimModel folder or hub id with the processor saved next to it, or a model in memory.
 
 `load_relsim` is the one way a user-given relsim id is loaded: with the installed `modeling_relsim` classes by
 default (a folder's own .py files never run, and a folder of another model type is refused), or, with
@@ -46,11 +46,18 @@ def load_relsim(
 
 
 class RelSimMethod(EmbeddingMethod):
+    """relsim's embedding: image -> Qwen2.5-VL -> hidden state at the query token -> projection, L2-normalised.
+
+    Args:
+        model_name_or_path: the folder or hub id to load; with `model` and `processor` given (a model just trained,
+            the demo's untrained twin) it only names them in the cache identity.
+    """
+
     name = "relsim"
 
     def __init__(
         self,
-        model_name_or_path: str,
+        model_name_or_path: str | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         model: RelSimModel | None = None,
@@ -58,7 +65,9 @@ class RelSimMethod(EmbeddingMethod):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__(device)
-        self.model_name_or_path = model_name_or_path
+        if model_name_or_path is None and (model is None or processor is None):
+            raise ValueError("RelSimMethod needs model_name_or_path, or both an in-memory model and its processor")
+        self.model_name_or_path = model_name_or_path or "in-memory"
         if model is None or processor is None:
             model, processor = load_relsim(model_name_or_path, dtype, trust_remote_code)
         self.model = model.to(self.device).eval()

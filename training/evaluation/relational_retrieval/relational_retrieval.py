@@ -4,13 +4,17 @@ of ranked retrievals against known relevant sets (e.g. the other images of a que
     metric = evaluate.load("training/evaluation/relational_retrieval")
     metric.compute(predictions=[["b", "x", "c"]], references=[["b", "c"]], ks=[1, 5])
 
-Self-contained on purpose: `evaluate` copies this file into its module cache.
+A thin wrapper over `training.metrics.ranked_list_metrics`, the project's one implementation of these metrics:
+`evaluate` copies this file into its module cache and imports `training` from there, so the relsim training package
+must be installed (or on `PYTHONPATH`) wherever this module is loaded.
 """
 
 from __future__ import annotations
 
 import datasets
 import evaluate
+
+from training.metrics import ranked_list_metrics
 
 
 _DESCRIPTION = """For each query, `predictions` is the ranked list of retrieved ids (best first, the query itself
@@ -51,23 +55,4 @@ class RelationalRetrieval(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, ks=(1, 5, 10)) -> dict[str, float]:
-        recalls = {k: 0.0 for k in ks}
-        reciprocal_ranks, average_precisions = [], []
-        for number, (ranked, relevant_ids) in enumerate(zip(predictions, references, strict=True)):
-            relevant = set(relevant_ids)
-            if not relevant:
-                raise ValueError(f"query {number} has no relevant id in references")
-            hit_ranks = [rank for rank, found in enumerate(ranked, start=1) if found in relevant]
-            for k in ks:
-                recalls[k] += float(bool(hit_ranks) and hit_ranks[0] <= k)
-            reciprocal_ranks.append(1.0 / hit_ranks[0] if hit_ranks else 0.0)
-            precisions = [hits / rank for hits, rank in enumerate(hit_ranks, start=1)]
-            average_precisions.append(sum(precisions) / len(relevant))
-        count = len(reciprocal_ranks)
-        if count == 0:
-            raise ValueError("no queries to score")
-        result = {f"recall@{k}": recalls[k] / count for k in ks}
-        result["mrr"] = sum(reciprocal_ranks) / count
-        result["mAP"] = sum(average_precisions) / count
-        result["queries"] = count
-        return result
+        return ranked_list_metrics(predictions, references, ks)

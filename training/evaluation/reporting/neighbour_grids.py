@@ -1,0 +1,117 @@
+"""Neighbour grids: one row per query, the query then its nearest neighbours by rank, each framed by whether it
+shares the query's relation. The picture carries its own labels (row names, column headers, a legend), so it reads
+on its own; `describe_grid` says in words what it shows."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
+import PIL.ImageOps
+import torch
+
+from training.evaluation.reporting.colours import IRRELEVANT, QUERY, RELEVANT
+
+
+THUMBNAIL = 72
+BORDER = 4
+GAP = 8  # between the query column and the neighbours
+LABEL_WIDTH = 132
+TITLE_HEIGHT = 22
+HEADER_HEIGHT = 18
+LEGEND_HEIGHT = 26
+MARGIN = 6
+TEXT = (40, 40, 40)
+MUTED = (110, 110, 110)
+
+
+@dataclass
+class GridRow:
+    """One query of a grid: its label (the relation it shows), its image, and its neighbours best first with
+    whether each shares the query's relation."""
+
+    label: str
+    query: PIL.Image.Image
+    neighbours: list[PIL.Image.Image]
+    relevant: list[bool]
+
+    @property
+    def correct(self) -> int:
+        return sum(self.relevant)
+
+
+def nearest_neighbours(similarity: torch.Tensor, query: int, k: int) -> list[int]:
+    """The `k` pool indices most similar to `query` in a square `(pool, pool)` matrix, the query itself left out."""
+    scores = similarity[query].clone().float()
+    scores[query] = float("-inf")
+    return scores.topk(min(k, scores.numel() - 1)).indices.tolist()
+
+
+def _font(size: int) -> PIL.ImageFont.ImageFont:
+    try:
+        return PIL.ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only its fixed-size bitmap font
+        return PIL.ImageFont.load_default()
+
+
+def _framed(image: PIL.Image.Image, colour: tuple[int, int, int]) -> PIL.Image.Image:
+    thumbnail = image.convert("RGB").resize((THUMBNAIL - 2 * BORDER,) * 2, PIL.Image.BILINEAR)
+    return PIL.ImageOps.expand(thumbnail, border=BORDER, fill=colour)
+
+
+def draw_neighbour_grid(
+    rows: Sequence[GridRow],
+    title: str,
+    relevant_meaning: str = "same relation",
+    irrelevant_meaning: str = "other relation",
+) -> PIL.Image.Image:
+    """The grid as one RGB image: a title, column headers ("query", "1" ... "k"), each row's label at the left with
+    how many of its neighbours are right, and a legend of the frame colours at the bottom."""
+    if not rows:
+        raise ValueError("a neighbour grid needs at least one row")
+    k = max(len(row.neighbours) for row in rows)
+    first_neighbour_x = LABEL_WIDTH + THUMBNAIL + GAP
+    width = first_neighbour_x + k * THUMBNAIL + MARGIN
+    top = TITLE_HEIGHT + HEADER_HEIGHT
+    grid = PIL.Image.new("RGB", (width, top + len(rows) * THUMBNAIL + LEGEND_HEIGHT), "white")
+    draw = PIL.ImageDraw.Draw(grid)
+    font, small = _font(13), _font(11)
+    draw.text((MARGIN, 4), title, fill=TEXT, font=font)
+    column_centres = [LABEL_WIDTH + THUMBNAIL / 2] + [first_neighbour_x + (c + 0.5) * THUMBNAIL for c in range(k)]
+    for centre, header in zip(column_centres, ["query", *map(str, range(1, k + 1))], strict=True):
+        draw.text((centre, TITLE_HEIGHT + HEADER_HEIGHT / 2), header, fill=TEXT, font=small, anchor="mm")
+    for index, row in enumerate(rows):
+        y = top + index * THUMBNAIL
+        lines = [*textwrap.wrap(row.label, width=17)[:2], f"{row.correct} of {len(row.neighbours)} right"]
+        for line_number, line in enumerate(lines):
+            colour = TEXT if line_number < len(lines) - 1 else MUTED
+            draw.text((MARGIN, y + 14 + 15 * line_number), line, fill=colour, font=small)
+        grid.paste(_framed(row.query, QUERY), (LABEL_WIDTH, y))
+        for column, (image, relevant) in enumerate(zip(row.neighbours, row.relevant, strict=True)):
+            grid.paste(
+                _framed(image, RELEVANT if relevant else IRRELEVANT), (first_neighbour_x + column * THUMBNAIL, y)
+            )
+    x, y = MARGIN, grid.height - LEGEND_HEIGHT + 7
+    for colour, meaning in ((QUERY, "query"), (RELEVANT, relevant_meaning), (IRRELEVANT, irrelevant_meaning)):
+        draw.rectangle((x, y, x + 12, y + 12), outline=colour, width=3)
+        draw.text((x + 17, y + 6), meaning, fill=TEXT, font=small, anchor="lm")
+        x += 17 + int(draw.textlength(meaning, font=small)) + 16
+    return grid
+
+
+def describe_grid(rows: Sequence[GridRow], shared: str = "share the relation") -> str:
+    """What a grid shows, in words: the rows where every neighbour is wrong named first, then each row's count."""
+    failed = [row for row in rows if row.neighbours and row.correct == 0]
+    counts = "; ".join(f"{row.label}: {row.correct} of {len(row.neighbours)}" for row in rows)
+    if failed:
+        named = "; ".join(f"{row.label}: 0 of {len(row.neighbours)} neighbours {shared}" for row in failed)
+        opening = f"Every neighbour is wrong in {len(failed)} row{'s' if len(failed) > 1 else ''} ({named})."
+    elif all(row.correct == len(row.neighbours) for row in rows):
+        opening = "Every neighbour in every row is right."
+    else:
+        opening = "No row is entirely wrong."
+    return f"{opening} Neighbours that {shared}, row by row: {counts}."
