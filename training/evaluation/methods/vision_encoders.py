@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from transformers import AutoImageProcessor, AutoModel, CLIPModel
 
 from training.evaluation.methods.base import EmbeddingMethod
+from training.evaluation.model_fingerprint import model_fingerprint
 
 
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"
@@ -23,9 +24,10 @@ class _ImageEncoderMethod(EmbeddingMethod):
         self.model_name_or_path = model_name_or_path
         self.model = model_class.from_pretrained(model_name_or_path, dtype=dtype).to(self.device).eval()
         self.image_processor = AutoImageProcessor.from_pretrained(model_name_or_path)
+        self.weights = model_fingerprint(model_name_or_path, self.model)
 
     def identity(self) -> dict[str, Any]:
-        return {"model": self.model_name_or_path}
+        return {"model": self.model_name_or_path, "weights": self.weights}
 
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> Any:
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
