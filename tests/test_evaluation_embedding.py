@@ -1,16 +1,19 @@
-"""The pool manifest, the embedding cache and the resumable pool embedding."""
+"""The pool manifest, the embedding cache (content-keyed, verified shards) and the resumable pool embedding."""
 
 import json
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
-from evaluation_helpers import MeanColourMethod, write_pool_folder
+from evaluation_helpers import MeanColourMethod, save_tiny_clip, write_pool_folder
 
 from training.evaluation.embed import embed_pool
 from training.evaluation.embedding_cache import EmbeddingCache
 from training.evaluation.methods.relsim import RelSimMethod
 from training.evaluation.pool import PoolItem, read_pool
+from training.image_ids import file_sha256
+from training.store import read_shard
 from training.tiny_backbone import build_tiny_model
 
 
@@ -119,3 +122,97 @@ def test_an_image_the_processor_refuses_is_a_failure_and_the_rest_are_kept(aspec
 
     again = embed_pool(method, items, cache, batch_size=4, show_progress=False)  # a rerun does not die either
     assert (again.already_cached, again.embedded, len(again.failures)) == (13, 0, 1)
+
+
+def embed_fresh(items, folder):
+    method = MeanColourMethod()
+    cache = EmbeddingCache(folder, method.cache_identity())
+    embed_pool(method, items, cache, batch_size=5, show_progress=False)
+    return cache.load([item.image_hash for item in items])[1]
+
+
+def shard_holding(folder, image_hash):
+    [path] = [path for path in folder.glob("shard-*.safetensors") if image_hash in read_shard(path)[0].keys]
+    return path
+
+
+def test_deleting_a_shard_and_rerunning_loses_nothing(tmp_path):
+    items = read_pool(write_pool_folder(tmp_path / "pool"))
+    method = MeanColourMethod()
+    embed_pool(method, items, EmbeddingCache(tmp_path / "cache", method.cache_identity()), batch_size=2,
+               flush_every=1, show_progress=False)  # fmt: skip
+    shards = sorted((tmp_path / "cache").glob("shard-*.safetensors"))
+    deleted = shard_holding(tmp_path / "cache", "g1_1")  # a shard of two: g1_1 and g1_2
+    assert len(shards) == 7
+    deleted.unlink()
+    rerun = MeanColourMethod()
+    report = embed_pool(rerun, items, EmbeddingCache(tmp_path / "cache", rerun.cache_identity()), batch_size=2,
+                        flush_every=1, show_progress=False)  # fmt: skip
+    assert (report.already_cached, report.embedded) == (11, 2)
+    reopened = EmbeddingCache.open(tmp_path / "cache")
+    assert len(reopened) == 13 and all(path.is_file() for path in shards if path != deleted)
+    order = [item.image_hash for item in items]
+    torch.testing.assert_close(reopened.load(order)[1], embed_fresh(items, tmp_path / "fresh"))
+
+
+def damage_header(path):
+    path.write_bytes(b"\x00" * 16 + path.read_bytes()[16:])
+
+
+def damage_rows(path):
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start:] = np.array([np.nan, 1e36] * ((len(data) - start) // 8), dtype=np.float32).tobytes()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [damage_header, damage_rows], ids=["header", "rows"])
+def test_a_damaged_shard_is_named_never_used_and_embedded_again(tmp_path, caplog, damage):
+    items = read_pool(write_pool_folder(tmp_path / "pool"))
+    method = MeanColourMethod()
+    embed_pool(method, items, EmbeddingCache(tmp_path / "cache", method.cache_identity()), batch_size=4,
+               flush_every=1, show_progress=False)  # fmt: skip
+    damaged = shard_holding(tmp_path / "cache", "g0_0")  # a shard of four
+    damage(damaged)
+    reopened = EmbeddingCache.open(tmp_path / "cache")
+    assert str(damaged) in caplog.text and list(reopened.damaged_shards) == [damaged]
+    assert len(reopened) == 9  # the damaged shard's four rows count as missing
+    hashes, vectors = reopened.load()
+    assert len(hashes) == 9 and bool(torch.isfinite(vectors).all()) and float(vectors.abs().max()) <= 1.0
+
+    rerun = MeanColourMethod()
+    report = embed_pool(rerun, items, EmbeddingCache(tmp_path / "cache", rerun.cache_identity()), batch_size=4,
+                        show_progress=False)  # fmt: skip
+    assert (report.already_cached, report.embedded) == (9, 4)
+    order = [item.image_hash for item in items]
+    cache = EmbeddingCache.open(tmp_path / "cache")
+    torch.testing.assert_close(cache.load(order)[1], embed_fresh(items, tmp_path / "fresh"))
+
+
+def test_an_image_changed_under_the_same_hash_is_embedded_again(tmp_path):
+    manifest = write_pool_folder(tmp_path / "pool")
+    items = read_pool(manifest)
+    method = MeanColourMethod()
+    embed_pool(method, items, EmbeddingCache(tmp_path / "cache", method.cache_identity()), show_progress=False)
+    PIL.Image.new("RGB", (48, 64), (10, 200, 30)).save(tmp_path / "pool" / "g0_1.png")
+    rerun = MeanColourMethod()
+    report = embed_pool(rerun, items, EmbeddingCache(tmp_path / "cache", rerun.cache_identity()), show_progress=False)
+    assert (report.already_cached, report.embedded) == (12, 1)
+    cache = EmbeddingCache.open(tmp_path / "cache")
+    assert len(cache) == 13 and cache.content_digests["g0_1"] == file_sha256(tmp_path / "pool" / "g0_1.png")
+    expected = torch.nn.functional.normalize(torch.tensor([[11.0, 201.0, 31.0]]), dim=-1)
+    torch.testing.assert_close(cache.load(["g0_1"])[1], expected)
+
+
+def test_weights_replaced_at_the_same_path_are_not_served_from_the_cache(tmp_path):
+    from training.evaluation.methods.vision_encoders import ClipImageMethod
+
+    items = read_pool(write_pool_folder(tmp_path / "pool", groups=1, per_group=2, distractors=1))
+    clip = save_tiny_clip(tmp_path / "clip", seed=0)
+    first = ClipImageMethod(str(clip))
+    embed_pool(first, items, EmbeddingCache(tmp_path / "cache", first.cache_identity()), show_progress=False)
+    save_tiny_clip(tmp_path / "clip", seed=1)  # retrained into the same folder
+    second = ClipImageMethod(str(clip))
+    assert second.identity()["model"] == first.identity()["model"]
+    with pytest.raises(ValueError, match=r"differ in weights"):
+        EmbeddingCache(tmp_path / "cache", second.cache_identity())

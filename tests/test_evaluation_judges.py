@@ -5,6 +5,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import PIL.Image
 import pytest
 from evaluation_helpers import write_pool_folder
 
@@ -45,7 +46,8 @@ def test_parse_score_reads_messy_answers(answer, score):
 
 
 class ChatCompletionsServer:
-    """A local server speaking the chat-completions protocol: answers from a list, optional failures first."""
+    """A local server speaking the chat-completions protocol: answers from a list (bytes are sent as the raw body of a
+    200 response, for malformed answers; an int is an error status), optional failures first."""
 
     def __init__(self, answers, failures=()):
         self.answers = list(answers)
@@ -57,17 +59,25 @@ class ChatCompletionsServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                if outer.failures:
-                    self.send_response(outer.failures.pop(0))
+                if outer.failures or isinstance(outer.answers[0], int):
+                    self.send_response(outer.failures.pop(0) if outer.failures else outer.answers.pop(0))
                     self.send_header("Content-Type", "application/json")
                     self.send_header("retry-after-ms", "10")  # keeps the client's backoff short in tests
                     self.end_headers()
                     self.wfile.write(b'{"error": {"message": "slow down"}}')
                     return
+                answer = outer.answers.pop(0)
+                if isinstance(answer, bytes):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 reply = {
                     "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": outer.answers.pop(0)}}],
+                                 "message": {"role": "assistant", "content": answer}}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }  # fmt: skip
                 data = json.dumps(reply).encode()
@@ -162,6 +172,65 @@ def test_a_damaged_answer_cache_names_its_file_and_line(tmp_path):
     path.write_text('{"key": "a", "answer": "Score: 3"}\n{"key": "b"}\n')
     with pytest.raises(ValueError, match=r"answers\.jsonl:2: answer: missing from this judge answer record"):
         JudgementCache(path)
-    path.write_text('{"key": "a", "answer": "Score: 3"}\n{"key": "b", "ans\n')
+    path.write_text('{"key": "a", "answer": "Score: 3"}\n{"key": "b", "ans\n{"key": "c", "answer": "Score: 4"}\n')
     with pytest.raises(ValueError, match=r"answers\.jsonl:2: <line>: malformed JSON"):
         JudgementCache(path)
+
+
+def test_a_half_written_last_answer_is_recovered_and_cut_before_the_next_append(tmp_path, caplog):
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"key": "a", "answer": "Score: 3"}\n{"key": "b", "answer": "Sco')  # killed mid-write
+    cache = JudgementCache(path)
+    assert cache.answers == {"a": "Score: 3"} and "answers.jsonl:2: the last line is half-written" in caplog.text
+    cache.put("b", "Score: 5")
+    assert path.read_text().splitlines() == ['{"key": "a", "answer": "Score: 3"}', '{"key": "b", "answer": "Score: 5"}']
+    assert JudgementCache(path).answers == {"a": "Score: 3", "b": "Score: 5"}
+
+
+GARBAGE = b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mess'  # a 200 whose JSON body is cut off
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [GARBAGE, b'{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}', ""],
+    ids=["invalid-json", "no-choices", "empty-content"],
+)
+def test_malformed_answers_are_retried_then_recorded_as_failures_and_asked_again(pool, tmp_path, malformed):
+    retrievals = [Retrieval("m", "g0_0", ["g0_1"], [0.9]), Retrieval("m", "g1_0", ["d1"], [0.4]),
+                  Retrieval("m", "g2_0", ["g2_1"], [0.7])]  # fmt: skip
+    with ChatCompletionsServer(["Score: 9", malformed, malformed, malformed, "Score: 2", "Score: 4"]) as server:
+        judge = OpenAICompatibleJudge(base_url=server.base_url, model="m", malformed_retries=2, malformed_wait=0.0)
+        judgements = judge_retrievals(judge, retrievals, pool, JudgementCache(tmp_path / "answers.jsonl"),
+                                      show_progress=False)  # fmt: skip
+        assert len(server.requests) == 5  # the second pair was asked three times
+        again = judge_retrievals(judge, retrievals, pool, JudgementCache(tmp_path / "answers.jsonl"),
+                                 show_progress=False)  # fmt: skip
+    assert len(server.requests) == 6 and [j.score for j in again] == [9.0, 4.0, 2.0]  # a rerun asks the failed pair
+    assert [(j.answer, j.score) for j in judgements] == [("Score: 9", 9.0), ("", None), ("Score: 2", 2.0)]
+    records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [("answer" in r, "failure" in r, r["query"]) for r in records] == [
+        (True, False, "g0_0"), (False, True, "g1_0"), (True, False, "g2_0"), (True, False, "g1_0")
+    ]  # fmt: skip
+    assert "no readable answer" in records[1]["failure"]
+
+
+def test_answers_are_saved_as_they_arrive_when_a_later_request_fails(pool, tmp_path):
+    import openai
+
+    retrievals = [Retrieval("m", "g0_0", ["g0_1", "d0", "d1"], [0.9, 0.5, 0.4])]
+    with ChatCompletionsServer(["Score: 9", "Score: 1", 400]) as server:
+        judge = OpenAICompatibleJudge(base_url=server.base_url, model="m")
+        with pytest.raises(openai.BadRequestError):
+            judge_retrievals(judge, retrievals, pool, JudgementCache(tmp_path / "answers.jsonl"), top=3,
+                             show_progress=False)  # fmt: skip
+    assert sorted(JudgementCache(tmp_path / "answers.jsonl").answers.values()) == ["Score: 1", "Score: 9"]
+
+
+def test_judge_answers_are_keyed_by_image_content(pool, tmp_path):
+    retrievals = [Retrieval("m", "g0_0", ["g0_1"], [0.9])]
+    with ChatCompletionsServer(["Score: 9", "Score: 3"]) as server:
+        judge = OpenAICompatibleJudge(base_url=server.base_url, model="m")
+        first = judge_retrievals(judge, retrievals, pool, JudgementCache(tmp_path / "a.jsonl"), show_progress=False)
+        PIL.Image.new("RGB", (16, 16), (250, 0, 250)).save(pool["g0_1"].image)  # same hash, new picture
+        second = judge_retrievals(judge, retrievals, pool, JudgementCache(tmp_path / "a.jsonl"), show_progress=False)
+    assert len(server.requests) == 2 and (first[0].score, second[0].score) == (9.0, 3.0)

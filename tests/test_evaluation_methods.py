@@ -71,7 +71,7 @@ def test_qwen_chat_expands_each_image_to_its_token_count(chat, pil_images):
     assert (batch["attention_mask"][:, -1] == 1).all()  # left padded for generation
 
 
-def test_captioner_caches_captions_by_image_hash(chat, pil_images, tmp_path):
+def test_captioner_caches_captions_by_content(chat, pil_images, tmp_path):
     calls = []
     generate = chat.generate
     chat.generate = lambda conversations, **kwargs: (
@@ -83,6 +83,9 @@ def test_captioner_caches_captions_by_image_hash(chat, pil_images, tmp_path):
     assert calls == [2, 1]  # only "c" was new to the reloaded cache
     assert again[:2] == first
     assert all(len(caption.split()) <= MAX_CAPTION_WORDS for caption in again)
+    Captioner(chat, tmp_path / "captions.jsonl")([pil_images[2].rotate(90)], ["a"])  # "a" changed on disk
+    Captioner(chat, tmp_path / "captions.jsonl", prompt="Name the objects.")(pil_images[:1], ["a"])  # another prompt
+    assert calls == [2, 1, 1, 1]
 
 
 def test_clip_text_and_qwen_text_embed_the_captions(chat, pil_images, tmp_path, caption_encoder):
@@ -104,3 +107,23 @@ def test_clip_text_and_qwen_text_embed_the_captions(chat, pil_images, tmp_path, 
     expected = caption_encoder.model.encode(captions, convert_to_tensor=True, normalize_embeddings=True).cpu()
     torch.testing.assert_close(qwen_text.embed(pil_images, ["a", "b", "c"]), expected, atol=1e-5, rtol=0)
     assert qwen_text.cache_identity()["captioner"] == str(chat.model_name_or_path)
+
+
+def test_a_hub_id_is_fingerprinted_by_its_cached_commit_and_an_unknown_one_is_refused(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from training.evaluation.model_fingerprint import model_fingerprint
+    from training.store import tensors_fingerprint
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert model_fingerprint("org/tiny") == f"hub:org/tiny@{commit}"
+    with pytest.raises(FileNotFoundError, match="cannot fingerprint the weights of 'org/other'"):
+        model_fingerprint("org/other")
+    module = torch.nn.Linear(2, 2)
+    assert model_fingerprint("org/other", module) == tensors_fingerprint(module.state_dict().items())

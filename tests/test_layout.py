@@ -25,6 +25,7 @@ LEVELS = {
     "training.cli": 0,
     "training.errors": 0,
     "training.cpu_threads": 0,
+    "training.store": 0,
     "training.tiny_backbone": 1,
     "training.synthetic": 1,
     "training.hub_data": 2,

@@ -53,6 +53,8 @@ def verdict(table: dict[str, dict[str, float]]) -> str:
     """The result in words: relsim's mAP against the best baseline's, its attribute-trap rate against the pixel
     baseline's, and whether that is the clear margin the demo is meant to show (mAP at least 1.5 times the best
     baseline's, trap rate at most two thirds of the pixel baseline's)."""
+    from training.evaluation.synthetic_retrieval import PIXEL_COSINE
+
     relsim = table[TRAINED]
     best_baseline = max((name for name in table if name != TRAINED), key=lambda name: table[name]["mAP"])
     best_map, relsim_map = table[best_baseline]["mAP"], relsim["mAP"]

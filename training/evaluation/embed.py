@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from modeling_relsim.image_decoding import DEFAULT_MAX_IMAGE_PIXELS, UnreadableI
 from training.evaluation.embedding_cache import EmbeddingCache
 from training.evaluation.methods.base import EmbeddingMethod
 from training.evaluation.pool import PoolItem
+from training.image_ids import file_sha256
 
 
 logger = logging.getLogger(__name__)
@@ -121,6 +124,25 @@ def _record_failures(failures: list[dict[str, str]], cache: EmbeddingCache, atte
     logger.warning("%d of %d images could not be read; see %s", len(failures), attempted, cache.folder / FAILURES_FILE)
 
 
+def _not_cached(cache: EmbeddingCache, items: Sequence[PoolItem], max_threads: int = 8) -> list[PoolItem]:
+    """The items without an embedding computed from their file's current content. The files of cached items are
+    hashed again (on threads: hashing and reading release the GIL), so a file changed under the same image hash is
+    embedded again; one that cannot be read now goes to the loader, which reports it."""
+
+    def current(item: PoolItem) -> bool:
+        try:
+            return cache.holds(item.image_hash, file_sha256(item.image))
+        except OSError:
+            return False
+
+    cached = [item for item in items if item.image_hash in cache]
+    with ThreadPoolExecutor(max_workers=max(1, min(max_threads, os.cpu_count() or 1))) as pool:
+        stale = {item.image_hash for item, ok in zip(cached, pool.map(current, cached), strict=True) if not ok}
+    if stale:
+        logger.warning("%d cached images changed on disk (or cannot be read) and are embedded again", len(stale))
+    return [item for item in items if item.image_hash not in cache or item.image_hash in stale]
+
+
 def embed_pool(
     method: EmbeddingMethod,
     items: Sequence[PoolItem],
@@ -130,15 +152,17 @@ def embed_pool(
     flush_every: int = 16,
     show_progress: bool = True,
 ) -> EmbedReport:
-    """Embeds what `cache` lacks; a shard is written every `flush_every` batches, and the finished batches are saved
-    when the run stops on an error or an interruption. An image that cannot be read or that the method's
-    preprocessing refuses is a failure, not a crash: failures go to the log and to `failures.jsonl` in the cache
-    folder, with the file and the reason."""
-    if cache.identity != method.cache_identity():
+    """Embeds what `cache` lacks (missing, in a damaged shard, or from a file that changed since); a shard is written
+    every `flush_every` batches, and the finished batches are saved when the run stops on an error or an
+    interruption. An image that cannot be read or that the method's preprocessing refuses, and a non-finite
+    embedding, is a failure, not a crash: failures go to the log and to `failures.jsonl` in the cache folder, with
+    the file and the reason."""
+    if not cache.made_by(method.cache_identity()):
         raise ValueError(f"cache {cache.folder} is for {cache.identity}, not {method.cache_identity()}")
     report = EmbedReport()
-    todo = [item for item in items if item.image_hash not in cache]
+    todo = _not_cached(cache, items)
     report.already_cached = len(items) - len(todo)
+    path_of = {item.image_hash: item.image for item in todo}
     if not todo:
         return report
     loader = DataLoader(
@@ -154,8 +178,17 @@ def embed_pool(
 
     def flush() -> None:
         if pending:
-            cache.add(pending_hashes, pending_digests, torch.cat(pending))
-            report.embedded += len(pending_hashes)
+            embeddings = torch.cat(pending)
+            finite = torch.isfinite(embeddings).all(dim=1).tolist()
+            for image_hash, ok in zip(pending_hashes, finite, strict=True):
+                if not ok:
+                    reason = "the method returned a non-finite embedding"
+                    logger.error("cannot embed image %s (%s): %s", path_of[image_hash], image_hash, reason)
+                    report.failures.append({"image_hash": image_hash, "image": path_of[image_hash], "reason": reason})
+            keep = [index for index, ok in enumerate(finite) if ok]
+            if keep:
+                cache.add([pending_hashes[i] for i in keep], [pending_digests[i] for i in keep], embeddings[keep])
+            report.embedded += len(keep)
             pending_hashes.clear()
             pending_digests.clear()
             pending.clear()

@@ -1,105 +1,95 @@
-"""Embeddings of a pool on disk, keyed by image hash, written shard by shard so an interrupted run resumes.
+"""Embeddings of a pool on disk, written shard by shard so an interrupted run resumes (a `TensorShardStore`).
 
-Layout of a cache folder (one per method): `cache.json` (which method and settings made it, so two methods' vectors
-never mix) and `shard-NNNNN.safetensors` files, each holding `embeddings` `(n, dim)` and, in its metadata, the
-`image_hashes` and `content_digests` (sha256 of the file bytes, which finds exact duplicates) of its rows. A shard is
-written to a temporary name and renamed, so a killed run leaves only whole shards behind.
+One folder per method. Its identity (method, metric, settings and the model's weights fingerprint) is fixed when the
+folder is made: a method whose weights changed, even at the same path, is refused instead of served stale vectors.
+Each row is keyed by the image hash and carries the sha256 of the image file it was computed from (which also finds
+exact duplicates during retrieval); `embed` re-embeds an image whose file changed under the same hash, and the new
+row supersedes the old. Shards are named by their content's sha256 and verified on open and on every read (see
+`training.store`): a damaged shard is named in a warning and its images are embedded again by the next `embed`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-
-CACHE_INFO = "cache.json"
+from training.store import IdentityMismatchError, TensorShardStore, read_identity
 
 
 class EmbeddingCache:
     """Args:
     folder: the cache folder (created if needed).
-    identity: what made the embeddings (method name, model, metric, settings); must match an existing cache's.
+    identity: what made the embeddings (method name, model and its weights fingerprint, metric, settings); must
+        match an existing cache's.
+
+    Raises:
+        ValueError: the folder caches another identity's embeddings (the message names the differing fields).
     """
 
     def __init__(self, folder: str | Path, identity: dict[str, Any]) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        info_path = self.folder / CACHE_INFO
-        if info_path.is_file():
-            stored = json.loads(info_path.read_text())
-            if stored != identity:
-                raise ValueError(
-                    f"{self.folder} caches embeddings of {stored}, not of {identity}; use another folder per method"
-                )
-        else:
-            info_path.write_text(json.dumps(identity, indent=2, sort_keys=True))
-        self.identity = identity
-        self._digests: dict[str, str] = {}
-        for _, hashes, digests in self._shard_index():
-            self._digests.update(zip(hashes, digests, strict=True))
+        try:
+            self.store = TensorShardStore(folder, identity)
+        except IdentityMismatchError as error:
+            raise ValueError(
+                f"{error.folder} caches embeddings of {error.stored}, not of {error.wanted} (they differ in "
+                f"{', '.join(error.fields)}); use another folder per method and model, or delete this one to embed "
+                "afresh"
+            ) from error
+        self.folder = self.store.folder
+        self.identity = self.store.identity
 
     @classmethod
     def open(cls, folder: str | Path) -> EmbeddingCache:
         """An existing cache, whatever made it."""
-        info_path = Path(folder) / CACHE_INFO
-        if not info_path.is_file():
-            raise FileNotFoundError(f"{folder} is not an embedding cache (no {CACHE_INFO}); run `embed` first")
-        return cls(folder, json.loads(info_path.read_text()))
+        try:
+            return cls(folder, read_identity(folder))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{folder} is not an embedding cache ({error}); run `embed` first") from error
+
+    def made_by(self, identity: dict[str, Any]) -> bool:
+        """True when `identity` (as it reads back from JSON) is the one this cache was made with."""
+        return self.identity == json.loads(json.dumps(identity))
 
     @property
     def metric(self) -> str:
         return self.identity["metric"]
 
-    def _shard_paths(self) -> list[Path]:
-        return sorted(self.folder.glob("shard-*.safetensors"))
-
-    def _shard_index(self) -> Iterator[tuple[Path, list[str], list[str]]]:
-        for path in self._shard_paths():
-            with safe_open(str(path), framework="pt") as shard:
-                metadata = shard.metadata()
-            yield path, json.loads(metadata["image_hashes"]), json.loads(metadata["content_digests"])
+    @property
+    def damaged_shards(self) -> dict[Path, str]:
+        """Shards that failed verification (path -> reason); their images count as not embedded."""
+        return dict(self.store.damaged)
 
     def __contains__(self, image_hash: str) -> bool:
-        return image_hash in self._digests
+        return image_hash in self.store
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self.store)
 
     @property
     def content_digests(self) -> dict[str, str]:
-        """image_hash -> sha256 of the image file."""
-        return dict(self._digests)
+        """image_hash -> sha256 of the image file its embedding was computed from."""
+        return self.store.content_keys()
 
-    def add(self, image_hashes: Sequence[str], content_digests: Sequence[str], embeddings: torch.Tensor) -> Path:
-        """Writes one shard; hashes already cached are dropped (the first embedding of an image is kept)."""
-        if not (len(image_hashes) == len(content_digests) == embeddings.shape[0]):
-            raise ValueError(
-                f"{len(image_hashes)} hashes, {len(content_digests)} digests and {embeddings.shape[0]} embeddings"
-            )
-        keep = [index for index, image_hash in enumerate(image_hashes) if image_hash not in self._digests]
-        hashes = [image_hashes[index] for index in keep]
-        digests = [content_digests[index] for index in keep]
-        number = len(self._shard_paths())
-        path = self.folder / f"shard-{number:05d}.safetensors"
-        temporary = self.folder / f".shard-{number:05d}.tmp"
-        metadata = {"image_hashes": json.dumps(hashes), "content_digests": json.dumps(digests)}
-        save_file({"embeddings": embeddings[keep].contiguous().cpu()}, str(temporary), metadata=metadata)
-        os.replace(temporary, path)
-        self._digests.update(zip(hashes, digests, strict=True))
-        return path
+    def holds(self, image_hash: str, content_digest: str) -> bool:
+        """True when the cached embedding of `image_hash` was computed from a file with this sha256."""
+        return self.store.holds(image_hash, content_digest)
+
+    def add(self, image_hashes: Sequence[str], content_digests: Sequence[str], embeddings: torch.Tensor) -> Path | None:
+        """Writes one shard; rows already cached from the same file content are dropped, a row for a changed file
+        supersedes the old one. Returns the shard's path, or None when nothing was new.
+
+        Raises:
+            ValueError: mismatched lengths, a repeated hash, or a non-finite embedding (nothing is written).
+        """
+        return self.store.add(image_hashes, content_digests, embeddings.float())
 
     def iter_shards(self) -> Iterator[tuple[list[str], torch.Tensor]]:
         """`(image_hashes, embeddings)` shard by shard, so a pool larger than memory can be searched in pieces."""
-        for path, hashes, _ in self._shard_index():
-            with safe_open(str(path), framework="pt") as shard:
-                yield hashes, shard.get_tensor("embeddings")
+        return self.store.iter_shards()
 
     def load(self, image_hashes: Sequence[str] | None = None) -> tuple[list[str], torch.Tensor]:
         """All cached embeddings `(hashes, (n, dim) float32)`, or those of `image_hashes` in that order."""

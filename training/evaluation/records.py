@@ -1,5 +1,5 @@
-"""JSON-lines files of the evaluation (retrievals, judgements, answer and caption caches): one reader and writer,
-so every file reports a bad line the same way."""
+"""JSON-lines files of the evaluation (pool, retrievals, judgements): one reader and writer, so every file reports a
+bad line the same way. Caches that grow record by record (judge answers, captions) use `training.store.RecordLog`."""
 
 from __future__ import annotations
 
@@ -10,26 +10,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from training.hub_data.validation import RejectionLog, read_jsonl
+from training.store import atomic_write
 
 
 Record = TypeVar("Record")
 
 
 def write_records(records: Iterable[Any], path: str | Path) -> Path:
-    """Writes dataclass instances, one JSON object per line (replacing the file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(asdict(record)) + "\n")
-    return path
-
-
-def append_record(record: dict[str, Any], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(record) + "\n")
+    """Writes dataclass instances, one JSON object per line, replacing the file atomically (never half-written)."""
+    lines = "".join(json.dumps(asdict(record)) + "\n" for record in records)
+    return atomic_write(path, lines.encode("utf-8"))
 
 
 def iter_objects(path: str | Path, what: str, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -14,6 +14,7 @@ from training.errors import import_extra, loading_model
 from training.evaluation.captioner import Captioner
 from training.evaluation.methods.base import EmbeddingMethod
 from training.evaluation.methods.vision_encoders import CLIP_DEFAULT
+from training.evaluation.model_fingerprint import model_fingerprint
 from training.trainer.caption_encoder import resolve_text_encoder
 
 
@@ -23,7 +24,11 @@ class _CaptionMethod(EmbeddingMethod):
         self.captioner = captioner
 
     def _captioner_identity(self) -> dict[str, Any]:
-        return {"captioner": self.captioner.chat.model_name_or_path, "caption_prompt": self.captioner.prompt}
+        return {
+            "captioner": self.captioner.chat.model_name_or_path,
+            "captioner_weights": self.captioner.weights,
+            "caption_prompt": self.captioner.prompt,
+        }
 
     def embed(self, batch: Any, image_hashes: Sequence[str]) -> torch.Tensor:
         return self.embed_texts(self.captioner(batch, image_hashes))
@@ -41,9 +46,10 @@ class ClipTextMethod(_CaptionMethod):
         with loading_model(clip_name_or_path, "the clip-t text model", "--model"):
             self.model = CLIPModel.from_pretrained(clip_name_or_path).to(self.device).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
+        self.text_weights = model_fingerprint(clip_name_or_path, self.model)
 
     def identity(self) -> dict[str, Any]:
-        return {"text_model": self.clip_name_or_path, **self._captioner_identity()}
+        return {"text_model": self.clip_name_or_path, "text_weights": self.text_weights, **self._captioner_identity()}
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         max_length = self.model.config.text_config.max_position_embeddings
@@ -67,9 +73,10 @@ class QwenTextMethod(_CaptionMethod):
             self.model = sentence_transformers.SentenceTransformer(
                 resolve_text_encoder(text_encoder), device=str(self.device)
             )
+        self.text_weights = model_fingerprint(resolve_text_encoder(text_encoder), self.model)
 
     def identity(self) -> dict[str, Any]:
-        return {"text_model": self.text_encoder, **self._captioner_identity()}
+        return {"text_model": self.text_encoder, "text_weights": self.text_weights, **self._captioner_identity()}
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         return self.model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True).float().cpu()

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from training.errors import import_extra, loading_model
 from training.evaluation.methods.base import EmbeddingMethod
+from training.store import tensors_fingerprint
 
 
 class LpipsMethod(EmbeddingMethod):
@@ -46,13 +47,20 @@ class LpipsMethod(EmbeddingMethod):
                 model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained_backbone, verbose=False)
         self.model = model
         self.model.to(self.device).eval()
+        # small (a few million values): hashing the tensors themselves is exact and instant
+        self.weights = tensors_fingerprint(self.model.state_dict().items())
         weights = [lin.model[-1].weight.detach() for lin in self.model.lins]
         if any(bool((weight < 0).any()) for weight in weights):
             raise ValueError("LPIPS linear weights must be non-negative for the exact feature form")
         self.channel_scales = [weight.flatten().sqrt().view(1, -1, 1, 1).to(self.device) for weight in weights]
 
     def identity(self) -> dict[str, Any]:
-        return {"net": self.net_name, "image_size": self.image_size, "pretrained_backbone": self.pretrained_backbone}
+        return {
+            "net": self.net_name,
+            "image_size": self.image_size,
+            "pretrained_backbone": self.pretrained_backbone,
+            "weights": self.weights,
+        }
 
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
         """RGB in [-1, 1], `(batch, 3, image_size, image_size)`, as LPIPS expects."""
@@ -90,9 +98,11 @@ class DreamSimMethod(EmbeddingMethod):
             self.model, self._preprocess_one = dreamsim(
                 pretrained=True, device=str(self.device), cache_dir=cache_dir, dreamsim_type=dreamsim_type
             )
+        # its weights come from download URLs pinned by the package; hashing the loaded tensors (~1 GB) is exact
+        self.weights = tensors_fingerprint(self.model.state_dict().items())
 
     def identity(self) -> dict[str, Any]:
-        return {"dreamsim_type": self.dreamsim_type}
+        return {"dreamsim_type": self.dreamsim_type, "weights": self.weights}
 
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
         return torch.cat([self._preprocess_one(image) for image in images])

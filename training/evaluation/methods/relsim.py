@@ -17,6 +17,8 @@ import torch
 from modeling_relsim import RelSimConfig, RelSimModel, RelSimProcessor, move_batch
 from training.errors import loading_model
 from training.evaluation.methods.base import EmbeddingMethod
+from training.evaluation.model_fingerprint import model_fingerprint
+from training.store import tensors_fingerprint
 
 
 def load_relsim(
@@ -73,9 +75,15 @@ class RelSimMethod(EmbeddingMethod):
         self.model = model.to(self.device).eval()
         self.processor = processor
         self.model.check_processor(self.processor)
+        # a model handed in may differ from the files at the path: fingerprint what actually embeds
+        self.weights = (
+            tensors_fingerprint(model.state_dict().items())
+            if model is not None
+            else model_fingerprint(model_name_or_path)
+        )
 
     def identity(self) -> dict[str, Any]:
-        return {"model": self.model_name_or_path, "processor": self.processor.settings()}
+        return {"model": self.model_name_or_path, "weights": self.weights, "processor": self.processor.settings()}
 
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> Any:
         prepared = [self.processor.prepare_image(image, index) for index, image in enumerate(images)]

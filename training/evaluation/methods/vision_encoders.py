@@ -12,6 +12,7 @@ from transformers import AutoImageProcessor, AutoModel, CLIPModel
 
 from training.errors import loading_model
 from training.evaluation.methods.base import EmbeddingMethod
+from training.evaluation.model_fingerprint import model_fingerprint
 
 
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"
@@ -25,9 +26,10 @@ class _ImageEncoderMethod(EmbeddingMethod):
         with loading_model(model_name_or_path, f"the {self.name} model", "--model"):
             self.model = model_class.from_pretrained(model_name_or_path, dtype=dtype).to(self.device).eval()
             self.image_processor = AutoImageProcessor.from_pretrained(model_name_or_path)
+        self.weights = model_fingerprint(model_name_or_path, self.model)
 
     def identity(self) -> dict[str, Any]:
-        return {"model": self.model_name_or_path}
+        return {"model": self.model_name_or_path, "weights": self.weights}
 
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> Any:
         return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]

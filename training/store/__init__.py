@@ -1,0 +1,40 @@
+"""One atomic, content-keyed store for caches and resumable outputs (the evaluation's embedding cache and judge
+answers today; the data pipeline's shards and the search index next). It imports only the standard library, torch
+and safetensors, so every product of `training/` can build on it.
+
+A cached row is keyed by *what it was computed from*, never by a name that can come to mean something else:
+the identity of the computation (method, settings and the model's weights fingerprint, `weights_fingerprint`) is
+fixed per store folder, and each row carries the sha256 of its input file beside the row key.
+
+- `atomic_write`: temporary file in the same folder, fsync, `os.replace` — readers see the old file or the new one.
+- `TensorShardStore`: immutable safetensors shards named by the sha256 of their bytes (names never collide; nothing
+  is overwritten), each with a manifest of row keys and content keys, verified whole on open and on every read
+  (checksum, row count, finite values). A damaged shard is named in a warning and its rows count as missing; a
+  rerun computes again exactly the missing, damaged and changed rows.
+- `RecordLog`: append-only JSON lines, each record fsynced as it arrives; a half-written last line is recovered
+  (skipped, then cut before the next append), any other damaged line is an error naming file and line.
+"""
+
+from training.store.atomic import atomic_write
+from training.store.fingerprint import tensors_fingerprint, weights_fingerprint
+from training.store.record_log import RecordLog
+from training.store.tensor_shards import (
+    DamagedShardError,
+    IdentityMismatchError,
+    TensorShardStore,
+    read_identity,
+    read_shard,
+)
+
+
+__all__ = [
+    "DamagedShardError",
+    "IdentityMismatchError",
+    "RecordLog",
+    "TensorShardStore",
+    "atomic_write",
+    "read_identity",
+    "read_shard",
+    "tensors_fingerprint",
+    "weights_fingerprint",
+]
