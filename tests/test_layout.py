@@ -6,6 +6,7 @@ Read statically from the sources, so a lazy import inside a function counts the 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,6 @@ LEVELS = {
     "training.cli": 0,
     "training.errors": 0,
     "training.cpu_threads": 0,
-    "training.store": 0,
     "training.tiny_backbone": 1,
     "training.synthetic": 1,
     "training.hub_data": 2,
@@ -125,9 +125,19 @@ def _file_of(module: str) -> Path | None:
     return None
 
 
+def gpu_command_scripts() -> list[Path]:
+    """The scripts the GPU commands at the end of benchmarks/README.md run (its last bash block)."""
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    last_block = readme.rsplit("```bash", 1)[1].split("```", 1)[0]
+    names = sorted(set(re.findall(r"python benchmarks/(\w+\.py)", last_block)))
+    assert names, "benchmarks/README.md ends with no bash block of `python benchmarks/...` commands"
+    return [ROOT / "benchmarks" / name for name in names]
+
+
 def test_speed_benchmarks_need_only_what_the_gpu_machine_has():
-    """Follows every project import (lazy ones too) from benchmarks/*.py and lists the third-party packages met."""
-    pending = sorted((ROOT / "benchmarks").glob("*.py"))
+    """Follows every project import (lazy ones too) from the GPU commands' scripts and lists the third-party
+    packages met."""
+    pending = gpu_command_scripts()
     seen: set[Path] = set()
     outside: dict[str, str] = {}
     while pending:
