@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> Any:
         if {"-h", "--help"} & set(train_argv):
             print(train_help(f"{prog_name(MODULE)} train"))
             return None
+        from training.cpu_threads import prefer_passive_waiting
+
+        prefer_passive_waiting()  # before torch loads: a busy machine then slows training in proportion
         from training.trainer.train import main as train
 
         return train(train_argv)
