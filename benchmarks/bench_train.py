@@ -46,7 +46,7 @@ from presets import (
 )
 
 from training.tiny_backbone import build_tiny_processor
-from training.trainer.grad_cache import grad_cache_step, reuse_frozen_vision_features, split_batch
+from training.trainer.grad_cache import grad_cache_loss, reuse_frozen_vision_features, split_batch
 from training.trainer.lora import relsim_lora_config
 from training.trainer.losses import relational_info_nce
 from training.trainer.model_factory import keep_trainable_parameters_in_float32
@@ -138,19 +138,22 @@ def main() -> None:
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=device.type == "cuda")
     batch = processor(images[: args.contrastive_batch]).to(device)
     targets, caption_ids = caption_targets(args.contrastive_batch, relsim.config.projection_dim, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def relsim_step() -> float:
         micro_batches = split_batch(batch, args.micro_batch)
-        with autocast:
+        with autocast():
             reuse_frozen_vision_features(relsim, micro_batches)
-            result = grad_cache_step(
+            result = grad_cache_loss(
                 model,
                 micro_batches,
                 lambda embeds, scale: relational_info_nce(embeds, targets, caption_ids, scale),
-                backward=lambda loss: loss.backward(),
                 no_sync=contextlib.nullcontext,
+                forward_context=autocast,  # the replays run in backward, outside this block
             )
+        result.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(result.loss.detach())
