@@ -87,7 +87,7 @@ def test_similarity_space_pairs_both_similarities_of_the_same_images(evaluated):
 
 def test_report_warns_when_the_similarity_axes_are_one_method(evaluated, caplog):
     eval_dir, _ = evaluated
-    common = ["--pool", str(eval_dir.parent / "pool" / "pool.jsonl"), "--eval-dir", str(eval_dir), "--device", "cpu"]
+    common = ["--pool", str(eval_dir.parent / "pool" / "pool.jsonl"), "--eval-dir", str(eval_dir)]
     query = json.loads((eval_dir / "queries.json").read_text())["queries"][0]
     with caplog.at_level("WARNING"):
         main(["report", *common, "--similarity-query", query, "--points", "5", "--attribute-method", "relsim"])

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 MODULE = "training.evaluation"
 logger = logging.getLogger("relsim.eval")
 # the methods by name, kept here as plain strings (the methods package imports torch); a test checks they agree
-METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t")
+METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t", "pixel", "colour-histogram")
 DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
