@@ -123,7 +123,7 @@ def log_time_factors(training_arguments: RelSimTrainingArguments, passive: bool)
     threads = training_arguments.torch_num_threads or "one per core"
     logger.info(
         "Training %d steps of %d images on %s torch threads (this machine: %s cores, load average %s). The time is "
-        "the CPU time those threads get: about 4 minutes on 2 idle cores, longer in proportion to the share of the "
+        "the CPU time those threads get: about 5 minutes on 2 idle cores, longer in proportion to the share of the "
         "cores other processes take%s.",
         training_arguments.max_steps,
         training_arguments.per_device_train_batch_size,
