@@ -39,16 +39,15 @@ def url_image_hash(url: str) -> str:
 
 def file_image_hash(path: str | Path) -> str:
     """The id of a local image that has no URL: md5 of the file's bytes."""
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(_READ_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _file_digest(path, hashlib.md5())
 
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes: the content key of caches (detects a file changed under the same name or hash)."""
-    digest = hashlib.sha256()
+    return _file_digest(path, hashlib.sha256())
+
+
+def _file_digest(path: str | Path, digest: hashlib._Hash) -> str:
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(_READ_CHUNK), b""):
             digest.update(chunk)
