@@ -2,7 +2,8 @@
 
 Where a row has a URL, the official formats promise `image_hash = md5(url)` (UTF-8 bytes of the URL as written).
 A local file with no URL (the pipeline's and search's own images) gets `image_hash = md5(file bytes)`: it is stable
-across renames and machines, changes when the content changes, and has the same shape as a URL hash, so every
+across renames and machines, changes when the content changes, and has the same shape as a URL hash (an in-memory
+image with no file gets md5 of its mode, size and pixels: `pixel_hash`), so every
 folder that names files after hashes (`<image_hash>.<ext>`, thumbnails, cache rows) can take either.
 
 An image hash is safe as a file name by construction; `require_image_hash` is the check to run at every boundary
@@ -14,6 +15,11 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 
 IMAGE_HASH_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -40,6 +46,14 @@ def url_image_hash(url: str) -> str:
 def file_image_hash(path: str | Path) -> str:
     """The id of a local image that has no URL: md5 of the file's bytes."""
     return _file_digest(path, hashlib.md5())
+
+
+def pixel_hash(image: PIL.Image.Image) -> str:
+    """The id of an in-memory image with no file (a generated one): md5 of its mode, size and pixel bytes, so two
+    different pictures never share an id in a per-image cache."""
+    digest = hashlib.md5(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

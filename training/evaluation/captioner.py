@@ -16,6 +16,7 @@ import PIL.Image
 
 from training.evaluation.model_fingerprint import model_fingerprint
 from training.evaluation.qwen_chat import QwenVLChat
+from training.image_ids import pixel_hash
 from training.store import RecordLog
 
 
@@ -26,13 +27,6 @@ MAX_CAPTION_WORDS = 30
 def limit_words(text: str, max_words: int = MAX_CAPTION_WORDS) -> str:
     """The first `max_words` words, whitespace collapsed: the bar holds even when the model runs on."""
     return " ".join(text.split()[:max_words])
-
-
-def pixels_sha256(image: PIL.Image.Image) -> str:
-    """sha256 of an image's mode, size and pixel bytes: the content key of what the captioner sees."""
-    digest = hashlib.sha256(f"{image.mode} {image.size}".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
 
 
 class Captioner:
@@ -46,7 +40,7 @@ class Captioner:
         self.captions = {record["key"]: record["caption"] for _, record in self.log.records() if "key" in record}
 
     def _key(self, image: PIL.Image.Image) -> str:
-        return hashlib.sha256(f"{self._identity} {pixels_sha256(image)}".encode()).hexdigest()
+        return hashlib.sha256(f"{self._identity} {pixel_hash(image)}".encode()).hexdigest()
 
     def __call__(self, images: Sequence[PIL.Image.Image], image_hashes: Sequence[str]) -> list[str]:
         keys = [self._key(image) for image in images]

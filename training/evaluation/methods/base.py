@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import PIL.Image
 import torch
+
+from training.image_ids import pixel_hash
 
 
 METRICS = ("cosine", "l2")
@@ -38,14 +39,6 @@ class EmbeddingMethod(ABC):
 
     def cache_identity(self) -> dict[str, Any]:
         return {"method": self.name, "metric": self.metric, **self.identity()}
-
-
-def pixel_hash(image: PIL.Image.Image) -> str:
-    """An image id for an in-memory image with no file: md5 of its mode, size and pixels (32 hex characters, as the
-    image-hash rule asks), so methods that cache per image (captions) never mix two different pictures."""
-    digest = hashlib.md5(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
 
 
 def embed_image_list(
