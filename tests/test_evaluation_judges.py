@@ -16,8 +16,8 @@ from training.evaluation.judges.local_vlm import LocalVLMJudge
 from training.evaluation.judges.openai_compatible import OpenAICompatibleJudge
 from training.evaluation.judges.prompt import RELATIONAL_SIMILARITY_QUESTION, parse_score
 from training.evaluation.pool import by_hash, read_pool
-from training.evaluation.qwen_chat import QwenVLChat
 from training.evaluation.retrieval import Retrieval
+from training.vlm.chat import QwenVLChat
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPi
 from training.evaluation.captioner import MAX_CAPTION_WORDS, Captioner, limit_words
 from training.evaluation.methods import MethodOptions, build_method
 from training.evaluation.methods.caption_text import ClipTextMethod, QwenTextMethod
-from training.evaluation.qwen_chat import QwenVLChat
+from training.vlm.chat import QwenVLChat
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from training.evaluation.judges import judge_retrievals
 from training.evaluation.judges.cache import JudgementCache
 from training.evaluation.judges.openai_compatible import image_data_url
 from training.evaluation.pool import PoolItem
-from training.evaluation.qwen_chat import QwenVLChat
 from training.evaluation.retrieval import Retrieval
 from training.tiny_backbone import build_tiny_processor
 from training.trainer.collator import RelSimCollator
+from training.vlm.chat import QwenVLChat
 
 
 SIDE = 56  # a multiple of patch_size * merge_size (28): neither relsim's crop nor the judge's resize changes it

@@ -26,15 +26,25 @@ LEVELS = {
     "training.cli": 0,
     "training.errors": 0,
     "training.cpu_threads": 0,
+    "training.image_folder": 1,
+    "training.vector_index": 1,  # the one FAISS index builder (evaluation retrieval, search, pipeline)
     "training.tiny_backbone": 1,
     "training.synthetic": 1,
     "training.hub_data": 2,
     "training.trainer": 2,
+    "training.vlm": 2,  # the generating Qwen2.5-VL: chat, answer probabilities, SFT
     "training.evaluation": 3,
-    "training.demo": 4,
+    "training.pipeline": 4,  # the data half: filter, captioners, leak check, stages and their runners
+    "training.search": 4,  # index, search, "why" labels, web app, Sentence Transformers
+    "training.demo": 5,
 }
 # Siblings on one level that must not import each other: each is its own product.
-SEPARATE = {("training.hub_data", "training.trainer"), ("training.trainer", "training.hub_data")}
+SEPARATE = {
+    ("training.hub_data", "training.trainer"),
+    ("training.trainer", "training.hub_data"),
+    ("training.pipeline", "training.search"),
+    ("training.search", "training.pipeline"),
+}
 
 
 def owner(module: str) -> str | None:

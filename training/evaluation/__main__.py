@@ -162,7 +162,7 @@ def build_judge(args: argparse.Namespace):
 
         return OpenAICompatibleJudge(base_url=args.base_url, model=args.judge_model)
     from training.evaluation.judges.local_vlm import LocalVLMJudge
-    from training.evaluation.qwen_chat import QwenVLChat
+    from training.vlm.chat import QwenVLChat
 
     chat = QwenVLChat.from_pretrained(
         args.judge_model or "Qwen/Qwen2.5-VL-7B-Instruct", device=resolve_device(args.device),

@@ -15,9 +15,9 @@ from pathlib import Path
 import PIL.Image
 
 from training.evaluation.model_fingerprint import model_fingerprint
-from training.evaluation.qwen_chat import QwenVLChat
 from training.image_ids import pixel_hash
 from training.store import RecordLog
+from training.vlm.chat import QwenVLChat
 
 
 CAPTION_PROMPT = "Describe this image in one sentence of at most 30 words."

@@ -133,18 +133,9 @@ def by_hash(items: Sequence[PoolItem]) -> dict[str, PoolItem]:
     return {item.image_hash: item for item in items}
 
 
-def image_file_extensions() -> frozenset[str]:
-    """The file extensions Pillow can open (lowercase, with the dot): what a folder pool takes as images."""
-    import PIL.Image
-
-    PIL.Image.init()
-    return frozenset(
-        extension for extension, format in PIL.Image.registered_extensions().items() if format in PIL.Image.OPEN
-    )
-
-
 def manifest_from_folder(image_folder: str | Path, output: str | Path) -> Path:
-    """A pool of every image file under `image_folder` (recursive, in sorted path order), all in the test split.
+    """A pool of every image file under `image_folder` (the shared scan of `training.image_folder`: recursive, in
+    sorted path order), all in the test split.
 
     `image_hash` is the local-file rule of `training.image_ids` (md5 of the file's bytes), so a file keeps its id
     when moved; a file whose bytes repeat an earlier one is left out (retrieval never returns exact duplicates).
@@ -155,43 +146,25 @@ def manifest_from_folder(image_folder: str | Path, output: str | Path) -> Path:
         NotADirectoryError: when `image_folder` is not a folder.
         ValueError: when no readable image file is found.
     """
-    import PIL.Image
+    from training.image_folder import image_file_extensions, scan_image_folder
 
-    from training.image_ids import file_image_hash
-
-    image_folder = Path(image_folder)
-    if not image_folder.is_dir():
-        raise NotADirectoryError(f"--images {image_folder} is not a folder of images")
-    extensions = image_file_extensions()
-    items: dict[str, PoolItem] = {}
-    unreadable: list[tuple[Path, str]] = []
-    duplicates = 0
-    for path in sorted(path for path in image_folder.rglob("*") if path.is_file()):
-        if path.suffix.lower() not in extensions:
-            continue
-        try:
-            image_hash = file_image_hash(path)
-            with PIL.Image.open(path) as image:
-                image.verify()
-        except (OSError, SyntaxError, ValueError) as error:  # PIL reports broken files as any of these
-            unreadable.append((path, f"{type(error).__name__}: {error}"))
-            continue
-        if image_hash in items:
-            duplicates += 1
-            logger.info("%s has the same bytes as %s; left out", path, items[image_hash].image)
-            continue
-        items[image_hash] = PoolItem(image_hash, str(path.resolve()), "test")
-    for path, reason in unreadable:
+    try:
+        scan = scan_image_folder(image_folder)
+    except NotADirectoryError as error:
+        raise NotADirectoryError(f"--images {image_folder} is not a folder of images") from error
+    for path, reason in scan.unreadable:
         logger.warning("unreadable image left out of the pool: %s (%s)", path, reason)
-    if not items:
-        raise ValueError(
-            f"{image_folder} holds no readable image file (extensions {', '.join(sorted(extensions)[:8])}, ...)"
-        )
+    for path, earlier in scan.duplicates:
+        logger.info("%s has the same bytes as %s; left out", path, earlier)
+    if not scan.images:
+        extensions = ", ".join(sorted(image_file_extensions())[:8])
+        raise ValueError(f"{image_folder} holds no readable image file (extensions {extensions}, ...)")
     logger.info(
         "%d images from %s; %d unreadable, %d duplicates left out",
-        len(items),
+        len(scan.images),
         image_folder,
-        len(unreadable),
-        duplicates,
+        len(scan.unreadable),
+        len(scan.duplicates),
     )
-    return write_pool(items.values(), output)
+    items = [PoolItem(image.image_hash, str(image.path.resolve()), "test") for image in scan.images]
+    return write_pool(items, output)

@@ -61,7 +61,7 @@ def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
         return DreamSimMethod(cache_dir=options.dreamsim_cache, device=options.device)
     from training.evaluation.captioner import Captioner
     from training.evaluation.methods.caption_text import ClipTextMethod, QwenTextMethod
-    from training.evaluation.qwen_chat import QwenVLChat
+    from training.vlm.chat import QwenVLChat
 
     chat = QwenVLChat.from_pretrained(options.caption_model, device=options.device, dtype=options.dtype)
     captioner = Captioner(chat, options.caption_cache)

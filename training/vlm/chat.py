@@ -1,4 +1,5 @@
-"""Greedy Qwen2.5-VL chat over images, for the captioner (CLIP-T, Qwen-T) and the local judge.
+"""Qwen2.5-VL chat over images: the evaluation's captioner (CLIP-T, Qwen-T) and local judge, the pipeline's filter
+and captioners.
 
 The prompt is built from the tokenizer's chat template and the PIL image processor, not the stock Qwen2.5-VL
 processor, which cannot be built without torchvision.
