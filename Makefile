@@ -14,7 +14,7 @@ OLDEST_TRANSFORMERS ?= transformers==5.17.*
 TORCHVISION_PINS := $(TORCHVISION_TORCH) $(OLDEST_TRANSFORMERS)
 MODEL_TESTS := tests/test_modeling.py tests/test_fast_path_compat.py tests/test_vision_attention.py \
 	tests/test_vision_layout.py tests/test_processing.py tests/test_remote_code.py tests/test_from_backbone.py \
-	tests/test_peft.py tests/test_convert_official.py
+	tests/test_peft.py tests/test_convert_official.py tests/test_pairwise.py tests/test_sentence_transformers.py
 DEMO_OUTPUT ?= relsim-demo
 
 .PHONY: demo test lint install install-torchvision clean

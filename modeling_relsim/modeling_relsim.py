@@ -479,6 +479,39 @@ class RelSimModel(RelSimPreTrainedModel):
             logger.warning(f"{len(failures)} of {len(images)} images could not be read and were left out ({shown})")
         return ImageEmbeddings(result, indices, failures)
 
+    @torch.no_grad()
+    def similarity(
+        self,
+        images_a: Any,
+        images_b: Any,
+        processor: RelSimProcessor,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        show_progress: bool | None = None,
+    ) -> torch.FloatTensor:
+        """Relational similarity of image pairs, as LPIPS / DreamSim score pairs: `images_a[i]` against `images_b[i]`.
+
+        Each side takes what [`embed_images`] takes (paths, bytes, PIL images, arrays, a 4-D stack, or one image). A
+        side of one image is compared with every image of the other side (one reference against a set).
+
+        Returns:
+            `torch.FloatTensor` of shape `(n,)` on the CPU: the cosine of the two relsim embeddings of each pair, in
+            [-1, 1], higher = more alike in relational logic; `n` is the longer side's length.
+
+        Raises:
+            ValueError: the sides hold different numbers of images and neither holds exactly one.
+        """
+        images_a, images_b = as_image_list(images_a), as_image_list(images_b)
+        if len(images_a) != len(images_b) and 1 not in (len(images_a), len(images_b)):
+            raise ValueError(
+                f"similarity pairs images_a[i] with images_b[i]: got {len(images_a)} and {len(images_b)} images "
+                "(give equal numbers, or one image on a side to compare it with all of the other)"
+            )
+        options = {"batch_size": batch_size, "num_workers": num_workers, "show_progress": show_progress}
+        embeddings_a = self.embed_images(images_a, processor, **options)
+        embeddings_b = self.embed_images(images_b, processor, **options)
+        return (embeddings_a * embeddings_b).sum(dim=-1)
+
     @classmethod
     def around_backbone(cls, backbone: Qwen2_5_VLModel, config: RelSimConfig) -> RelSimModel:
         """Wraps an already-loaded backbone without allocating a second one; new parameters come from the seed.

@@ -56,6 +56,7 @@ HELP_RUNS = [
     ("training.evaluation", ["report", "--help"], "usage: python -m training.evaluation report "),
     ("training.evaluation", ["synthetic", "--help"], "usage: python -m training.evaluation synthetic "),
     ("training.demo", ["--help"], "usage: python -m training.demo "),
+    ("training.search.official_example", ["--help"], "usage: python -m training.search.official_example "),
 ]
 
 

@@ -100,6 +100,8 @@ def test_cli_trains_evaluates_and_exports(tiny_run):
     card = (exported / "README.md").read_text()
     assert (from_checkpoint / "README.md").read_text() == card  # export writes the trainer's card
     assert "| image -> caption recall@5 | 1.0 |" in card
+    for folder in (exported, from_checkpoint):  # the trainer's final/ and export both load in Sentence Transformers
+        assert (folder / "modules.json").is_file() and (folder / "relsim_sentence_transformers.py").is_file()
 
     from_run_folder = export_checkpoint(work / "run", work / "exported-from-run")  # its last complete checkpoint
     assert (from_run_folder / "README.md").read_text() == card

@@ -5,7 +5,8 @@ standalone relsim folder (safetensors, remote code included) that gives the offi
 
 The conversion itself is `modeling_relsim.convert_official.convert_official_checkpoint`; this is its command line,
 kept outside `modeling_relsim` because importing that package registers the Auto classes with transformers (and
-so imports torch), which would make `--help` slow.
+so imports torch), which would make `--help` slow. The command also writes the Sentence Transformers files
+(`sentence_transformers_files.py`), so the converted folder loads as `SentenceTransformer(OUT, trust_remote_code=True)`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     from modeling_relsim.convert_official import convert_official_checkpoint
+    from training.trainer.sentence_transformers_files import write_sentence_transformers_files
 
-    return convert_official_checkpoint(args.checkpoint, args.base, args.output, dtype=resolve_dtype(args.dtype))
+    output = convert_official_checkpoint(args.checkpoint, args.base, args.output, dtype=resolve_dtype(args.dtype))
+    return write_sentence_transformers_files(output)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

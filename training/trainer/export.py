@@ -5,7 +5,8 @@
 
 A LoRA checkpoint is applied to the base model rebuilt from the run's saved model arguments (the base is
 reproducible: backbone weights plus seeded new parameters); a full checkpoint is loaded as it is. The export writes
-the same model card as the trainer's `final/` folder.
+the same model card as the trainer's `final/` folder, and the files that let the folder load as a
+`SentenceTransformer(..., trust_remote_code=True)` (see `sentence_transformers_files.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     from training.trainer.checkpoints import TRAINER_STATE_FILE, require_complete_checkpoint
     from training.trainer.model_card import run_model_card
     from training.trainer.model_factory import build_base, load_model_arguments
+    from training.trainer.sentence_transformers_files import write_sentence_transformers_files
 
     checkpoint = require_complete_checkpoint(checkpoint)
     output_dir = Path(output_dir)
@@ -49,6 +51,7 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     model.check_processor(processor)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    write_sentence_transformers_files(output_dir)
     step = json.loads((checkpoint / TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"]
     run_model_card(checkpoint.parent, model.config, step, checkpoint=checkpoint).save(output_dir / "README.md")
     logger.info("wrote %s from %s", output_dir, checkpoint)

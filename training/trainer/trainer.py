@@ -27,6 +27,7 @@ from training.trainer.caption_encoder import CaptionEncoder
 from training.trainer.distributed import world
 from training.trainer.grad_cache import grad_cache_loss, reuse_frozen_vision_features, split_batch
 from training.trainer.losses import ContrastiveLoss, relational_info_nce
+from training.trainer.sentence_transformers_files import write_sentence_transformers_files
 
 
 logger = logging.getLogger(__name__)
@@ -264,7 +265,8 @@ class RelSimTrainer(Trainer):
             self.write_unreadable_report()
 
     def export_model(self, output_dir: str | Path | None = None) -> Path:
-        """Writes the merged, standalone RelSimModel + processor (remote code included); returns the folder.
+        """Writes the merged, standalone RelSimModel + processor (remote code included, Sentence Transformers files
+        too); returns the folder.
 
         LoRA is merged into the weights in place, so call this once training is over.
         """
@@ -277,5 +279,6 @@ class RelSimTrainer(Trainer):
             model.save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
+                write_sentence_transformers_files(output_dir)
         self.accelerator.wait_for_everyone()
         return output_dir
