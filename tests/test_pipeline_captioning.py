@@ -11,7 +11,13 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from training.image_ids import url_image_hash
-from training.pipeline.captioning.group import GroupCaptioner, SeedGroup, seed_groups_from_json, write_seed_group_json
+from training.pipeline.captioning.group import (
+    GroupCaptioner,
+    SeedGroup,
+    seed_groups_from_dataset,
+    seed_groups_from_json,
+    write_seed_group_json,
+)
 from training.pipeline.captioning.prompts import GROUP_PROMPT, CaptionPrompt, single_image_prompt
 from training.pipeline.captioning.quality import evaluate_captioner
 from training.pipeline.captioning.single import (
@@ -151,6 +157,28 @@ def test_seed_group_json_in_and_out(chat, tmp_path):
     assert [item.source for item in run.unreadable] == [urls[2]]  # never downloaded
     written = json.loads(write_seed_group_json(run, tmp_path / "out.json").read_text())
     assert written == [{"anonymous_caption": run.captions[0].caption, "image_urls": urls[:2]}]
+
+
+def test_seed_groups_dataset_with_a_failed_download(chat, tmp_path):
+    import datasets
+
+    features = datasets.Features(
+        {
+            "group_id": datasets.Value("int32"),
+            "anonymous_caption": datasets.Value("string"),
+            "image_urls": datasets.List(datasets.Value("string")),
+            "images": datasets.List(datasets.Image()),
+        }
+    )
+    urls = ["https://example.org/a.jpg", "https://example.org/b.jpg", "https://example.org/c.jpg"]
+    rows = {"group_id": [7], "anonymous_caption": ["{Object}s in a row"], "image_urls": [urls]}
+    dataset = datasets.Dataset.from_dict({**rows, "images": [[image(0), image(1), None]]}, features=features)
+    (group,) = seed_groups_from_dataset(dataset)
+    run = GroupCaptioner(chat, tmp_path / "groups.jsonl", decoding=SHORT)([group])
+    assert run.captions[0].group_id == "7" and run.captions[0].image_names == urls[:2]
+    assert [(item.source, item.reason) for item in run.unreadable] == [
+        (urls[2], "no image (the row has none: was it downloaded?)")
+    ]
 
 
 def test_batched_generation_equals_one_by_one(chat, tmp_path):
@@ -295,5 +323,63 @@ def test_quality_with_the_real_minilm(caption_encoder):
         family_captions=families,
     )
     assert quality.mean_cosine == pytest.approx(1.0, abs=1e-5) and quality.family_accuracy == 1.0
+    # the pipeline's own leak checker: "red" and "star" name what one image shows
+    leaks = evaluate_captioner(
+        ["{Object}s in a red row", "{Object}s in a row"],
+        caption_encoder.model,
+        literal_descriptions=[["three red stars in a row"], ["three red stars in a row"]],
+    )
+    assert leaks.leak_rate == 0.5 and leaks.per_caption[0]["leaked_words"] == ["red"]
     with pytest.raises(ValueError, match="families has 1 entries for 2 captions"):
         evaluate_captioner(["a", "b"], caption_encoder.model, families=["row"], family_captions=families)
+
+
+def test_synthetic_captioner_trains_and_reports(tmp_path):
+    from training.pipeline.captioning.recipe import load_captioner_recipe
+    from training.pipeline.captioning.synthetic import train_synthetic_captioner
+
+    overrides = {
+        "output_dir": str(tmp_path / "model"), "max_steps": 2, "warmup_steps": 0, "synthetic_num_per_family": 2,
+        "synthetic_eval_num_per_family": 1, "synthetic_group_size": 2, "max_new_tokens": 8,
+    }  # fmt: skip
+    recipe = load_captioner_recipe("training/configs/captioner-tiny-cpu.yaml", overrides)
+    chat, quality = train_synthetic_captioner(tmp_path, recipe)
+    summary = json.loads((tmp_path / "quality.json").read_text())
+    assert summary["count"] == quality.count == 8 and summary["training_rows"] == 16
+    assert {row["family"] for row in quality.per_caption} == set(recipe_families())
+    assert 0 <= summary["family_accuracy"] <= 1 and summary["leak_rate"] is not None
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    # the caption vocabulary is whole tokens: a family caption is one token per word (and its comma)
+    assert len(chat.tokenizer.tokenize("{Object}s stacked one on top of another into a tower")) == 10
+
+
+def recipe_families():
+    from training.synthetic import FAMILY_NAMES
+
+    return FAMILY_NAMES
+
+
+def test_recipe_trains_on_seed_group_json_and_measures_heldout_groups(tmp_path):
+    from training.pipeline.captioning.recipe import load_captioner_recipe, train_captioner_from_recipe
+
+    images = tmp_path / "images"
+    images.mkdir()
+    groups = []
+    for group in range(3):
+        urls = [f"https://example.org/{group}/{index}.jpg" for index in range(2)]
+        for index, url in enumerate(urls):
+            image(10 * group + index).save(images / f"{url_image_hash(url)}.png")
+        groups.append({"anonymous_caption": f'"{CAPTIONS[group % 2]}"', "image_urls": urls})
+    (tmp_path / "seed_group.json").write_text(json.dumps(groups))
+    overrides = {
+        "seed_group_json": str(tmp_path / "seed_group.json"), "image_dir": str(images), "heldout_group_fraction": 0.34,
+        "output_dir": str(tmp_path / "run"), "max_steps": 1, "max_new_tokens": 4,
+    }  # fmt: skip
+    recipe = load_captioner_recipe("training/configs/captioner-tiny-cpu.yaml", overrides)
+    _, fingerprint, quality = train_captioner_from_recipe(recipe)
+    assert quality.count == 2  # one held-out group of two images, never trained on
+    assert json.loads((tmp_path / "run" / "quality.json").read_text())["count"] == 2
+    assert (
+        fingerprint.startswith("sha256:")
+        and len((tmp_path / "run" / "heldout_captions.jsonl").read_text().splitlines()) == 2
+    )

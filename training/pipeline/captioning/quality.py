@@ -6,7 +6,6 @@ often the caption lands nearest the right family's caption (the synthetic demo's
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +15,8 @@ import numpy as np
 from training.caption_text import caption_placeholders
 
 
-logger = logging.getLogger(__name__)
-
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-# (caption, literal descriptions of its image) -> the words it leaks; None to skip the leak rate
+# (caption, literal descriptions of its image) -> the words it leaks
 LeakCheck = Callable[[str, Sequence[str]], Sequence[str]]
 
 
@@ -73,14 +70,12 @@ def has_placeholder(caption: str) -> bool:
         return False
 
 
-def leb_check_from_leak_checker() -> LeakCheck | None:
-    """The leak checker of `training.pipeline.leak_check` (`check_caption(caption, literal_descriptions)` ->
-    its `leaked_words`), or None while that module is not installed."""
-    try:
-        from training.pipeline.leak_check import check_caption
-    except ImportError:
-        return None
-    return lambda caption, descriptions: list(check_caption(caption, descriptions).leaked_words)
+def default_leak_check(caption: str, literal_descriptions: Sequence[str]) -> list[str]:
+    """The pipeline's leak checker (`training.pipeline.leak_check.check_caption`): the caption's content words that a
+    literal description of its image also uses, apart from the documented relational vocabulary."""
+    from training.pipeline.leak_check import check_caption
+
+    return list(check_caption(caption, literal_descriptions).leaked_words)
 
 
 def evaluate_captioner(
@@ -99,7 +94,7 @@ def evaluate_captioner(
         references: each image's group caption -> `mean_cosine`.
         families, family_captions: each image's family and every family's caption -> `family_accuracy`.
         literal_descriptions: each image's literal descriptions -> `leak_rate`, with `leak_check` (default: the
-            pipeline's leak checker when installed).
+            pipeline's leak checker).
 
     Raises:
         ValueError: a per-image list whose length differs from `captions`, or a family without a caption.
@@ -137,10 +132,8 @@ def evaluate_captioner(
         for row, truth, guess in zip(rows, families, predicted, strict=True):
             row.update(family=truth, predicted_family=guess)
     if literal_descriptions is not None:
-        leak_check = leak_check or leb_check_from_leak_checker()
-        if leak_check is None:
-            logger.warning("no leak checker installed (training.pipeline.leak_check); the leak rate is left out")
-        elif count:
+        leak_check = leak_check or default_leak_check
+        if count:
             leaks = [
                 list(leak_check(caption, descriptions))
                 for caption, descriptions in zip(captions, literal_descriptions, strict=True)

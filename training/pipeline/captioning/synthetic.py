@@ -1,7 +1,8 @@
 """The offline proof that the single-image captioner learns: the tiny generating Qwen2.5-VL, fine-tuned with TRL on
 synthetic seed groups (images of one relation family, captioned with that family's anonymous caption, training
 shapes and colours only), must write for held-out shapes and colours a caption whose MiniLM embedding lies nearest
-the right family's caption (`CaptionerQuality.family_accuracy`).
+the right family's caption (`CaptionerQuality.family_accuracy`); its leak rate is measured against the
+generator's literal descriptions of the held-out images.
 
 The tiny offline tokenizer was trained on a handful of sentences and spells most caption words in many byte
 pieces. The caption vocabulary (every word of the family captions, with and without its leading space) is therefore
@@ -71,6 +72,7 @@ def train_synthetic_captioner(
         the trained chat and its quality (mean cosine to the family caption, placeholder rate, family accuracy).
     """
     from training.synthetic import FAMILIES, synthetic_examples
+    from training.synthetic.literal import literal_description
     from training.vlm.tiny import build_tiny_chat
 
     if not isinstance(recipe, CaptionerRecipe):
@@ -110,6 +112,7 @@ def train_synthetic_captioner(
         references=[example["caption"] for example in heldout],
         families=[example["family"] for example in heldout],
         family_captions=family_captions,
+        literal_descriptions=[[literal_description(example)] for example in heldout],
     )
     summary = {
         **quality.summary(),
