@@ -221,7 +221,8 @@ def test_relation_text_and_why_beat_the_untrained_model(trained_tiny_relsim):
     pool = held_out_pool(10, seed=1, image_size=IMAGE_SIZE)
     trained = synthetic_search_metrics(SearchModel(*trained_tiny_relsim.load(), name="trained"), pool)
     untrained = synthetic_search_metrics(SearchModel(*trained_tiny_relsim.untrained(), name="untrained"), pool)
-    print(f"trained {trained}\nuntrained {untrained}")
-    assert trained[RELATION_TEXT_MAP] > untrained[RELATION_TEXT_MAP] + 0.1
-    assert trained[WHY_ACCURACY] > untrained[WHY_ACCURACY] + 0.1
+    # measured: relation-text mAP 0.417 against 0.166, why accuracy 0.438 against 0.125 (chance), image mAP 0.390
+    # against 0.229; the run is deterministic, the margins leave room for another CPU's last bits
+    assert trained[RELATION_TEXT_MAP] > untrained[RELATION_TEXT_MAP] + 0.15
+    assert trained[WHY_ACCURACY] > untrained[WHY_ACCURACY] + 0.15
     assert trained[IMAGE_MAP] > untrained[IMAGE_MAP]
