@@ -55,6 +55,15 @@ def caption_encoder():
 
 
 @pytest.fixture(scope="session")
+def trained_tiny_relsim(tmp_path_factory):
+    """A tiny relsim briefly trained on the synthetic families (see tests/search_helpers.py for its cost), shared by
+    the search, Sentence Transformers and web-app tests: `.path` (a relsim folder), `.load()`, `.untrained()`."""
+    from search_helpers import train_tiny_relsim
+
+    return train_tiny_relsim(tmp_path_factory.mktemp("trained-tiny-relsim"))
+
+
+@pytest.fixture(scope="session")
 def chromium():
     """Headless Chromium (Debian's package; see web_app_helpers.chromium_path) driven by Playwright, one per session."""
     from playwright.sync_api import sync_playwright

@@ -56,6 +56,10 @@ HELP_RUNS = [
     ("training.evaluation", ["report", "--help"], "usage: python -m training.evaluation report "),
     ("training.evaluation", ["synthetic", "--help"], "usage: python -m training.evaluation synthetic "),
     ("training.demo", ["--help"], "usage: python -m training.demo "),
+    ("training.search", ["--help"], "usage: python -m training.search "),
+    ("training.search", ["index", "--help"], "usage: python -m training.search index "),
+    ("training.search", ["search", "--help"], "usage: python -m training.search search "),
+    ("training.search", ["why", "--help"], "usage: python -m training.search why "),
 ]
 
 
@@ -122,6 +126,7 @@ def test_the_distribution_name_is_not_the_official_releases():
         "relsim-data",
         "relsim-eval",
         "relsim-demo",
+        "relsim-search",
     }
 
 
