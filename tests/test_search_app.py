@@ -6,6 +6,7 @@ Screenshots go to each test's tmp folder; with RELSIM_DOCS_SCREENSHOT=1 the uplo
 docs/search-app.png (the README's picture).
 """
 
+import json
 import os
 import re
 import shutil
@@ -14,9 +15,10 @@ from urllib.parse import quote
 
 import PIL.Image
 from playwright.sync_api import expect
-from web_app_helpers import screenshot
+from web_app_helpers import RunningApp, free_port, screenshot
 
 from training.evaluation.methods.attribute_baselines import ColourHistogramMethod
+from training.search.__main__ import main as search_cli
 from training.search.app import render_neighbours
 from training.search.query import query_vector, search
 from training.search.search_service import Neighbour
@@ -128,6 +130,14 @@ def test_typed_relation_shows_relsim_neighbours_and_says_the_baseline_needs_an_i
     screenshot(page, tmp_path, "search-by-relation")
 
 
+def test_searching_with_no_query_asks_for_one(search_app, browser_page):
+    page = browser_page
+    page.goto(search_app.url)
+    page.locator("#search-button").click()
+    expect(page.locator("#search-status")).to_have_text("Give a query: upload or pick an image, or type a relation.")
+    assert page.locator(".relsim-hit").count() == 0
+
+
 def test_image_and_relation_together_search_with_their_weighted_query(search_app, browser_page):
     page = browser_page
     query = search_app.collection / "counting" / "01.png"
@@ -209,6 +219,30 @@ def test_file_route_serves_indexed_images_and_refuses_everything_outside_the_col
 def test_server_binds_to_loopback_only(search_app):
     assert search_app.app.blocks.server_name == "127.0.0.1"
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", search_app.url)
+
+
+def test_the_app_command_serves_the_index_with_its_recorded_model_on_loopback(search_app, monkeypatch):
+    import training.search.app
+
+    launched = []
+
+    def launch_without_blocking(*arguments, **settings):
+        launched.append(real_launch(*arguments, **{**settings, "block": False}))
+        return launched[-1]
+
+    real_launch = training.search.app.launch_app
+    monkeypatch.setattr(training.search.app, "launch_app", launch_without_blocking)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(search_app.scratch / "cli-uploads"))
+    port = free_port()
+    search_cli(["app", "--index", str(search_app.scratch / "index"), "--port", str(port), "--baseline", "pixel"])
+    try:
+        served = RunningApp(launched[0].local_url.rstrip("/"), launched[0])
+        assert served.url == f"http://127.0.0.1:{port}"
+        status, config = served.raw_get("/config")
+        assert status == 200 and json.loads(config)["title"] == "relsim search"
+        assert served.raw_get(file_route("/etc/passwd"))[0] == 403
+    finally:
+        launched[0].close()
 
 
 def neighbour(name: str, why_label: str) -> Neighbour:

@@ -9,7 +9,8 @@ from conftest import random_image
 from evaluation_helpers import save_tiny_clip
 
 from training.evaluation.methods.attribute_baselines import ColourHistogramMethod
-from training.search.baseline import BaselineNeighbours, choose_baseline, weights_available_locally
+from training.search.__main__ import APP_BASELINES
+from training.search.baseline import BASELINE_NAMES, BaselineNeighbours, choose_baseline, weights_available_locally
 from training.search.index import SearchIndex, index_collection
 from training.search.model import SearchModel
 from training.search.search_service import SearchService
@@ -112,6 +113,10 @@ def test_auto_baseline_takes_clip_only_when_its_weights_are_on_this_machine(tmp_
     assert weights_available_locally(str(tmp_path / "clip")) and not weights_available_locally(str(tmp_path / "hub"))
     with pytest.raises(ValueError, match="unknown baseline 'lpips'; choose from auto, clip-i"):
         choose_baseline("lpips")
+
+
+def test_the_command_line_offers_every_baseline_and_none():
+    assert (*BASELINE_NAMES, "none") == APP_BASELINES
 
 
 class CountingHistogram(ColourHistogramMethod):

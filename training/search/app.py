@@ -95,17 +95,19 @@ def build_app(service: SearchService, extra_tabs: Sequence[Callable[[], Any]] = 
     """
     baseline_title = f"{service.baseline_name} (attribute baseline)" if service.baseline else "attribute baseline"
 
+    def nothing_found(message: str) -> tuple[str, str, str]:
+        return message, render_neighbours("relsim", [], ""), render_neighbours(baseline_title, [], "")
+
     def run_search(image: str | None, text: str | None, text_weight: float) -> tuple[str, str, str]:
         from modeling_relsim.image_decoding import UnreadableImageError
 
         if image is None and not (text and text.strip()):
-            message = "Give a query: upload or pick an image, or type a relation."
-            return message, render_neighbours("relsim", [], ""), render_neighbours(baseline_title, [], "")
+            return nothing_found("Give a query: upload or pick an image, or type a relation.")
         try:
             results = service.find(image, text, text_weight)
         except (ValueError, UnreadableImageError) as error:
             logger.warning("search refused: %s", error)
-            return f"Cannot search: {error}", render_neighbours("relsim", [], ""), ""
+            return nothing_found(f"Cannot search: {error}")
         no_image = "The attribute baseline compares pictures only: give an image to see its neighbours."
         status = f"{len(results.relsim)} neighbours by relsim" + (
             f", {len(results.baseline)} by {service.baseline_name}." if results.baseline else "."
@@ -130,7 +132,7 @@ def build_app(service: SearchService, extra_tabs: Sequence[Callable[[], Any]] = 
             with gr.Tab("Search", id=SEARCH_TAB), gr.Row():
                 with gr.Column(scale=1, min_width=260):
                     query_image = gr.Image(
-                        label="Query image", type="filepath", sources=["upload"], elem_id="query-image"
+                        label="Query image", type="filepath", sources=["upload"], height=240, elem_id="query-image"
                     )
                     relation = gr.Textbox(label="Relation text", placeholder=RELATION_EXAMPLE, elem_id="relation")
                     text_weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Text weight (when both are given)")
