@@ -16,8 +16,11 @@ MODEL_TESTS := tests/test_modeling.py tests/test_fast_path_compat.py tests/test_
 	tests/test_vision_layout.py tests/test_processing.py tests/test_remote_code.py tests/test_from_backbone.py \
 	tests/test_peft.py tests/test_convert_official.py tests/test_pairwise.py tests/test_sentence_transformers.py
 DEMO_OUTPUT ?= relsim-demo
+# The web-app tests drive Debian's chromium through Playwright (Playwright's own browser download is not reachable
+# from these machines); CI runs as root on Debian, so `make test` installs it with apt when it is missing.
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint install install-torchvision clean
+.PHONY: demo test lint install install-torchvision chromium clean
 
 # Not phony: FORCE makes the pins' rule run every time, yet the file (and so its mtime) changes only with the pins.
 FORCE:
@@ -46,6 +49,15 @@ $(TORCHVISION_VENV)/.installed: setup.cfg pyproject.toml $(TORCHVISION_VENV)/.pi
 
 install-torchvision: $(TORCHVISION_VENV)/.installed
 
+$(CHROMIUM):
+	@test "$$(id -u)" = 0 || { echo "$@ is missing: install Debian's chromium as root (apt-get install chromium)" \
+		"or point CHROMIUM at a Chromium binary"; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+	test -x $@
+
+chromium: $(CHROMIUM)
+
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m training.demo --output $(DEMO_OUTPUT)
 
@@ -53,8 +65,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint install-torchvision
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not torchvision"
+test: lint install-torchvision chromium
+	HF_HUB_OFFLINE=1 RELSIM_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m "not torchvision"
 	HF_HUB_OFFLINE=1 $(TORCHVISION_VENV)/bin/python -m pytest -m torchvision
 	HF_HUB_OFFLINE=1 $(TORCHVISION_VENV)/bin/python -m pytest -m "not torchvision" $(MODEL_TESTS)
 

@@ -61,3 +61,49 @@ def trained_tiny_relsim(tmp_path_factory):
     from search_helpers import train_tiny_relsim
 
     return train_tiny_relsim(tmp_path_factory.mktemp("trained-tiny-relsim"))
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium (Debian's package; see web_app_helpers.chromium_path) driven by Playwright, one per session."""
+    from playwright.sync_api import sync_playwright
+    from web_app_helpers import chromium_path
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh browser page (its own context: no cookies or storage shared between tests), 1280x900."""
+    from web_app_helpers import ACTION_TIMEOUT_MS
+
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def search_app(trained_tiny_relsim, tmp_path_factory):
+    """The search web app running on 127.0.0.1 over an indexed synthetic collection (4 held-out images per family,
+    in family sub-folders; gallery pages of 12, top 5, the colour-histogram baseline), made with the trained tiny
+    relsim. Yields a `web_app_helpers.SearchAppUnderTest`: the running app plus the collection, index and model the
+    test checks the page against."""
+    from web_app_helpers import SearchAppUnderTest, serve_search_app, write_synthetic_collection
+
+    from training.search.index import SearchIndex, index_collection
+    from training.search.model import SearchModel
+
+    root = tmp_path_factory.mktemp("search-app")
+    collection = root / "collection"
+    write_synthetic_collection(collection, per_family=4)
+    model = SearchModel.load(str(trained_tiny_relsim.path))
+    index_collection(root / "index", model, folder=collection, show_progress=False)
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("GRADIO_TEMP_DIR", str(root / "gradio-uploads"))  # the app's uploads stay with the test
+        with serve_search_app(root / "index", model, baseline="colour-histogram", k=5, page_size=12) as running:
+            yield SearchAppUnderTest(running, collection.resolve(), SearchIndex(root / "index"), model, root)

@@ -61,6 +61,7 @@ HELP_RUNS = [
     ("training.search", ["index", "--help"], "usage: python -m training.search index "),
     ("training.search", ["search", "--help"], "usage: python -m training.search search "),
     ("training.search", ["why", "--help"], "usage: python -m training.search why "),
+    ("training.search", ["app", "--help"], "usage: python -m training.search app "),
 ]
 
 

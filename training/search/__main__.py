@@ -6,6 +6,7 @@ two images match.
     python -m training.search search --index photos.index --text "a {Subject} shown at several stages of growth"
     python -m training.search why --index photos.index --image photos/banana.jpg --result photos/match.jpg \\
         --captions seed_group.json
+    python -m training.search app --index photos.index            # the web app on http://127.0.0.1:7860
 
 `index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out)
 and resumes after an interruption. `search` and `why` use the model recorded in the index unless `--model` names
@@ -34,6 +35,8 @@ from training.cli import (
 
 
 MODULE = "training.search"
+# the web app's baselines, kept here as plain strings (training.search.baseline imports torch); a test checks they agree
+APP_BASELINES = ("auto", "clip-i", "dino", "pixel", "colour-histogram", "none")
 logger = logging.getLogger("relsim.search")
 
 
@@ -144,6 +147,28 @@ def run_why(args: argparse.Namespace) -> None:
         sys.stdout.write("\n".join(lines) + "\n")
 
 
+def run_app(args: argparse.Namespace) -> None:
+    from training.errors import import_extra
+
+    import_extra("gradio", "app", "the web app")
+    from training.search.app import launch_app
+
+    _, model = _open(args)
+    launch_app(
+        args.index,
+        host=args.host,
+        port=args.port,
+        baseline=None if args.baseline == "none" else args.baseline,
+        share=args.share,
+        model=model,
+        baseline_model=args.baseline_model,
+        caption_bank=args.captions,
+        device=resolve_device(args.device),
+        k=args.top_k,
+        page_size=args.page_size,
+    )
+
+
 def _model_options(sub: argparse.ArgumentParser, required: bool) -> None:
     sub.add_argument(
         "--model",
@@ -200,6 +225,31 @@ def parser() -> argparse.ArgumentParser:
     why.add_argument("--top", type=int, default=5, help="labels shown")
     _model_options(why, required=False)
     why.set_defaults(run=run_why)
+
+    app = add_command(
+        commands,
+        "app",
+        "the web app: search by image or relation text beside an attribute baseline, browse the collection",
+        "The web app (Gradio) over an index built from a folder or a list of files. It binds to 127.0.0.1 and serves\n"
+        "only the indexed collection; --host 0.0.0.0 or --share expose the collection to others.",
+    )
+    app.add_argument("--index", required=True, help="the index folder written by `index`")
+    app.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    app.add_argument("--port", type=int, default=7860, help="TCP port")
+    app.add_argument(
+        "--baseline",
+        choices=APP_BASELINES,
+        default="auto",
+        help="attribute baseline shown beside relsim; auto: CLIP-I or DINO when their weights are on this machine, "
+        "else the colour histogram",
+    )
+    app.add_argument("--baseline-model", help="the baseline's weights (folder or hub id) for clip-i / dino")
+    app.add_argument("--captions", default="synthetic", help="caption bank of the why labels (see `why`)")
+    app.add_argument("--top-k", type=int, default=8, help="neighbours shown per method")
+    app.add_argument("--page-size", type=int, default=24, help="images per gallery page")
+    app.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    _model_options(app, required=False)
+    app.set_defaults(run=run_app)
     return top
 
 
