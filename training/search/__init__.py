@@ -14,8 +14,7 @@ Modules: `model` (the relsim model + its text encoder), `sources` (folder / list
 index folder: embeddings store, manifest, FAISS), `query` (search by image, text or both), `why` (caption-bank
 labels), `synthetic_metrics` (relation-text mAP and why accuracy on the synthetic benchmark), `pairwise` (scores of
 image pairs, the official quick start's one call), `official_example` (the check of the official README's table). The
-names below are
-imported on first use, so `python -m training.search --help` stays instant.
+names below are imported on first use, so `python -m training.search --help` stays instant.
 """
 
 from __future__ import annotations
