@@ -1,0 +1,210 @@
+"""relsim's data pipeline: images -> relational filter -> anonymous captions -> leak check -> relsim training data.
+
+  python -m training.pipeline run --input IMAGES --output OUT --stages filter,caption,check,handoff \
+      --recipe training/configs/pipeline-qwen2.5-vl-7b.yaml      # resumes; OUT/summary.json, OUT/handoff/
+  python -m training.pipeline filter train --recipe FILTER_SFT.yaml --labels built/filter_labels
+  python -m training.pipeline filter score --input IMAGES --output OUT --recipe PIPELINE.yaml
+  python -m training.pipeline filter evaluate --scores OUT/filter.jsonl --labels labels.csv --output filter-report
+  python -m training.pipeline group-caption --seed-groups built/seed_groups --output groups --recipe PIPELINE.yaml
+  python -m training.pipeline caption train --recipe CAPTIONER_SFT.yaml --seed-groups groups/captions.jsonl
+  python -m training.pipeline caption generate --input IMAGES --output OUT --recipe PIPELINE.yaml
+  python -m training.pipeline caption evaluate --captions OUT/caption.jsonl --references groups/captions.jsonl
+  python -m training.pipeline check --captions OUT/caption.jsonl --output check-report.json
+  python -m training.pipeline demo --output pipeline-demo        # offline, CPU: the whole pipeline learns
+
+Inputs (--input): a folder of images, a .jsonl/.csv list (`image` or `path`, `url`, optional `image_hash`), or a
+`datasets` dataset (saved folder or Hub id) with an image column. The hand-off (OUT/handoff/captions.jsonl and
+OUT/handoff/images/) is read by `python -m training.trainer train --captions-jsonl ... --image-dir ...` and by
+`python -m training.hub_data build anonymous-captions --train ...`. Console script: `relsim-pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+
+
+MODULE = "training.pipeline"
+logger = logging.getLogger("relsim.pipeline")
+EXECUTORS = ("local",)  # issue 15 adds "ray"; kept as strings so --help imports nothing
+
+
+def _run_named_stages(args: argparse.Namespace, names: list[str]) -> None:
+    from training.pipeline.build import build_stages
+    from training.pipeline.inputs import read_input_rows
+    from training.pipeline.recipe import load_pipeline_recipe
+    from training.pipeline.runner import run
+
+    recipe = load_pipeline_recipe(args.recipe)
+    if args.device is not None:
+        recipe.device = args.device
+    rows = read_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
+    summary = run(
+        rows, build_stages(names, recipe, args.output), args.output, batch_size=args.batch_size or recipe.batch_size,
+        executor=args.executor,
+    )  # fmt: skip
+    for stage in summary.stages:
+        logger.info(
+            "%s: %d in (%d done earlier), %d kept, %d dropped, failed: %s", stage.stage, stage.rows_in,
+            stage.done_before, stage.kept, stage.dropped, stage.failed or "none",
+        )  # fmt: skip
+    logger.info("summary: %s", args.output / "summary.json")
+
+
+def run_pipeline(args: argparse.Namespace) -> None:
+    from training.pipeline.build import parse_stage_names
+
+    _run_named_stages(args, parse_stage_names(args.stages))
+
+
+def filter_score(args: argparse.Namespace) -> None:
+    _run_named_stages(args, ["filter"])
+
+
+def caption_generate(args: argparse.Namespace) -> None:
+    _run_named_stages(args, ["caption"])
+
+
+def filter_train(args: argparse.Namespace) -> None:
+    from training.pipeline.filter.command import train_from_recipe
+
+    train_from_recipe(args.recipe, labels=args.labels, synthetic_per_family=args.synthetic_per_family)
+
+
+def filter_evaluate(args: argparse.Namespace) -> None:
+    from training.pipeline.filter.command import evaluate_scores
+
+    report = evaluate_scores(args.scores, args.labels, args.output, target_precision=args.target_precision)
+    logger.info("filter evaluation: %s", report)
+
+
+def group_caption(args: argparse.Namespace) -> None:
+    from training.pipeline.captioning.command import caption_seed_groups
+
+    caption_seed_groups(args.seed_groups, args.output, args.recipe, images=args.images)
+
+
+def caption_train(args: argparse.Namespace) -> None:
+    from training.pipeline.captioning.command import train_from_recipe
+
+    train_from_recipe(args.recipe, seed_groups=args.seed_groups, images=args.images)
+
+
+def caption_evaluate(args: argparse.Namespace) -> None:
+    from training.pipeline.captioning.command import evaluate_captions
+
+    report = evaluate_captions(args.captions, args.references, args.output)
+    logger.info("captioner evaluation: %s", report)
+
+
+def check(args: argparse.Namespace) -> None:
+    from training.pipeline.leak_check import check_captions
+    from training.store import RecordLog, atomic_write
+
+    records = [record for _, record in RecordLog(args.captions, what="caption row").records()]
+    report = check_captions(records)
+    content = report.to_dict() if hasattr(report, "to_dict") else report
+    atomic_write(args.output, (json.dumps(content, indent=2, default=str) + "\n").encode("utf-8"))
+    logger.info("checked %d captions; report: %s", len(records), args.output)
+
+
+def demo(args: argparse.Namespace) -> None:
+    from training.pipeline.demo import run_demo
+
+    run_demo(args)
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--input", required=True, help="image folder, .jsonl/.csv list, or datasets dataset")
+    command.add_argument("--output", type=Path, required=True, help="output folder (a rerun resumes there)")
+    command.add_argument("--recipe", type=Path, help="pipeline recipe (YAML), e.g. training/configs/pipeline-*.yaml")
+    command.add_argument("--executor", choices=EXECUTORS, default="local", help="where the stages run")
+    command.add_argument("--batch-size", type=int, help="rows per stage call (default: the recipe's)")
+    command.add_argument("--device", help="override the recipe's device: auto, cpu, cuda, cuda:1")
+    command.add_argument("--image-column", default="image", help="datasets input: the image column")
+    command.add_argument("--split", default="train", help="datasets input: the split")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = command_parser(MODULE, __doc__)
+    commands = add_commands(top)
+
+    run_parser = add_command(commands, "run", "run stages over the input (local executor; resumes)")
+    _add_run_options(run_parser)
+    run_parser.add_argument("--stages", default="filter,caption,check,handoff", help="comma-separated, in order")
+    run_parser.set_defaults(run=run_pipeline)
+
+    filter_parser = add_command(commands, "filter", "the relational filter: train, score, evaluate")
+    filter_commands = add_commands(filter_parser, dest="filter_command")
+    train = add_command(filter_commands, "train", "fine-tune the filter (TRL SFT, LoRA) on yes/no labels")
+    train.add_argument("--recipe", type=Path, required=True, help="the filter's SFT recipe (YAML)")
+    train.add_argument("--labels", help="filter labels: a built filter_labels folder (training.hub_data build)")
+    train.add_argument("--synthetic-per-family", type=int, help="train on synthetic images instead (per family)")
+    train.set_defaults(run=filter_train)
+    score = add_command(filter_commands, "score", "P(yes) of every input image (the filter stage alone)")
+    _add_run_options(score)
+    score.set_defaults(run=filter_score)
+    evaluate = add_command(filter_commands, "evaluate", "agreement, P/R/F1, ROC-AUC, threshold, PR curve")
+    evaluate.add_argument("--scores", type=Path, required=True, help="filter.jsonl of a scoring run")
+    evaluate.add_argument("--labels", type=Path, required=True, help="held-out human labels (csv or jsonl)")
+    evaluate.add_argument("--output", type=Path, required=True, help="report folder")
+    evaluate.add_argument("--target-precision", type=float, help="pick the threshold meeting this precision")
+    evaluate.set_defaults(run=filter_evaluate)
+
+    grouping = add_command(commands, "group-caption", "one anonymous caption per seed group (frozen VLM, cached)")
+    grouping.add_argument("--seed-groups", type=Path, required=True, help="seed groups (built seed_groups or json)")
+    grouping.add_argument("--images", type=Path, help="folder of the groups' downloaded images")
+    grouping.add_argument("--output", type=Path, required=True, help="output folder (reruns ask only new groups)")
+    grouping.add_argument("--recipe", type=Path, help="pipeline recipe (YAML): the captioner model and decoding")
+    grouping.set_defaults(run=group_caption)
+
+    caption_parser = add_command(commands, "caption", "the single-image anonymous captioner: train, generate, evaluate")
+    caption_commands = add_commands(caption_parser, dest="caption_command")
+    train = add_command(caption_commands, "train", "fine-tune the captioner (TRL SFT) on seed-group pairs")
+    train.add_argument("--recipe", type=Path, required=True, help="the captioner's SFT recipe (YAML)")
+    train.add_argument("--seed-groups", type=Path, required=True, help="group captions (group-caption's output)")
+    train.add_argument("--images", type=Path, help="folder of the groups' images")
+    train.set_defaults(run=caption_train)
+    generate = add_command(caption_commands, "generate", "caption every input image (the caption stage alone)")
+    _add_run_options(generate)
+    generate.set_defaults(run=caption_generate)
+    evaluate = add_command(
+        caption_commands, "evaluate", "MiniLM cosine to the group caption, placeholder and leak rates"
+    )
+    evaluate.add_argument("--captions", type=Path, required=True, help="caption.jsonl of a captioning run")
+    evaluate.add_argument("--references", type=Path, required=True, help="the held-out groups' captions")
+    evaluate.add_argument("--output", type=Path, required=True, help="report folder")
+    evaluate.set_defaults(run=caption_evaluate)
+
+    checking = add_command(commands, "check", "leak and format check of captions: per caption and rates")
+    checking.add_argument("--captions", type=Path, required=True, help="jsonl rows with `caption`")
+    checking.add_argument("--output", type=Path, required=True, help="the report (JSON)")
+    checking.set_defaults(run=check)
+
+    demo_parser = add_command(commands, "demo", "offline end to end: filter, captioner, relsim on pipeline captions")
+    from training.pipeline.demo import add_demo_arguments
+
+    add_demo_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None):
+    """Parses `argv` and runs the command; errors propagate (see `program` for the command-line behaviour)."""
+    args = parser().parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return args.run(args)
+
+
+def program() -> int:
+    """Console script `relsim-pipeline`: expected errors as one line (exit status 2), tracebacks with --debug."""
+    return run_program(main, prog=prog_name(MODULE), has_commands=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(program())
