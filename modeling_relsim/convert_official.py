@@ -70,6 +70,13 @@ def load_adapter_state_dict(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
         state_dict = torch.load(bin_path, map_location="cpu", weights_only=True)
     else:
         raise FileNotFoundError(f"{checkpoint_dir} holds no adapter_model.safetensors or adapter_model.bin")
+    return remap_legacy_adapter_keys(state_dict)
+
+
+def remap_legacy_adapter_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """PEFT adapter keys of a Qwen2.5-VL saved by transformers 4.x (`base_model.model.model.layers.*`,
+    `base_model.model.visual.*`) moved to the 5.x layout (`...model.language_model.*`, `...model.visual.*`); keys
+    already in the 5.x layout pass unchanged."""
     remapped = {}
     for key, tensor in state_dict.items():
         for pattern, replacement in _LEGACY_ADAPTER_KEYS:
@@ -78,10 +85,12 @@ def load_adapter_state_dict(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     return remapped
 
 
-def merge_official_adapter(checkpoint_dir: Path, base: str, dtype: torch.dtype) -> Qwen2_5_VLForConditionalGeneration:
-    """Base model + official LoRA, merged; raises unless every adapter tensor found its place."""
-    base_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=dtype)
-    peft_model = get_peft_model(base_model, LoraConfig.from_pretrained(checkpoint_dir))
+def merge_adapter(
+    model: Qwen2_5_VLForConditionalGeneration, checkpoint_dir: Path, base: str
+) -> Qwen2_5_VLForConditionalGeneration:
+    """`model` + the PEFT LoRA in `checkpoint_dir` (4.x keys remapped), merged into its weights; raises unless every
+    adapter tensor found its place. `base` names the model in the error."""
+    peft_model = get_peft_model(model, LoraConfig.from_pretrained(checkpoint_dir))
     adapter_state = load_adapter_state_dict(checkpoint_dir)
     result = set_peft_model_state_dict(peft_model, adapter_state)
     expected = {key for key in peft_model.state_dict() if ".lora_" in key}
@@ -92,6 +101,11 @@ def merge_official_adapter(checkpoint_dir: Path, base: str, dtype: torch.dtype) 
             f"missing {missing[:5]}"
         )
     return peft_model.merge_and_unload()
+
+
+def merge_official_adapter(checkpoint_dir: Path, base: str, dtype: torch.dtype) -> Qwen2_5_VLForConditionalGeneration:
+    """Base model + official LoRA, merged; raises unless every adapter tensor found its place."""
+    return merge_adapter(Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=dtype), checkpoint_dir, base)
 
 
 def load_chat_template(*sources: str | Path) -> str | None:

@@ -19,6 +19,8 @@ _EXPORTS = {
     "write_official_format": "training.synthetic.dataset",
     "FAMILIES": "training.synthetic.families",
     "FAMILY_NAMES": "training.synthetic.families",
+    "NEGATIVE_KINDS": "training.synthetic.negatives",
+    "negative_examples": "training.synthetic.negatives",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,24 +7,36 @@ processor, which cannot be built without torchvision.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import PIL.Image
 import torch
 from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
+from transformers.utils.logging import tqdm
 
 from modeling_relsim.image_decoding import decode_image
+from training.vlm.decoding import Decoding
 
+
+logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<|image_pad|>"
+TURN_END = "<|im_end|>"
 QWEN2_5_VL_DEFAULT = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+# One user turn: its images (PIL images, or file paths decoded on the way in), then its text.
+Conversation = tuple[Sequence[PIL.Image.Image], str]
 
 
 class QwenVLChat:
-    """Args:
-    max_pixels: every image is resized (aspect kept, LANCZOS) to at most this many pixels before patching.
+    """A generating Qwen2.5-VL with its tokenizer and image processor: prompts, generation, answer probabilities.
+
+    Args:
+        max_pixels: every image is resized (aspect kept, LANCZOS) to at most this many pixels before patching.
     """
 
     def __init__(
@@ -41,18 +53,39 @@ class QwenVLChat:
         self.model_name_or_path = model_name_or_path
         self.max_pixels = max_pixels
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.turn_end_id = tokenizer.convert_tokens_to_ids(TURN_END)
 
     @classmethod
     def from_pretrained(
-        cls, model_name_or_path: str = QWEN2_5_VL_DEFAULT, device="cpu", dtype=torch.float32, max_pixels=448 * 448
+        cls,
+        model_name_or_path: str = QWEN2_5_VL_DEFAULT,
+        device="cpu",
+        dtype=torch.float32,
+        max_pixels=448 * 448,
+        adapter: str | None = None,
     ) -> QwenVLChat:
+        """Loads a Qwen2.5-VL folder or hub id, optionally with a PEFT LoRA `adapter` (folder or hub id, e.g.
+        thaoshibe/relsim-anonymous-caption-qwen25vl-lora) merged into its weights; adapters saved by transformers
+        4.x have their keys moved to the 5.x layout first."""
         from training.errors import loading_model
 
         with loading_model(model_name_or_path, "the Qwen2.5-VL model", "--caption-model / --judge-model"):
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype).to(device)
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
             image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_name_or_path)
-        return cls(model, tokenizer, image_processor, model_name_or_path, max_pixels)
+        if adapter is not None:
+            from training.vlm.adapters import merge_lora_adapter
+
+            model = merge_lora_adapter(model, adapter, base=model_name_or_path)
+        return cls(model.to(device), tokenizer, image_processor, model_name_or_path, max_pixels)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Writes a folder `from_pretrained` loads: weights, tokenizer (with any added tokens), image processor."""
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        self.image_processor.save_pretrained(directory)
+        return directory
 
     @property
     def device(self) -> torch.device:
@@ -68,8 +101,13 @@ class QwenVLChat:
         )
         return image if image.size == (width, height) else image.resize((width, height), PIL.Image.LANCZOS)
 
-    def build_batch(self, conversations: Sequence[tuple[Sequence[PIL.Image.Image], str]]) -> BatchFeature:
-        """One user turn per conversation: its images, then its text; left padded, ready for `generate`."""
+    def render_prompts(self, conversations: Sequence[Conversation]) -> tuple[list[str], BatchFeature]:
+        """Each conversation as its prompt text (chat template, generation prompt, every image placeholder expanded
+        to the image's token count) and the pixels of all images in order.
+
+        Raises:
+            UnreadableImageError: an image could not be decoded (it names the file).
+        """
         texts, images = [], []
         for conversation_images, prompt in conversations:
             content = [{"type": "image"} for _ in conversation_images] + [{"type": "text", "text": prompt}]
@@ -79,6 +117,8 @@ class QwenVLChat:
                 )
             )
             images += [self._resized(image) for image in conversation_images]
+        if not images:  # text-only turns
+            return texts, BatchFeature({})
         pixels = self.image_processor(images=images, do_resize=False, return_tensors="pt")
         tokens_per_image = (pixels["image_grid_thw"].prod(-1) // self.image_processor.merge_size**2).tolist()
         expanded, image_index = [], 0
@@ -91,25 +131,101 @@ class QwenVLChat:
             expanded.append(rendered)
         if image_index != len(images):
             raise ValueError(f"the chat template rendered {image_index} image placeholders for {len(images)} images")
-        tokens = self.tokenizer(expanded, padding=True, padding_side="left", return_tensors="pt")
+        return expanded, pixels
+
+    def build_batch(self, conversations: Sequence[Conversation]) -> BatchFeature:
+        """One user turn per conversation: its images, then its text; left padded, so every prompt ends at the last
+        position, where the answer's first token is predicted."""
+        texts, pixels = self.render_prompts(conversations)
+        tokens = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
         return BatchFeature(
             {
                 "input_ids": tokens["input_ids"],
                 "attention_mask": tokens["attention_mask"],
                 # image tokens are type 1: without this the model skips the M-RoPE positions of the images
                 "mm_token_type_ids": (tokens["input_ids"] == self.image_token_id).int(),
-                "pixel_values": pixels["pixel_values"],
-                "image_grid_thw": pixels["image_grid_thw"],
+                **pixels,
             }
         )
 
+    def _on_device(self, batch: BatchFeature) -> BatchFeature:
+        batch = batch.to(self.device)
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        return batch
+
     @torch.inference_mode()
     def generate(
-        self, conversations: Sequence[tuple[Sequence[PIL.Image.Image], str]], max_new_tokens: int = 64
+        self,
+        conversations: Sequence[Conversation],
+        max_new_tokens: int = 64,
+        decoding: Decoding | None = None,
+        batch_size: int = 8,
+        show_progress: bool = False,
     ) -> list[str]:
-        """Greedy answers (temperature 0), one per conversation."""
-        batch = self.build_batch(conversations).to(self.device)
-        batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-        answers = output[:, batch["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(answers, skip_special_tokens=True)
+        """One answer per conversation, `batch_size` conversations per `generate` call (left padded).
+
+        Greedy unless `decoding` says otherwise; `decoding` overrides `max_new_tokens` when given. Under greedy
+        decoding a conversation's answer does not depend on its batch; seeded sampling repeats for the same
+        conversations, batch size and seed.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        decoding = decoding or Decoding(max_new_tokens=max_new_tokens)
+        answers: list[str] = []
+        starts = range(0, len(conversations), batch_size)
+        for batch_index, start in enumerate(tqdm(starts, desc="generating", unit="batch", disable=not show_progress)):
+            batch = self._on_device(self.build_batch(conversations[start : start + batch_size]))
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                if decoding.seed is not None:
+                    torch.manual_seed(decoding.seed + batch_index)
+                output = self.model.generate(
+                    **batch, **decoding.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id
+                )
+            answers += self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        return answers
+
+    def answer_token_ids(self, answers: Sequence[str]) -> list[int]:
+        """The first token of each answer as the assistant would write it; they must differ."""
+        if len(answers) < 2:
+            raise ValueError(f"answer_probabilities needs at least two answers, got {list(answers)}")
+        first_ids = []
+        for answer in answers:
+            ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"answer {answer!r} tokenizes to nothing")
+            first_ids.append(ids[0])
+        if len(set(first_ids)) != len(first_ids):
+            tokens = self.tokenizer.convert_ids_to_tokens(first_ids)
+            raise ValueError(
+                f"answers {list(answers)} share a first token ({tokens}); choose answers whose first tokens differ"
+            )
+        return first_ids
+
+    @torch.inference_mode()
+    def answer_probabilities(
+        self,
+        conversations: Sequence[Conversation],
+        answers: Sequence[str] = ("Yes", "No"),
+        batch_size: int = 16,
+        show_progress: bool = False,
+    ) -> torch.Tensor:
+        """How likely each answer is, from one forward pass per batch and no generation.
+
+        Returns:
+            `(len(conversations), len(answers))` float32 on the CPU, each row a softmax over the logits of the
+            answers' first tokens at the position right after the generation prompt (rows sum to 1).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        answer_ids = torch.tensor(self.answer_token_ids(answers))
+        probabilities = []
+        starts = range(0, len(conversations), batch_size)
+        for start in tqdm(starts, desc="scoring", unit="batch", disable=not show_progress):
+            batch = self._on_device(self.build_batch(conversations[start : start + batch_size]))
+            # left padding puts every prompt's last token at the last position: only its logits are needed
+            logits = self.model(**batch, use_cache=False, logits_to_keep=1).logits[:, -1]
+            probabilities.append(logits.float()[:, answer_ids.to(logits.device)].softmax(-1).cpu())
+        if not probabilities:
+            return torch.empty(0, len(answers))
+        return torch.cat(probabilities)

@@ -1,0 +1,56 @@
+"""A tiny random generating Qwen2.5-VL (with its language-model head) for tests, CPU recipes and the pipeline demo.
+
+It shares training.tiny_backbone's architecture sizes and offline tokenizer. That tokenizer spells short answers
+letter by letter ("Yes" is three tokens), so answer probabilities would compare first letters; the answers are
+added here as whole tokens instead, leaving the shared tokenizer (and every figure built on it) untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from training.tiny_backbone import TinyBackboneSizes, build_tiny_tokenizer, tiny_backbone_config
+from training.vlm.chat import QwenVLChat
+
+
+TINY_CHAT_NAME = "tiny-random-qwen2.5-vl-chat"
+DEFAULT_SIZES = TinyBackboneSizes()
+
+
+def build_tiny_chat(
+    extra_tokens: Sequence[str] = ("Yes", "No"),
+    seed: int = 0,
+    sizes: TinyBackboneSizes = DEFAULT_SIZES,
+    max_pixels: int = 112 * 112,
+) -> QwenVLChat:
+    """A randomly initialised tiny Qwen2_5_VLForConditionalGeneration and its chat wrapper; the same `seed` gives the
+    same weights.
+
+    Args:
+        extra_tokens: added to the tokenizer as normal (non-special) tokens, so each is one token when written.
+        max_pixels: the image budget (112x112 gives 16 image tokens).
+    """
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_tokens([token for token in extra_tokens if token not in tokenizer.get_vocab()])
+    config = tiny_backbone_config(tokenizer, sizes)  # sized from len(tokenizer): the added tokens have rows
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return QwenVLChat(model, tokenizer, Qwen2VLImageProcessorPil(), TINY_CHAT_NAME, max_pixels)
+
+
+def save_tiny_chat(
+    directory: str | Path,
+    extra_tokens: Sequence[str] = ("Yes", "No"),
+    seed: int = 0,
+    sizes: TinyBackboneSizes = DEFAULT_SIZES,
+    max_pixels: int = 112 * 112,
+) -> Path:
+    """Writes `build_tiny_chat(...)` as a folder `QwenVLChat.from_pretrained` loads (pass the same `max_pixels`
+    there: it is a setting of the wrapper, not of the folder)."""
+    return build_tiny_chat(extra_tokens, seed, sizes, max_pixels).save_pretrained(directory)
