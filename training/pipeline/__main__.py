@@ -9,7 +9,7 @@
   python -m training.pipeline caption train --recipe CAPTIONER_SFT.yaml --seed-groups groups/captions.jsonl
   python -m training.pipeline caption generate --input IMAGES --output OUT --recipe PIPELINE.yaml
   python -m training.pipeline caption evaluate --captions OUT/caption.jsonl --references groups/captions.jsonl
-  python -m training.pipeline check --captions OUT/caption.jsonl --output check-report.json
+  python -m training.pipeline check --captions OUT/handoff/captions.jsonl --output check-report
   python -m training.pipeline demo --output pipeline-demo        # offline, CPU: the whole pipeline learns
 
 Inputs (--input): a folder of images, a .jsonl/.csv list (`image` or `path`, `url`, optional `image_hash`), or a
@@ -21,7 +21,6 @@ OUT/handoff/images/) is read by `python -m training.trainer train --captions-jso
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,14 +102,12 @@ def caption_evaluate(args: argparse.Namespace) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    from training.pipeline.leak_check import check_captions
-    from training.store import RecordLog, atomic_write
+    from training.pipeline.leak_check_files import check_caption_file
 
-    records = [record for _, record in RecordLog(args.captions, what="caption row").records()]
-    report = check_captions(records)
-    content = report.to_dict() if hasattr(report, "to_dict") else report
-    atomic_write(args.output, (json.dumps(content, indent=2, default=str) + "\n").encode("utf-8"))
-    logger.info("checked %d captions; report: %s", len(records), args.output)
+    report = check_caption_file(
+        args.captions, args.output, descriptions_jsonl=args.descriptions, extra_relational_words=args.relational_words
+    )
+    logger.info("checked %s: %s; report in %s", args.captions, report.summary(), args.output)
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -182,8 +179,10 @@ def parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=caption_evaluate)
 
     checking = add_command(commands, "check", "leak and format check of captions: per caption and rates")
-    checking.add_argument("--captions", type=Path, required=True, help="jsonl rows with `caption`")
-    checking.add_argument("--output", type=Path, required=True, help="the report (JSON)")
+    checking.add_argument("--captions", type=Path, required=True, help="captions jsonl (image_hash, caption)")
+    checking.add_argument("--descriptions", type=Path, help="literal descriptions jsonl by image_hash (leaks)")
+    checking.add_argument("--relational-words", nargs="*", default=[], help="words never counted as leaks")
+    checking.add_argument("--output", type=Path, required=True, help="report folder")
     checking.set_defaults(run=check)
 
     demo_parser = add_command(commands, "demo", "offline end to end: filter, captioner, relsim on pipeline captions")

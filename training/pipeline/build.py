@@ -44,7 +44,13 @@ def build_stages(names: Sequence[str], recipe: PipelineRecipe, output_dir: str |
         if name == "filter":
             stages.append(FilterStage(**_chat_settings(recipe.filter, recipe), threshold=recipe.filter.threshold))
         elif name == "caption":
-            stages.append(CaptionStage(**_chat_settings(recipe.caption, recipe), decoding=recipe.caption.decoding))
+            stages.append(
+                CaptionStage(
+                    **_chat_settings(recipe.caption, recipe),
+                    decoding=recipe.caption.decoding,
+                    cache_file=str(Path(output_dir) / "caption_cache.jsonl"),
+                )
+            )
         elif name == "check":
             stages.append(CheckStage(recipe.check.relational_vocabulary))
         elif name == "handoff":

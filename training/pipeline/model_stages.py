@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import PIL.Image
@@ -88,25 +88,43 @@ class FilterStage(ChatStage):
 class CaptionStage(ChatStage):
     """Args (beyond `ChatStage`'s):
     decoding: `training.vlm.decoding.Decoding` fields (greedy, 128 new tokens by default).
+    cache_file: the captioner's own cache of captions (`SingleImageCaptioner`), keyed by weights, prompt version,
+        decoding and image: a rerun with other weights or settings never reuses a stale caption.
     """
 
     name = "caption"
     output_fields = ("caption",)
 
-    def __init__(self, *args: Any, decoding: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, decoding: dict[str, Any] | None = None, cache_file: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.decoding = dict(decoding or {})
+        self.cache_file = cache_file
+        self.captioner = None
 
-    def process_images(self, rows: list[Row], images: list[PIL.Image.Image]) -> list[Row]:
-        from training.pipeline.captioning import caption_images
+    def setup(self) -> None:
+        import tempfile
+
+        from training.pipeline.captioning.single import SingleImageCaptioner
         from training.vlm.decoding import Decoding
 
-        captions = caption_images(self.chat, images, decoding=Decoding(**self.decoding), batch_size=len(images))
-        return [{**row, "caption": caption} for row, caption in zip(rows, captions, strict=True)]
+        super().setup()
+        cache_file = self.cache_file or str(Path(tempfile.mkdtemp(prefix="relsim-captions-")) / "captions.jsonl")
+        self.captioner = SingleImageCaptioner(
+            self.chat, cache_file, decoding=Decoding(**self.decoding), batch_size=self.batch_size or 8
+        )
+
+    def process_images(self, rows: list[Row], images: list[PIL.Image.Image]) -> list[Row]:
+        run = self.captioner(
+            images, image_hashes=[row["image_hash"] for row in rows], sources=[row["image"] for row in rows]
+        )
+        return [{**row, "caption": caption} for row, caption in zip(rows, run.texts(), strict=True)]
 
 
 class CheckStage(Stage):
-    """The leak and format check of each row's caption (no image read, no model)."""
+    """The leak and format check of each row's caption against the row's `literal_descriptions` (no image read, no
+    model); `relational_vocabulary` adds words never counted as leaks."""
 
     name = "check"
     output_fields = ("check",)
@@ -116,6 +134,7 @@ class CheckStage(Stage):
         self.batch_size = batch_size
 
     def process(self, rows: list[Row]) -> list[Row]:
+        from training.caption_text import normalize_caption
         from training.pipeline.leak_check import check_caption
 
         checked = []
@@ -123,11 +142,8 @@ class CheckStage(Stage):
             descriptions = row.get("literal_descriptions") or []
             if isinstance(descriptions, str):
                 descriptions = [descriptions]
-            result = check_caption(str(row.get("caption", "")), descriptions)
-            checked.append({**row, "check": _plain_check(result)})
+            result = check_caption(
+                normalize_caption(str(row.get("caption", ""))), descriptions, self.relational_vocabulary
+            )
+            checked.append({**row, "check": result.to_dict()})
         return checked
-
-
-def _plain_check(result: Any) -> dict[str, Any]:
-    values = asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
-    return {key: list(value) if isinstance(value, (tuple, set, frozenset)) else value for key, value in values.items()}
