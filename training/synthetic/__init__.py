@@ -19,6 +19,7 @@ _EXPORTS = {
     "write_official_format": "training.synthetic.dataset",
     "FAMILIES": "training.synthetic.families",
     "FAMILY_NAMES": "training.synthetic.families",
+    "literal_description": "training.synthetic.literal",
     "NEGATIVE_KINDS": "training.synthetic.negatives",
     "negative_examples": "training.synthetic.negatives",
 }
