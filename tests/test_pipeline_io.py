@@ -175,3 +175,18 @@ def test_handoff_refuses_an_images_folder_that_links_outside(tmp_path):
     with pytest.raises(ValueError, match="links outside the hand-off folder"):
         _handoff(tmp_path, [{"image": str(path), "image_hash": file_image_hash(path)}])
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_check_stage_flags_a_caption_that_names_what_its_image_shows():
+    from training.pipeline.model_stages import CheckStage
+
+    rows = [
+        {"image_hash": "0" * 32, "caption": "{Object}s stacked into a tower", "literal_descriptions": ["red stars"]},
+        {"image_hash": "1" * 32, "caption": "red stars stacked into a tower", "literal_descriptions": ["red stars"]},
+    ]
+
+    first, second = CheckStage().process(rows)
+
+    assert first["check"]["ok"] is True and first["check"]["placeholders"] == ["Object"]
+    assert second["check"]["ok"] is False
+    assert "no placeholder" in second["check"]["problems"] and "red" in second["check"]["leaked_words"]
