@@ -5,22 +5,25 @@
   python -m training.pipeline filter train --recipe FILTER_SFT.yaml --labels built/filter_labels
   python -m training.pipeline filter score --input IMAGES --output OUT --recipe PIPELINE.yaml
   python -m training.pipeline filter evaluate --scores OUT/filter.jsonl --labels labels.csv --output filter-report
-  python -m training.pipeline group-caption --seed-groups built/seed_groups --output groups --recipe PIPELINE.yaml
-  python -m training.pipeline caption train --recipe CAPTIONER_SFT.yaml --seed-groups groups/captions.jsonl
+  python -m training.pipeline group-caption --seed-groups seed_group.json --images IMAGES_BY_URL_HASH --output groups
+  python -m training.pipeline caption train --recipe CAPTIONER_SFT.yaml --seed-groups groups/seed_group.json \
+      --images IMAGES_BY_URL_HASH
   python -m training.pipeline caption generate --input IMAGES --output OUT --recipe PIPELINE.yaml
-  python -m training.pipeline caption evaluate --captions OUT/caption.jsonl --references groups/captions.jsonl
+  python -m training.pipeline caption evaluate --captions OUT/caption.jsonl --references groups/group_captions.jsonl
   python -m training.pipeline check --captions OUT/handoff/captions.jsonl --output check-report
   python -m training.pipeline demo --output pipeline-demo        # offline, CPU: the whole pipeline learns
 
 Inputs (--input): a folder of images, a .jsonl/.csv list (`image` or `path`, `url`, optional `image_hash`), or a
 `datasets` dataset (saved folder or Hub id) with an image column. The hand-off (OUT/handoff/captions.jsonl and
 OUT/handoff/images/) is read by `python -m training.trainer train --captions-jsonl ... --image-dir ...` and by
-`python -m training.hub_data build anonymous-captions --train ...`. Console script: `relsim-pipeline`.
+`python -m training.hub_data build anonymous-captions --train ... --image-dir OUT/handoff/images` (local images keep
+an empty url_link). Console script: `relsim-pipeline`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,36 +72,42 @@ def caption_generate(args: argparse.Namespace) -> None:
     _run_named_stages(args, ["caption"])
 
 
-def filter_train(args: argparse.Namespace) -> None:
-    from training.pipeline.filter.command import train_from_recipe
+def filter_train(args: argparse.Namespace) -> dict:
+    from training.pipeline.filter_commands import train_filter_command
 
-    train_from_recipe(args.recipe, labels=args.labels, synthetic_per_family=args.synthetic_per_family)
-
-
-def filter_evaluate(args: argparse.Namespace) -> None:
-    from training.pipeline.filter.command import evaluate_scores
-
-    report = evaluate_scores(args.scores, args.labels, args.output, target_precision=args.target_precision)
-    logger.info("filter evaluation: %s", report)
+    report = train_filter_command(args.recipe, args.labels, args.synthetic_per_family, args.output)
+    logger.info("filter on held-out labels: %s", json.dumps(report.get("trained", {}), indent=1))
+    return report
 
 
-def group_caption(args: argparse.Namespace) -> None:
-    from training.pipeline.captioning.command import caption_seed_groups
+def filter_evaluate(args: argparse.Namespace):
+    from training.pipeline.filter_commands import evaluate_scores_command
 
-    caption_seed_groups(args.seed_groups, args.output, args.recipe, images=args.images)
-
-
-def caption_train(args: argparse.Namespace) -> None:
-    from training.pipeline.captioning.command import train_from_recipe
-
-    train_from_recipe(args.recipe, seed_groups=args.seed_groups, images=args.images)
+    report = evaluate_scores_command(args.scores, args.labels, args.output, target_precision=args.target_precision)
+    logger.info("filter evaluation (%s): %s", args.output, report)
+    return report
 
 
-def caption_evaluate(args: argparse.Namespace) -> None:
-    from training.pipeline.captioning.command import evaluate_captions
+def group_caption(args: argparse.Namespace) -> dict:
+    from training.pipeline.caption_commands import group_caption_command
 
-    report = evaluate_captions(args.captions, args.references, args.output)
-    logger.info("captioner evaluation: %s", report)
+    return group_caption_command(args.seed_groups, args.output, args.recipe, images=args.images)
+
+
+def caption_train(args: argparse.Namespace) -> dict:
+    from training.pipeline.caption_commands import train_captioner_command
+
+    quality = train_captioner_command(args.recipe, seed_groups=args.seed_groups, images=args.images)
+    logger.info("captioner quality on held-out groups: %s", quality or "no held-out groups")
+    return quality
+
+
+def caption_evaluate(args: argparse.Namespace):
+    from training.pipeline.caption_commands import evaluate_captions_command
+
+    quality = evaluate_captions_command(args.captions, args.references, args.output)
+    logger.info("captioner evaluation (%s): %s", args.output, quality.summary())
+    return quality
 
 
 def check(args: argparse.Namespace) -> None:
@@ -142,20 +151,23 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", type=Path, required=True, help="the filter's SFT recipe (YAML)")
     train.add_argument("--labels", help="filter labels: a built filter_labels folder (training.hub_data build)")
     train.add_argument("--synthetic-per-family", type=int, help="train on synthetic images instead (per family)")
+    train.add_argument("--output", type=Path, help="model and reports folder (default: the recipe's output_dir)")
     train.set_defaults(run=filter_train)
     score = add_command(filter_commands, "score", "P(yes) of every input image (the filter stage alone)")
     _add_run_options(score)
     score.set_defaults(run=filter_score)
     evaluate = add_command(filter_commands, "evaluate", "agreement, P/R/F1, ROC-AUC, threshold, PR curve")
     evaluate.add_argument("--scores", type=Path, required=True, help="filter.jsonl of a scoring run")
-    evaluate.add_argument("--labels", type=Path, required=True, help="held-out human labels (csv or jsonl)")
+    evaluate.add_argument("--labels", type=Path, required=True, help="held-out labels: csv/jsonl of image_hash, label")
     evaluate.add_argument("--output", type=Path, required=True, help="report folder")
     evaluate.add_argument("--target-precision", type=float, help="pick the threshold meeting this precision")
     evaluate.set_defaults(run=filter_evaluate)
 
     grouping = add_command(commands, "group-caption", "one anonymous caption per seed group (frozen VLM, cached)")
-    grouping.add_argument("--seed-groups", type=Path, required=True, help="seed groups (built seed_groups or json)")
-    grouping.add_argument("--images", type=Path, help="folder of the groups' downloaded images")
+    grouping.add_argument(
+        "--seed-groups", type=Path, required=True, help="seed_group.json (with --images) or a built seed_groups folder"
+    )
+    grouping.add_argument("--images", type=Path, help="folder of the groups' <md5(url)>.<ext> images")
     grouping.add_argument("--output", type=Path, required=True, help="output folder (reruns ask only new groups)")
     grouping.add_argument("--recipe", type=Path, help="pipeline recipe (YAML): the captioner model and decoding")
     grouping.set_defaults(run=group_caption)
@@ -164,8 +176,10 @@ def parser() -> argparse.ArgumentParser:
     caption_commands = add_commands(caption_parser, dest="caption_command")
     train = add_command(caption_commands, "train", "fine-tune the captioner (TRL SFT) on seed-group pairs")
     train.add_argument("--recipe", type=Path, required=True, help="the captioner's SFT recipe (YAML)")
-    train.add_argument("--seed-groups", type=Path, required=True, help="group captions (group-caption's output)")
-    train.add_argument("--images", type=Path, help="folder of the groups' images")
+    train.add_argument(
+        "--seed-groups", type=Path, help="seed_group.json (e.g. group-caption's) or a built seed_groups folder"
+    )
+    train.add_argument("--images", type=Path, help="folder of the seed_group.json's <md5(url)>.<ext> images")
     train.set_defaults(run=caption_train)
     generate = add_command(caption_commands, "generate", "caption every input image (the caption stage alone)")
     _add_run_options(generate)
@@ -174,7 +188,9 @@ def parser() -> argparse.ArgumentParser:
         caption_commands, "evaluate", "MiniLM cosine to the group caption, placeholder and leak rates"
     )
     evaluate.add_argument("--captions", type=Path, required=True, help="caption.jsonl of a captioning run")
-    evaluate.add_argument("--references", type=Path, required=True, help="the held-out groups' captions")
+    evaluate.add_argument(
+        "--references", type=Path, required=True, help="reference captions: group_captions.jsonl or captions jsonl"
+    )
     evaluate.add_argument("--output", type=Path, required=True, help="report folder")
     evaluate.set_defaults(run=caption_evaluate)
 

@@ -47,6 +47,7 @@ def build_stages(names: Sequence[str], recipe: PipelineRecipe, output_dir: str |
             stages.append(
                 CaptionStage(
                     **_chat_settings(recipe.caption, recipe),
+                    prompt=recipe.caption.prompt,
                     decoding=recipe.caption.decoding,
                     cache_file=str(Path(output_dir) / "caption_cache.jsonl"),
                 )

@@ -9,9 +9,9 @@ are copied byte for byte when their extension is one the trainer reads, else re-
 only from validated image hashes and a fixed list of extensions, and every written path is checked to lie inside
 the hand-off folder, so hostile ids or file names cannot write elsewhere.
 
-`url_link` is the row's URL. The hub_data builder checks image_hash = md5(url_link), which holds for rows that came
-with a URL; a local image without one keeps md5(file bytes) as its id and an empty `url_link`: the trainer takes it,
-the Hub dataset builder rejects it (there is no URL to publish).
+`url_link` is the row's URL, and the hub_data builder checks image_hash = md5(url_link) for those rows. A local image
+without a URL keeps md5(file bytes) as its id and an empty `url_link`: the trainer takes it as it is, and the builder
+accepts it as a local image and attaches its file from the hand-off's images (`--image-dir OUT/handoff/images`).
 """
 
 from __future__ import annotations

@@ -87,6 +87,8 @@ class FilterStage(ChatStage):
 
 class CaptionStage(ChatStage):
     """Args (beyond `ChatStage`'s):
+    prompt: the captioning prompt's text (None: the captioner's own, `captioning.prompts.SINGLE_IMAGE_PROMPT`; the
+        released adapter wants the official wording, the tiny captioner the short prompt it was trained with).
     decoding: `training.vlm.decoding.Decoding` fields (greedy, 128 new tokens by default).
     cache_file: the captioner's own cache of captions (`SingleImageCaptioner`), keyed by weights, prompt version,
         decoding and image: a rerun with other weights or settings never reuses a stale caption.
@@ -96,9 +98,15 @@ class CaptionStage(ChatStage):
     output_fields = ("caption",)
 
     def __init__(
-        self, *args: Any, decoding: dict[str, Any] | None = None, cache_file: str | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        prompt: str | None = None,
+        decoding: dict[str, Any] | None = None,
+        cache_file: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.prompt = prompt
         self.decoding = dict(decoding or {})
         self.cache_file = cache_file
         self.captioner = None
@@ -106,13 +114,18 @@ class CaptionStage(ChatStage):
     def setup(self) -> None:
         import tempfile
 
+        from training.pipeline.captioning.prompts import single_image_prompt
         from training.pipeline.captioning.single import SingleImageCaptioner
         from training.vlm.decoding import Decoding
 
         super().setup()
         cache_file = self.cache_file or str(Path(tempfile.mkdtemp(prefix="relsim-captions-")) / "captions.jsonl")
         self.captioner = SingleImageCaptioner(
-            self.chat, cache_file, decoding=Decoding(**self.decoding), batch_size=self.batch_size or 8
+            self.chat,
+            cache_file,
+            prompt=single_image_prompt(self.prompt),
+            decoding=Decoding(**self.decoding),
+            batch_size=self.batch_size or 8,
         )
 
     def process_images(self, rows: list[Row], images: list[PIL.Image.Image]) -> list[Row]:

@@ -6,6 +6,7 @@
     filter:    {model: Qwen/Qwen2.5-VL-7B-Instruct, adapter: runs/filter/final, threshold: 0.5, batch_size: 32}
     caption:   {model: Qwen/Qwen2.5-VL-7B-Instruct, adapter: thaoshibe/relsim-anonymous-caption-qwen25vl-lora,
                 decoding: {max_new_tokens: 128, do_sample: false}, batch_size: 16}
+    group_caption: {model: Qwen/Qwen2.5-VL-7B-Instruct, decoding: {max_new_tokens: 128}, batch_size: 2}
     check:     {}
     handoff:   {require_check_ok: true}
 
@@ -38,6 +39,17 @@ class FilterSettings(ModelSettings):
 
 @dataclass
 class CaptionSettings(ModelSettings):
+    """`prompt`: the captioning prompt's text (unset: the captioner's own; the released adapter wants the official
+    wording, see `training.pipeline.captioning.prompts`)."""
+
+    prompt: str | None = None
+    decoding: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 128, "do_sample": False})
+
+
+@dataclass
+class GroupCaptionSettings(ModelSettings):
+    """The frozen group captioner of `group-caption` (the base VLM, no adapter); `batch_size` counts groups."""
+
     decoding: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 128, "do_sample": False})
 
 
@@ -60,11 +72,18 @@ class PipelineRecipe:
     batch_size: int = 16
     filter: FilterSettings = field(default_factory=FilterSettings)
     caption: CaptionSettings = field(default_factory=CaptionSettings)
+    group_caption: GroupCaptionSettings = field(default_factory=GroupCaptionSettings)
     check: CheckSettings = field(default_factory=CheckSettings)
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
 
 
-SECTIONS = {"filter": FilterSettings, "caption": CaptionSettings, "check": CheckSettings, "handoff": HandoffSettings}
+SECTIONS = {
+    "filter": FilterSettings,
+    "caption": CaptionSettings,
+    "group_caption": GroupCaptionSettings,
+    "check": CheckSettings,
+    "handoff": HandoffSettings,
+}
 
 
 def _build(kind: type, values: Any, where: str) -> Any:
