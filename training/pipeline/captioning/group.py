@@ -168,7 +168,7 @@ class GroupCaptioner:
         self.prompt = prompt
         self.decoding = decoding or Decoding()
         self.fingerprint = fingerprint or chat_fingerprint(chat)
-        self.log = RecordLog(cache_file, what="group caption", required=("key", "caption"))
+        self.log = RecordLog(cache_file, what="group caption", required=("key", "caption", "raw_caption"))
         self.cached = {record["key"]: record for _, record in self.log.records()}
 
     def _readable(self, group: SeedGroup, run: GroupCaptionRun) -> list[tuple[str, ReadImage]] | None:

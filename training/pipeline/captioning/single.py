@@ -152,7 +152,7 @@ class SingleImageCaptioner:
         self.decoding = decoding or Decoding()
         self.fingerprint = fingerprint or chat_fingerprint(chat)
         self.batch_size = batch_size
-        self.log = RecordLog(cache_file, what="image caption", required=("key", "caption"))
+        self.log = RecordLog(cache_file, what="image caption", required=("key", "caption", "raw_caption"))
         self.cached = {record["key"]: record for _, record in self.log.records()}
 
     def __call__(
