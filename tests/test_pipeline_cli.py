@@ -263,3 +263,99 @@ def test_local_folder_hand_off_is_built_by_hub_data_and_read_by_the_trainer(tmp_
     assert sorted(train["caption"]) == ["{Object}s in a row"] * 2
     for image_hash, cell in zip(built["image_hash"], train["image"], strict=True):
         assert PIL.Image.open(io.BytesIO(cell["bytes"])).tobytes() == PIL.Image.open(by_hash[image_hash]).tobytes()
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe(tmp_path_factory):
+    """A pipeline recipe over two saved tiny chats: a filter (Yes/No tokens) keeping everything, a captioner."""
+    from training.vlm.tiny import save_tiny_chat
+
+    folder = tmp_path_factory.mktemp("tiny")
+    save_tiny_chat(folder / "filter", max_pixels=56 * 56)
+    save_tiny_chat(folder / "captioner", extra_tokens=(), seed=1, max_pixels=56 * 56)
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({
+        "device": "cpu", "batch_size": 2,
+        "filter": {"model": str(folder / "filter"), "max_pixels": 56 * 56, "threshold": 0.0},
+        "caption": {"model": str(folder / "captioner"), "max_pixels": 56 * 56, "prompt": "Caption.",
+                    "decoding": {"max_new_tokens": 4}},
+        "handoff": {"require_check_ok": False},
+    }))  # fmt: skip
+    return path
+
+
+def _image_folder(tmp_path):
+    paths = write_images(tmp_path / "images", [(40, 30), (30, 40), (36, 36)])
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png")
+    return paths
+
+
+def test_run_chains_the_stages_and_a_rerun_redoes_nothing(tmp_path, tiny_recipe):
+    paths = _image_folder(tmp_path)
+    command = [
+        "run",
+        "--input",
+        str(tmp_path / "images"),
+        "--output",
+        str(tmp_path / "out"),
+        "--recipe",
+        str(tiny_recipe),
+    ]
+
+    first = main(command)
+    second = main(command)
+
+    assert [stage.stage for stage in first.stages] == ["filter", "caption", "check", "handoff"]
+    assert first.stage("filter").rows_in == 4 and sum(first.stage("filter").failed.values()) == 1
+    assert first.stage("filter").kept == 3 and first.stage("handoff").kept == 3  # threshold 0: all readable kept
+    assert [stage.done_before for stage in second.stages] == [stage.rows_in for stage in first.stages]
+    assert [stage.computed_now for stage in second.stages] == [0, 0, 0, 0]
+    handed = [json.loads(line) for line in (tmp_path / "out" / "handoff" / "captions.jsonl").read_text().splitlines()]
+    assert sorted(row["image_hash"] for row in handed) == sorted(file_image_hash(path) for path in paths)
+    assert len((tmp_path / "out" / "filter.jsonl").read_text().splitlines()) == 4  # no duplicates after the rerun
+
+
+def test_filter_score_and_caption_generate_are_the_single_stages(tmp_path, tiny_recipe):
+    from training.pipeline.filter import score_images
+    from training.pipeline.runner import read_stage_rows
+    from training.vlm.chat import QwenVLChat
+
+    paths = _image_folder(tmp_path)
+    common = ["--input", str(tmp_path / "images"), "--recipe", str(tiny_recipe)]
+
+    scored = main(["filter", "score", *common, "--output", str(tmp_path / "scores")])
+    captioned = main(["caption", "generate", *common, "--output", str(tmp_path / "captions")])
+
+    assert [stage.stage for stage in scored.stages] == ["filter"] and scored.stage("filter").computed_now == 4
+    rows = {row["image_hash"]: row for row in read_stage_rows(tmp_path / "scores", "filter")}
+    config = yaml.safe_load(tiny_recipe.read_text())["filter"]
+    chat = QwenVLChat.from_pretrained(config["model"], max_pixels=config["max_pixels"])
+    expected = score_images(chat, [str(path) for path in paths])
+    measured = [rows[file_image_hash(path)]["filter_score"] for path in paths]
+    assert measured == pytest.approx(expected.tolist(), abs=1e-5)
+    assert [stage.stage for stage in captioned.stages] == ["caption"]
+    captions = read_stage_rows(tmp_path / "captions", "caption")
+    assert sum(isinstance(row.get("caption"), str) for row in captions) == 3
+    assert sum("error" in row for row in captions) == 1
+
+
+def test_check_reports_leaks_and_format_problems(tmp_path):
+    ids = [f"{i:032x}" for i in range(3)]
+    captions = write_jsonl(
+        tmp_path / "captions.jsonl",
+        [
+            {"image_hash": ids[0], "caption": "{Object}s stacked into a tower", "url_link": ""},
+            {"image_hash": ids[1], "caption": "three red stars in a row", "url_link": ""},
+            {"image_hash": ids[2], "caption": "a {Object beside its mirror", "url_link": ""},
+        ],
+    )
+    descriptions = write_jsonl(tmp_path / "descriptions.jsonl", [{"image_hash": ids[1], "description": "red stars"}])
+
+    report = main(
+        ["check", "--captions", str(captions), "--descriptions", str(descriptions), "--output", str(tmp_path / "r")]
+    )
+
+    summary = report.summary()
+    assert (summary["captions"], summary["ok"], summary["leaking"]) == (3, 1, 1)
+    assert summary["with_format_problems"] == 2  # no placeholder; unbalanced braces
+    assert (tmp_path / "r" / "leak_check.md").is_file()

@@ -36,7 +36,7 @@ logger = logging.getLogger("relsim.pipeline")
 EXECUTORS = ("local",)  # issue 15 adds "ray"; kept as strings so --help imports nothing
 
 
-def _run_named_stages(args: argparse.Namespace, names: list[str]) -> None:
+def _run_named_stages(args: argparse.Namespace, names: list[str]):
     from training.pipeline.build import build_stages
     from training.pipeline.inputs import read_input_rows
     from training.pipeline.recipe import load_pipeline_recipe
@@ -56,20 +56,21 @@ def _run_named_stages(args: argparse.Namespace, names: list[str]) -> None:
             stage.done_before, stage.kept, stage.dropped, stage.failed or "none",
         )  # fmt: skip
     logger.info("summary: %s", args.output / "summary.json")
+    return summary
 
 
-def run_pipeline(args: argparse.Namespace) -> None:
+def run_pipeline(args: argparse.Namespace):
     from training.pipeline.build import parse_stage_names
 
-    _run_named_stages(args, parse_stage_names(args.stages))
+    return _run_named_stages(args, parse_stage_names(args.stages))
 
 
-def filter_score(args: argparse.Namespace) -> None:
-    _run_named_stages(args, ["filter"])
+def filter_score(args: argparse.Namespace):
+    return _run_named_stages(args, ["filter"])
 
 
-def caption_generate(args: argparse.Namespace) -> None:
-    _run_named_stages(args, ["caption"])
+def caption_generate(args: argparse.Namespace):
+    return _run_named_stages(args, ["caption"])
 
 
 def filter_train(args: argparse.Namespace) -> dict:
@@ -110,13 +111,14 @@ def caption_evaluate(args: argparse.Namespace):
     return quality
 
 
-def check(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace):
     from training.pipeline.leak_check_files import check_caption_file
 
     report = check_caption_file(
         args.captions, args.output, descriptions_jsonl=args.descriptions, extra_relational_words=args.relational_words
     )
     logger.info("checked %s: %s; report in %s", args.captions, report.summary(), args.output)
+    return report
 
 
 def demo(args: argparse.Namespace) -> None:
