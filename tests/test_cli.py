@@ -62,6 +62,17 @@ HELP_RUNS = [
     ("training.search", ["search", "--help"], "usage: python -m training.search search "),
     ("training.search", ["why", "--help"], "usage: python -m training.search why "),
     ("training.search", ["app", "--help"], "usage: python -m training.search app "),
+    ("training.pipeline", ["--help"], "usage: python -m training.pipeline "),
+    ("training.pipeline", ["run", "--help"], "usage: python -m training.pipeline run "),
+    ("training.pipeline", ["filter", "train", "--help"], "usage: python -m training.pipeline filter train "),
+    ("training.pipeline", ["filter", "score", "--help"], "usage: python -m training.pipeline filter score "),
+    ("training.pipeline", ["filter", "evaluate", "--help"], "usage: python -m training.pipeline filter evaluate "),
+    ("training.pipeline", ["group-caption", "--help"], "usage: python -m training.pipeline group-caption "),
+    ("training.pipeline", ["caption", "train", "--help"], "usage: python -m training.pipeline caption train "),
+    ("training.pipeline", ["caption", "generate", "--help"], "usage: python -m training.pipeline caption generate "),
+    ("training.pipeline", ["caption", "evaluate", "--help"], "usage: python -m training.pipeline caption evaluate "),
+    ("training.pipeline", ["check", "--help"], "usage: python -m training.pipeline check "),
+    ("training.pipeline", ["demo", "--help"], "usage: python -m training.pipeline demo "),
 ]
 
 
@@ -129,6 +140,7 @@ def test_the_distribution_name_is_not_the_official_releases():
         "relsim-eval",
         "relsim-demo",
         "relsim-search",
+        "relsim-pipeline",
     }
 
 

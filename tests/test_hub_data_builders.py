@@ -373,3 +373,24 @@ def test_quoting_variants_are_removed_and_a_leftover_quote_is_reported(tmp_path)
     assert groups["anonymous_caption"] == ["{Subjects} around {Context}.", "{Object}s in a row", '"{A}" beside "{B}"']
     assert [(r.line, r.field, r.kept) for r in log.findings] == [(4, "anonymous_caption", True)]
     assert "still begins or ends with a quote" in log.findings[0].reason
+
+
+def test_anonymous_captions_of_local_images_have_an_empty_url_and_a_valid_hash(tmp_path):
+    """The pipeline's hand-off of a folder without URLs: image_hash is md5 of the file, url_link is empty."""
+    local = "0123456789abcdef0123456789abcdef"
+    source = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"image_hash": local, "caption": '"a {Object}"', "url_link": ""},
+            {"image_hash": "../../etc/passwd", "caption": '"a {Object}"', "url_link": ""},
+            {"image_hash": local, "caption": '"again a {Object}"', "url_link": ""},
+            {"image_hash": url_image_hash(url(3)), "caption": '"b {Object}"', "url_link": url(3)},
+            {"image_hash": url_image_hash(url(4)), "caption": '"c {Object}"'},
+        ],
+    )
+    log = RejectionLog()
+    built = build_anonymous_captions({"train": source}, log)
+    assert built["train"]["image_hash"] == [local, url_image_hash(url(3))]
+    assert built["train"]["url"] == ["", url(3)]
+    assert [(r.line, r.field) for r in log.rejections] == [(2, "image_hash"), (3, "image_hash"), (5, "url_link")]
+    assert "not an image hash" in log.rejections[0].reason and "duplicate of" in log.rejections[1].reason

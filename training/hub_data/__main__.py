@@ -2,6 +2,8 @@
 
   python -m training.hub_data build seed-groups --input seed_group.json --output built
   python -m training.hub_data build anonymous-captions --train train.jsonl --test test.jsonl --output built
+  python -m training.hub_data build anonymous-captions --train handoff/captions.jsonl --image-dir handoff/images \
+      --output built          # local images (empty url_link, image_hash = md5 of the file): attached, no download
   python -m training.hub_data build random-pool --input random_pool.jsonl --output built
   python -m training.hub_data build filter-labels --input labels.csv --output built
   python -m training.hub_data download --built built --output downloads --processes 8 --threads 64
@@ -44,6 +46,10 @@ def build(args: argparse.Namespace) -> None:
     elif args.source == "anonymous-captions":
         splits = {"train": args.train, **({"test": args.test} if args.test else {})}
         outputs = {ANONYMOUS_CAPTIONS: build_anonymous_captions(splits, log)}
+        if args.image_dir is not None:  # local images (e.g. the pipeline's hand-off): attached now, no download
+            from training.hub_data.images import attach_local_images
+
+            outputs[ANONYMOUS_CAPTIONS], _ = attach_local_images(outputs[ANONYMOUS_CAPTIONS], args.image_dir)
     elif args.source == "random-pool":
         outputs = {RANDOM_POOL: build_random_pool(args.input, log)}
     else:
@@ -93,6 +99,9 @@ def _add_build_source(sources: argparse._SubParsersAction, source: str, help: st
     if source == "anonymous-captions":
         parser.add_argument("--train", type=Path, required=True, help="training-split captions (jsonl)")
         parser.add_argument("--test", type=Path, help="test-split captions (jsonl)")
+        parser.add_argument(
+            "--image-dir", type=Path, help="local <image_hash>.<ext> images to attach (rows with an empty url_link)"
+        )
     else:
         parser.add_argument("--input", type=Path, required=True, help="the source file")
     parser.add_argument("--output", type=Path, required=True, help="folder of built datasets")

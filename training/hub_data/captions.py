@@ -4,6 +4,11 @@
 Both formats promise image_hash = md5(url_link), and both are checked: the official random pool keeps it on every
 row, the official seed-group downloader names images by it, and this package's download step, evaluation pool and
 image folders identify an image by md5(url) — a caption row with any other hash would never meet its image.
+
+One exception, for captions of **local images** (the data pipeline's hand-off of a folder without URLs): a caption
+row whose `url_link` is empty ("") is accepted when its `image_hash` is a valid hash (md5 of the file's bytes, the
+local-file rule of `training.image_ids`); its `url` is "" and its image cannot be downloaded, so it comes from the
+folder of `<image_hash>.<ext>` files given to `build anonymous-captions --image-dir` (`attach_local_images`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from training.hub_data.validation import (
     RejectionLog,
     accept_caption,
     accept_hash,
+    accept_local_hash,
     read_jsonl,
     warn_if_still_quoted,
 )
@@ -40,11 +46,16 @@ def build_anonymous_captions(splits: dict[str, str | Path], log: RejectionLog) -
         rows: dict[str, list[Any]] = {name: [] for name in FEATURES[ANONYMOUS_CAPTIONS]}
         for line, record in read_jsonl(path, log):
             image_hash = _string_field(record, "image_hash", path, line, log)
-            url = image_hash and _string_field(record, "url_link", path, line, log)
-            if not url:
+            local = image_hash is not None and record.get("url_link") == ""
+            url = "" if local else image_hash and _string_field(record, "url_link", path, line, log)
+            if not url and not local:
                 continue
             accepted = accept_caption(record.get("caption"), path, line, "caption", log)
-            if accepted is None or not accept_hash(path, line, image_hash, url, first_seen, log, "url_link"):
+            if accepted is None or not (
+                accept_local_hash(path, line, image_hash, first_seen, log)
+                if local
+                else accept_hash(path, line, image_hash, url, first_seen, log, "url_link")
+            ):
                 continue
             warn_if_still_quoted(accepted[0], path, line, "caption", log)
             rows["image_hash"].append(image_hash)

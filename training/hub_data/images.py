@@ -17,7 +17,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from training.hub_data.features import IMAGE_COLUMNS, SEED_GROUPS
+from training.hub_data.features import ANONYMOUS_CAPTIONS, IMAGE_COLUMNS, SEED_GROUPS
 from training.image_ids import url_image_hash
 
 
@@ -141,3 +141,32 @@ def attach_images(
             dataset = dataset.remove_columns(column)
         attached[split] = dataset.add_column(column, values, feature=feature)
     return datasets.DatasetDict(attached)
+
+
+def attach_local_images(splits: datasets.DatasetDict, image_dir: str | Path) -> tuple[datasets.DatasetDict, list[str]]:
+    """Adds the `image` column of an anonymous-captions build from a local folder of `<image_hash>.<ext>` files (the
+    data pipeline's hand-off images), matched by `image_hash`; returns the image hashes that have no file there
+    (their rows keep None and are reported)."""
+    from training.image_folder import image_file_extensions
+
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise NotADirectoryError(f"{image_dir} is not a folder of <image_hash>.<ext> images")
+    extensions = image_file_extensions()
+    files = {path.stem: path for path in sorted(image_dir.iterdir()) if path.suffix.lower() in extensions}
+    column, feature = IMAGE_COLUMNS[ANONYMOUS_CAPTIONS]
+    missing: list[str] = []
+    attached = {}
+    for split, dataset in splits.items():
+        values = []
+        for image_hash in dataset["image_hash"]:
+            file = files.get(image_hash)
+            if file is None:
+                missing.append(image_hash)
+            values.append(None if file is None else {"bytes": file.read_bytes(), "path": file.name})
+        if column in dataset.column_names:
+            dataset = dataset.remove_columns(column)
+        attached[split] = dataset.add_column(column, values, feature=feature)
+    if missing:
+        logger.warning("%d captions have no image in %s: %s", len(missing), image_dir, missing[:10])
+    return datasets.DatasetDict(attached), missing

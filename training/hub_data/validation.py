@@ -127,11 +127,30 @@ def accept_hash(
     if problem is not None:
         log.reject(path, line, "image_hash", problem)
         return False
+    return _first_sighting(path, line, image_hash, first_seen, log)
+
+
+def _first_sighting(
+    path: str | Path, line: int, image_hash: str, first_seen: dict[str, str], log: RejectionLog
+) -> bool:
     if image_hash in first_seen:
         log.reject(path, line, "image_hash", f"duplicate of {first_seen[image_hash]}")
         return False
     first_seen[image_hash] = f"{path}:{line}"
     return True
+
+
+def accept_local_hash(
+    path: str | Path, line: int, image_hash: object, first_seen: dict[str, str], log: RejectionLog
+) -> bool:
+    """For a local image (no URL): checks that image_hash is a hash (md5 of the file's bytes cannot be checked here,
+    the file is elsewhere) and new; rejects the row and returns False if not."""
+    if not is_image_hash(image_hash):
+        log.reject(
+            path, line, "image_hash", f"{image_hash!r} is not an image hash (32 lowercase hexadecimal characters)"
+        )
+        return False
+    return _first_sighting(path, line, image_hash, first_seen, log)
 
 
 def accept_caption(

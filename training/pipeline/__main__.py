@@ -1,0 +1,227 @@
+"""relsim's data pipeline: images -> relational filter -> anonymous captions -> leak check -> relsim training data.
+
+  python -m training.pipeline run --input IMAGES --output OUT --stages filter,caption,check,handoff \
+      --recipe training/configs/pipeline-qwen2.5-vl-7b.yaml      # resumes; OUT/summary.json, OUT/handoff/
+  python -m training.pipeline filter train --recipe FILTER_SFT.yaml --labels built/filter_labels
+  python -m training.pipeline filter score --input IMAGES --output OUT --recipe PIPELINE.yaml
+  python -m training.pipeline filter evaluate --scores OUT/filter.jsonl --labels labels.csv --output filter-report
+  python -m training.pipeline group-caption --seed-groups seed_group.json --images IMAGES_BY_URL_HASH --output groups
+  python -m training.pipeline caption train --recipe CAPTIONER_SFT.yaml --seed-groups groups/seed_group.json \
+      --images IMAGES_BY_URL_HASH
+  python -m training.pipeline caption generate --input IMAGES --output OUT --recipe PIPELINE.yaml
+  python -m training.pipeline caption evaluate --captions OUT/caption.jsonl --references groups/group_captions.jsonl
+  python -m training.pipeline check --captions OUT/handoff/captions.jsonl --output check-report
+  python -m training.pipeline demo --output pipeline-demo        # offline, CPU: the whole pipeline learns
+
+Inputs (--input): a folder of images, a .jsonl/.csv list (`image` or `path`, `url`, optional `image_hash`), or a
+`datasets` dataset (saved folder or Hub id) with an image column. The hand-off (OUT/handoff/captions.jsonl and
+OUT/handoff/images/) is read by `python -m training.trainer train --captions-jsonl ... --image-dir ...` and by
+`python -m training.hub_data build anonymous-captions --train ... --image-dir OUT/handoff/images` (local images keep
+an empty url_link). Console script: `relsim-pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+
+
+MODULE = "training.pipeline"
+logger = logging.getLogger("relsim.pipeline")
+EXECUTORS = ("local",)  # issue 15 adds "ray"; kept as strings so --help imports nothing
+
+
+def _run_named_stages(args: argparse.Namespace, names: list[str]):
+    from training.pipeline.build import build_stages
+    from training.pipeline.inputs import read_input_rows
+    from training.pipeline.recipe import load_pipeline_recipe
+    from training.pipeline.runner import run
+
+    recipe = load_pipeline_recipe(args.recipe)
+    if args.device is not None:
+        recipe.device = args.device
+    rows = read_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
+    summary = run(
+        rows, build_stages(names, recipe, args.output), args.output, batch_size=args.batch_size or recipe.batch_size,
+        executor=args.executor,
+    )  # fmt: skip
+    for stage in summary.stages:
+        logger.info(
+            "%s: %d in (%d done earlier), %d kept, %d dropped, failed: %s", stage.stage, stage.rows_in,
+            stage.done_before, stage.kept, stage.dropped, stage.failed or "none",
+        )  # fmt: skip
+    logger.info("summary: %s", args.output / "summary.json")
+    return summary
+
+
+def run_pipeline(args: argparse.Namespace):
+    from training.pipeline.build import parse_stage_names
+
+    return _run_named_stages(args, parse_stage_names(args.stages))
+
+
+def filter_score(args: argparse.Namespace):
+    return _run_named_stages(args, ["filter"])
+
+
+def caption_generate(args: argparse.Namespace):
+    return _run_named_stages(args, ["caption"])
+
+
+def filter_train(args: argparse.Namespace) -> dict:
+    from training.pipeline.filter_commands import train_filter_command
+
+    report = train_filter_command(args.recipe, args.labels, args.synthetic_per_family, args.output)
+    logger.info("filter on held-out labels: %s", json.dumps(report.get("trained", {}), indent=1))
+    return report
+
+
+def filter_evaluate(args: argparse.Namespace):
+    from training.pipeline.filter_commands import evaluate_scores_command
+
+    report = evaluate_scores_command(args.scores, args.labels, args.output, target_precision=args.target_precision)
+    logger.info("filter evaluation (%s): %s", args.output, report)
+    return report
+
+
+def group_caption(args: argparse.Namespace) -> dict:
+    from training.pipeline.caption_commands import group_caption_command
+
+    return group_caption_command(args.seed_groups, args.output, args.recipe, images=args.images)
+
+
+def caption_train(args: argparse.Namespace) -> dict:
+    from training.pipeline.caption_commands import train_captioner_command
+
+    quality = train_captioner_command(args.recipe, seed_groups=args.seed_groups, images=args.images)
+    logger.info("captioner quality on held-out groups: %s", quality or "no held-out groups")
+    return quality
+
+
+def caption_evaluate(args: argparse.Namespace):
+    from training.pipeline.caption_commands import evaluate_captions_command
+
+    quality = evaluate_captions_command(args.captions, args.references, args.output)
+    logger.info("captioner evaluation (%s): %s", args.output, quality.summary())
+    return quality
+
+
+def check(args: argparse.Namespace):
+    from training.pipeline.leak_check_files import check_caption_file
+
+    report = check_caption_file(
+        args.captions, args.output, descriptions_jsonl=args.descriptions, extra_relational_words=args.relational_words
+    )
+    logger.info("checked %s: %s; report in %s", args.captions, report.summary(), args.output)
+    return report
+
+
+def demo(args: argparse.Namespace) -> None:
+    from training.pipeline.demo import run_demo
+
+    run_demo(args)
+
+
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--input", required=True, help="image folder, .jsonl/.csv list, or datasets dataset")
+    command.add_argument("--output", type=Path, required=True, help="output folder (a rerun resumes there)")
+    command.add_argument("--recipe", type=Path, help="pipeline recipe (YAML), e.g. training/configs/pipeline-*.yaml")
+    command.add_argument("--executor", choices=EXECUTORS, default="local", help="where the stages run")
+    command.add_argument("--batch-size", type=int, help="rows per stage call (default: the recipe's)")
+    command.add_argument("--device", help="override the recipe's device: auto, cpu, cuda, cuda:1")
+    command.add_argument("--image-column", default="image", help="datasets input: the image column")
+    command.add_argument("--split", default="train", help="datasets input: the split")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = command_parser(MODULE, __doc__)
+    commands = add_commands(top)
+
+    run_parser = add_command(commands, "run", "run stages over the input (local executor; resumes)")
+    _add_run_options(run_parser)
+    run_parser.add_argument("--stages", default="filter,caption,check,handoff", help="comma-separated, in order")
+    run_parser.set_defaults(run=run_pipeline)
+
+    filter_parser = add_command(commands, "filter", "the relational filter: train, score, evaluate")
+    filter_commands = add_commands(filter_parser, dest="filter_command")
+    train = add_command(filter_commands, "train", "fine-tune the filter (TRL SFT, LoRA) on yes/no labels")
+    train.add_argument("--recipe", type=Path, required=True, help="the filter's SFT recipe (YAML)")
+    train.add_argument("--labels", help="filter labels: a built filter_labels folder (training.hub_data build)")
+    train.add_argument("--synthetic-per-family", type=int, help="train on synthetic images instead (per family)")
+    train.add_argument("--output", type=Path, help="model and reports folder (default: the recipe's output_dir)")
+    train.set_defaults(run=filter_train)
+    score = add_command(filter_commands, "score", "P(yes) of every input image (the filter stage alone)")
+    _add_run_options(score)
+    score.set_defaults(run=filter_score)
+    evaluate = add_command(filter_commands, "evaluate", "agreement, P/R/F1, ROC-AUC, threshold, PR curve")
+    evaluate.add_argument("--scores", type=Path, required=True, help="filter.jsonl of a scoring run")
+    evaluate.add_argument("--labels", type=Path, required=True, help="held-out labels: csv/jsonl of image_hash, label")
+    evaluate.add_argument("--output", type=Path, required=True, help="report folder")
+    evaluate.add_argument("--target-precision", type=float, help="pick the threshold meeting this precision")
+    evaluate.set_defaults(run=filter_evaluate)
+
+    grouping = add_command(commands, "group-caption", "one anonymous caption per seed group (frozen VLM, cached)")
+    grouping.add_argument(
+        "--seed-groups", type=Path, required=True, help="seed_group.json (with --images) or a built seed_groups folder"
+    )
+    grouping.add_argument("--images", type=Path, help="folder of the groups' <md5(url)>.<ext> images")
+    grouping.add_argument("--output", type=Path, required=True, help="output folder (reruns ask only new groups)")
+    grouping.add_argument("--recipe", type=Path, help="pipeline recipe (YAML): the captioner model and decoding")
+    grouping.set_defaults(run=group_caption)
+
+    caption_parser = add_command(commands, "caption", "the single-image anonymous captioner: train, generate, evaluate")
+    caption_commands = add_commands(caption_parser, dest="caption_command")
+    train = add_command(caption_commands, "train", "fine-tune the captioner (TRL SFT) on seed-group pairs")
+    train.add_argument("--recipe", type=Path, required=True, help="the captioner's SFT recipe (YAML)")
+    train.add_argument(
+        "--seed-groups", type=Path, help="seed_group.json (e.g. group-caption's) or a built seed_groups folder"
+    )
+    train.add_argument("--images", type=Path, help="folder of the seed_group.json's <md5(url)>.<ext> images")
+    train.set_defaults(run=caption_train)
+    generate = add_command(caption_commands, "generate", "caption every input image (the caption stage alone)")
+    _add_run_options(generate)
+    generate.set_defaults(run=caption_generate)
+    evaluate = add_command(
+        caption_commands, "evaluate", "MiniLM cosine to the group caption, placeholder and leak rates"
+    )
+    evaluate.add_argument("--captions", type=Path, required=True, help="caption.jsonl of a captioning run")
+    evaluate.add_argument(
+        "--references", type=Path, required=True, help="reference captions: group_captions.jsonl or captions jsonl"
+    )
+    evaluate.add_argument("--output", type=Path, required=True, help="report folder")
+    evaluate.set_defaults(run=caption_evaluate)
+
+    checking = add_command(commands, "check", "leak and format check of captions: per caption and rates")
+    checking.add_argument("--captions", type=Path, required=True, help="captions jsonl (image_hash, caption)")
+    checking.add_argument("--descriptions", type=Path, help="literal descriptions jsonl by image_hash (leaks)")
+    checking.add_argument("--relational-words", nargs="*", default=[], help="words never counted as leaks")
+    checking.add_argument("--output", type=Path, required=True, help="report folder")
+    checking.set_defaults(run=check)
+
+    demo_parser = add_command(commands, "demo", "offline end to end: filter, captioner, relsim on pipeline captions")
+    from training.pipeline.demo import add_demo_arguments
+
+    add_demo_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None):
+    """Parses `argv` and runs the command; errors propagate (see `program` for the command-line behaviour)."""
+    args = parser().parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return args.run(args)
+
+
+def program() -> int:
+    """Console script `relsim-pipeline`: expected errors as one line (exit status 2), tracebacks with --debug."""
+    return run_program(main, prog=prog_name(MODULE), has_commands=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(program())

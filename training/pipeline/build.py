@@ -1,0 +1,61 @@
+"""Stages by name, built from a recipe: what `run --stages filter,caption,check,handoff` runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.pipeline.recipe import ModelSettings, PipelineRecipe
+from training.pipeline.stages import Stage
+
+
+STAGE_NAMES = ("filter", "caption", "check", "handoff")
+HANDOFF_FOLDER = "handoff"
+
+
+def parse_stage_names(text: str) -> list[str]:
+    """`"filter,caption"` -> `["filter", "caption"]`, in the pipeline's order and without repeats."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STAGE_NAMES]
+    if unknown or not names:
+        raise ValueError(f"unknown stages {unknown or names}; choose from {','.join(STAGE_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"stages repeat: {names}")
+    positions = [STAGE_NAMES.index(name) for name in names]
+    if positions != sorted(positions):
+        raise ValueError(f"stages run in the order {','.join(STAGE_NAMES)}; got {','.join(names)}")
+    return names
+
+
+def _chat_settings(settings: ModelSettings, recipe: PipelineRecipe) -> dict:
+    return {
+        "model": settings.model, "adapter": settings.adapter, "device": recipe.device, "dtype": recipe.dtype,
+        "max_pixels": settings.max_pixels, "batch_size": settings.batch_size,
+    }  # fmt: skip
+
+
+def build_stages(names: Sequence[str], recipe: PipelineRecipe, output_dir: str | Path) -> list[Stage]:
+    """The named stages with the recipe's settings (models are loaded later, in each stage's `setup`)."""
+    from training.pipeline.handoff import HandoffStage
+    from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
+
+    stages: list[Stage] = []
+    for name in names:
+        if name == "filter":
+            stages.append(FilterStage(**_chat_settings(recipe.filter, recipe), threshold=recipe.filter.threshold))
+        elif name == "caption":
+            stages.append(
+                CaptionStage(
+                    **_chat_settings(recipe.caption, recipe),
+                    prompt=recipe.caption.prompt,
+                    decoding=recipe.caption.decoding,
+                    cache_file=str(Path(output_dir) / "caption_cache.jsonl"),
+                )
+            )
+        elif name == "check":
+            stages.append(CheckStage(recipe.check.relational_vocabulary))
+        elif name == "handoff":
+            stages.append(HandoffStage(Path(output_dir) / HANDOFF_FOLDER, recipe.handoff.require_check_ok))
+        else:
+            raise ValueError(f"unknown stage {name!r}; choose from {STAGE_NAMES}")
+    return stages

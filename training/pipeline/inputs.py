@@ -1,0 +1,171 @@
+"""The pipeline's input rows, from any of three sources, with ids by the one image-hash rule (`training.image_ids`):
+
+- a folder of images (`training.image_folder.scan_image_folder`, recursive): `image_hash` = md5 of the file's bytes;
+  files that are not readable images become rows with an `error`, so they are counted, not lost;
+- a list of images, `.jsonl` or `.csv`, one row per image with `image` (or `path`: a local file, relative paths
+  resolved against the list's folder) and/or `url`, and optionally `image_hash`. Without `image_hash` the id is
+  md5(url) when there is a URL (the official formats' rule), else md5 of the file's bytes; a listed file that cannot
+  be read gets md5 of its path as written, and an `error`;
+- a `datasets` dataset (a saved folder or a Hub id) with an image column: images held as bytes are written once to
+  `images_dir/<image_hash>.<ext>` so every row points at a file that any executor can read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from training.image_folder import scan_image_folder
+from training.image_ids import file_image_hash, require_image_hash, url_image_hash
+from training.pipeline.stages import Row, failed_row
+
+
+logger = logging.getLogger(__name__)
+
+LIST_SUFFIXES = (".jsonl", ".csv")
+
+
+def rows_from_folder(folder: str | Path) -> list[Row]:
+    """One row per image file under `folder` (sorted paths; exact duplicates left out, as every folder scan does)."""
+    scan = scan_image_folder(folder)
+    rows: list[Row] = [{"image_hash": image.image_hash, "image": str(image.path)} for image in scan.images]
+    for path, reason in scan.unreadable:
+        rows.append(failed_row({"image_hash": _hash_of_file_or_name(path), "image": str(path)}, str(path), reason))
+    if scan.duplicates:
+        logger.info("%s: %d files repeat an earlier file's bytes and are left out", folder, len(scan.duplicates))
+    if scan.unreadable:
+        logger.warning(
+            "%s: %d files are not readable images; they are reported as failed", folder, len(scan.unreadable)
+        )
+    return rows
+
+
+def _hash_of_file_or_name(path: Path, written: str | None = None) -> str:
+    try:
+        return file_image_hash(path)
+    except OSError:
+        return url_image_hash(written if written is not None else str(path))
+
+
+def _list_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            return [(number, dict(record)) for number, record in enumerate(csv.DictReader(file), start=2)]
+    records = []
+    with path.open(encoding="utf-8-sig") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from error
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append((number, record))
+    return records
+
+
+def rows_from_list(path: str | Path) -> list[Row]:
+    """One row per line of a `.jsonl` / `.csv` list (see the module docstring for the fields).
+
+    Raises:
+        ValueError: `file:line` for malformed JSON, a row with neither `image`/`path` nor `url`, or an `image_hash`
+            that is not 32 lowercase hexadecimal characters.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in LIST_SUFFIXES:
+        raise ValueError(f"{path}: an image list must be .jsonl or .csv")
+    rows: list[Row] = []
+    for number, record in _list_records(path):
+        where = f"{path}:{number}"
+        written = record.get("image") or record.get("path") or None
+        url = record.get("url") or record.get("url_link") or None
+        if written is None and url is None:
+            raise ValueError(f"{where}: a row needs `image` (or `path`) or `url`")
+        row: Row = {}
+        if written is not None:
+            file = Path(str(written)).expanduser()
+            row["image"] = str(file if file.is_absolute() else path.parent / file)
+        if url is not None:
+            row["url"] = str(url)
+        given_hash = record.get("image_hash") or None
+        if given_hash is not None:
+            row["image_hash"] = require_image_hash(given_hash, f"{where}: image_hash")
+        elif url is not None:
+            row["image_hash"] = url_image_hash(str(url))
+        else:
+            row["image_hash"] = _hash_of_file_or_name(Path(row["image"]), str(written))
+        rows.append(row)
+    return rows
+
+
+def rows_from_dataset(
+    name_or_path: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
+) -> list[Row]:
+    """One row per example of a `datasets` dataset (a `save_to_disk` folder or a Hub id) with an image column;
+    a `url` column, when present, gives the id md5(url)."""
+    import datasets
+
+    folder = Path(name_or_path)
+    if folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(folder))
+    else:
+        loaded = datasets.load_dataset(str(name_or_path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"{name_or_path} has no split {split!r}; it has {list(loaded)}")
+        loaded = loaded[split]
+    if image_column not in loaded.column_names:
+        raise ValueError(f"{name_or_path} has no column {image_column!r}; its columns are {loaded.column_names}")
+    if not isinstance(loaded.features[image_column], datasets.Image):
+        raise ValueError(
+            f"{name_or_path}: column {image_column!r} is not an image column ({loaded.features[image_column]})"
+        )
+    loaded = loaded.cast_column(image_column, datasets.Image(decode=False))
+    url_column = next((name for name in ("url", "url_link") if name in loaded.column_names), None)
+    images_dir = Path(images_dir)
+    rows: list[Row] = []
+    for index, example in enumerate(loaded):
+        stored = example[image_column] or {}
+        url = example[url_column] if url_column else None
+        row: Row = {"url": url} if url else {}
+        data, source = stored.get("bytes"), stored.get("path")
+        if data:
+            content_hash = _bytes_hash(data)
+            row["image_hash"] = url_image_hash(url) if url else content_hash
+            suffix = Path(source).suffix.lower() if source else ""
+            file = images_dir / f"{content_hash}{suffix if suffix[1:].isalnum() else ''}"
+            if not file.is_file():
+                images_dir.mkdir(parents=True, exist_ok=True)
+                file.write_bytes(data)
+            row["image"] = str(file)
+        elif source:
+            row["image"] = source
+            row["image_hash"] = url_image_hash(url) if url else _hash_of_file_or_name(Path(source))
+        else:
+            row["image_hash"] = url_image_hash(url) if url else url_image_hash(f"{name_or_path}#{split}#{index}")
+            row = failed_row(row, f"{name_or_path}[{index}]", "no image in this example")
+        rows.append(row)
+    return rows
+
+
+def _bytes_hash(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.md5(data).hexdigest()
+
+
+def read_input_rows(
+    source: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
+) -> list[Row]:
+    """Input rows from a folder of images, a `.jsonl` / `.csv` list, or a `datasets` dataset (saved folder or id)."""
+    path = Path(source)
+    if path.is_file():
+        return rows_from_list(path)
+    if path.is_dir() and not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        return rows_from_folder(path)
+    return rows_from_dataset(source, images_dir, image_column, split)
