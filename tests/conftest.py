@@ -52,3 +52,12 @@ def caption_encoder():
     from training.trainer.caption_encoder import CaptionEncoder
 
     return CaptionEncoder("sentence-transformers/all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_relsim(tmp_path_factory):
+    """A tiny relsim briefly trained on the synthetic families (see tests/search_helpers.py for its cost), shared by
+    the search, Sentence Transformers and web-app tests: `.path` (a relsim folder), `.load()`, `.untrained()`."""
+    from search_helpers import train_tiny_relsim
+
+    return train_tiny_relsim(tmp_path_factory.mktemp("trained-tiny-relsim"))

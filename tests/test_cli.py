@@ -67,6 +67,10 @@ HELP_RUNS = [
     ("training.pipeline", ["caption", "evaluate", "--help"], "usage: python -m training.pipeline caption evaluate "),
     ("training.pipeline", ["check", "--help"], "usage: python -m training.pipeline check "),
     ("training.pipeline", ["demo", "--help"], "usage: python -m training.pipeline demo "),
+    ("training.search", ["--help"], "usage: python -m training.search "),
+    ("training.search", ["index", "--help"], "usage: python -m training.search index "),
+    ("training.search", ["search", "--help"], "usage: python -m training.search search "),
+    ("training.search", ["why", "--help"], "usage: python -m training.search why "),
 ]
 
 
@@ -134,6 +138,7 @@ def test_the_distribution_name_is_not_the_official_releases():
         "relsim-eval",
         "relsim-demo",
         "relsim-pipeline",
+        "relsim-search",
     }
 
 

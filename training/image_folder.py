@@ -5,13 +5,13 @@ pool, the data pipeline's inputs, the search index): which files are images, the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import PIL.Image
 
-from training.image_ids import file_image_hash
+from training.image_ids import file_image_hash, file_image_hash_and_sha256
 
 
 logger = logging.getLogger(__name__)
@@ -19,11 +19,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageFile:
-    """A readable image file: `image_hash` is md5 of its bytes (the local-file rule of `training.image_ids`)."""
+    """A readable image file: `image_hash` is md5 of its bytes (the local-file rule of `training.image_ids`);
+    `sha256` is filled when the scan was asked for it (`with_sha256`), and `mtime_ns` lets a later scan trust an
+    unchanged file without reading it again (`known`)."""
 
     path: Path
     image_hash: str
     size: int
+    mtime_ns: int = 0
+    sha256: str | None = None
 
 
 @dataclass
@@ -71,13 +75,33 @@ def verify_image_file(path: Path) -> str | None:
     return None
 
 
-def scan_image_folder(folder: str | Path, drop_duplicates: bool = True) -> FolderScan:
+def _unchanged(path: Path, known: Mapping[Path, ImageFile] | None, with_sha256: bool) -> ImageFile | None:
+    """The earlier scan's entry for `path` when the file's size and modification time are still the same."""
+    earlier = known.get(path) if known else None
+    if earlier is None or (with_sha256 and earlier.sha256 is None):
+        return None
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return earlier if (status.st_size, status.st_mtime_ns) == (earlier.size, earlier.mtime_ns) else None
+
+
+def scan_image_folder(
+    folder: str | Path,
+    drop_duplicates: bool = True,
+    with_sha256: bool = False,
+    known: Mapping[Path, ImageFile] | None = None,
+) -> FolderScan:
     """Scans `folder` recursively: each image file hashed and verified, unreadable ones listed with the reason
     (the caller reports them, in its own words: left out of a pool, of an index, ...).
 
     Args:
         drop_duplicates: leave out a file whose bytes repeat an earlier file's (retrieval never returns exact
             duplicates); they are listed in `duplicates` as (file, the earlier file).
+        with_sha256: also fill each image's `sha256` (read in the same pass as its image hash).
+        known: an earlier scan's images by path: a file whose size and modification time are unchanged keeps its
+            entry without being read again (a rescan of a large folder costs one `stat` per file).
 
     Raises:
         NotADirectoryError: when `folder` is not a folder.
@@ -85,18 +109,25 @@ def scan_image_folder(folder: str | Path, drop_duplicates: bool = True) -> Folde
     scan = FolderScan()
     first_by_hash: dict[str, Path] = {}
     for path in image_paths(folder):
-        try:
-            image_hash = file_image_hash(path)
-        except OSError as error:
-            scan.unreadable.append((path, f"{type(error).__name__}: {error}"))
+        image = _unchanged(path, known, with_sha256)
+        if image is None:
+            try:
+                status = path.stat()
+                if with_sha256:
+                    image_hash, sha256 = file_image_hash_and_sha256(path)
+                else:
+                    image_hash, sha256 = file_image_hash(path), None
+            except OSError as error:
+                scan.unreadable.append((path, f"{type(error).__name__}: {error}"))
+                continue
+            reason = verify_image_file(path)
+            if reason is not None:
+                scan.unreadable.append((path, reason))
+                continue
+            image = ImageFile(path, image_hash, status.st_size, status.st_mtime_ns, sha256)
+        if drop_duplicates and image.image_hash in first_by_hash:
+            scan.duplicates.append((path, first_by_hash[image.image_hash]))
             continue
-        reason = verify_image_file(path)
-        if reason is not None:
-            scan.unreadable.append((path, reason))
-            continue
-        if drop_duplicates and image_hash in first_by_hash:
-            scan.duplicates.append((path, first_by_hash[image_hash]))
-            continue
-        first_by_hash.setdefault(image_hash, path)
-        scan.images.append(ImageFile(path, image_hash, path.stat().st_size))
+        first_by_hash.setdefault(image.image_hash, path)
+        scan.images.append(image)
     return scan

@@ -61,6 +61,17 @@ def file_sha256(path: str | Path) -> str:
     return _file_digest(path, hashlib.sha256())
 
 
+def file_image_hash_and_sha256(path: str | Path) -> tuple[str, str]:
+    """`(file_image_hash, file_sha256)` of a file in one read: a folder scan that keeps both (the search index's
+    manifest) reads each file once."""
+    image_hash, sha256 = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_READ_CHUNK), b""):
+            image_hash.update(chunk)
+            sha256.update(chunk)
+    return image_hash.hexdigest(), sha256.hexdigest()
+
+
 def _file_digest(path: str | Path, digest: hashlib._Hash) -> str:
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(_READ_CHUNK), b""):

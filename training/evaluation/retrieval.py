@@ -90,30 +90,24 @@ def search_faiss(
 ) -> tuple[list[list[str]], torch.Tensor]:
     """The same search through a FAISS index built shard by shard: "Flat" is exact; a compressed factory string
     (e.g. "IVF4096,PQ64") keeps a pool larger than memory searchable, approximately. A trained index learns its
-    clusters and codebooks from the first shard."""
-    import faiss
+    clusters and codebooks from the first shard (`training.vector_index`, the one FAISS builder)."""
+    from training.vector_index import VectorIndex
 
     digests = cache.content_digests
     _, queries = cache.load(query_hashes)
     in_pool = set(pool_hashes)
-    metric = faiss.METRIC_INNER_PRODUCT if cache.metric == "cosine" else faiss.METRIC_L2
-    index = faiss.index_factory(queries.shape[1], index_factory, metric)
+    index = VectorIndex(queries.shape[1], index_factory, "inner_product" if cache.metric == "cosine" else "l2")
     indexed: list[str] = []
     for shard_hashes, shard in cache.iter_shards():
         rows = [row for row, image_hash in enumerate(shard_hashes) if image_hash in in_pool]
-        vectors = shard[rows].float().numpy()
-        if not index.is_trained:
-            index.train(vectors)
-        index.add(vectors)
+        index.add(shard[rows])
         indexed += [shard_hashes[row] for row in rows]
     copies: dict[str, int] = {}
     for image_hash in indexed:
         copies[digests[image_hash]] = copies.get(digests[image_hash], 0) + 1
     extra = max(copies.get(digests[h], 0) for h in query_hashes)
-    if hasattr(index, "nprobe"):
-        index.nprobe = nprobe
-    found, labels = index.search(queries.numpy(), min(top_k + extra, len(indexed)))
-    scores = torch.from_numpy(found) if cache.metric == "cosine" else -torch.from_numpy(found)
+    found, labels = index.search(queries, top_k + extra, nprobe=nprobe)
+    scores = torch.from_numpy(found)
     neighbours, kept_scores = [], torch.full((len(query_hashes), top_k), float("-inf"))
     for row, query_hash in enumerate(query_hashes):
         kept = [

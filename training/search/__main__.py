@@ -1,0 +1,219 @@
+"""Relational search over your own images: index a collection, query it by image or by relation text, and see why
+two images match.
+
+    python -m training.search index --model relsim-demo/run/final --images photos/ --output photos.index
+    python -m training.search search --index photos.index --image photos/banana.jpg --top-k 5
+    python -m training.search search --index photos.index --text "a {Subject} shown at several stages of growth"
+    python -m training.search why --index photos.index --image photos/banana.jpg --result photos/match.jpg \\
+        --captions seed_group.json
+
+`index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out)
+and resumes after an interruption. `search` and `why` use the model recorded in the index unless `--model` names
+another folder of the same weights; a different model is refused. Console script: `relsim-search`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from training.cli import (
+    add_command,
+    add_commands,
+    add_device_options,
+    command_parser,
+    configure_logging,
+    prog_name,
+    resolve_device,
+    resolve_dtype,
+    run_program,
+)
+
+
+MODULE = "training.search"
+logger = logging.getLogger("relsim.search")
+
+
+def _load_model(args: argparse.Namespace, recorded: str | None = None) -> Any:
+    from training.search.model import SearchModel
+
+    name = args.model or recorded
+    if not name:
+        raise ValueError("--model is required (the relsim folder or hub id that embeds the images)")
+    return SearchModel.load(
+        name,
+        device=resolve_device(args.device),
+        dtype=resolve_dtype(args.dtype),
+        trust_remote_code=args.trust_remote_code,
+        batch_size=getattr(args, "batch_size", 32),
+        num_workers=getattr(args, "num_workers", 0),
+    )
+
+
+def run_index(args: argparse.Namespace) -> None:
+    from training.search.index import index_collection
+
+    dataset = None
+    if args.dataset:
+        from training.errors import import_extra
+
+        datasets = import_extra("datasets", "search", "indexing a datasets dataset")
+        from pathlib import Path
+
+        if Path(args.dataset).is_dir():
+            dataset = datasets.load_from_disk(args.dataset)
+            dataset = dataset[args.split] if isinstance(dataset, datasets.DatasetDict) else dataset
+        else:
+            dataset = datasets.load_dataset(args.dataset, split=args.split)
+    report = index_collection(
+        args.output,
+        _load_model(args),
+        folder=args.images,
+        paths=args.list,
+        dataset=dataset,
+        image_column=args.image_column,
+        factory=args.factory,
+        shard_size=args.shard_size,
+    )
+    for path, reason in report.unreadable:
+        logger.warning("unreadable: %s: %s", path, reason)
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any]:
+    from training.search.index import SearchIndex
+
+    index = SearchIndex(args.index)
+    return index, _load_model(args, index.identity["model"])
+
+
+def run_search(args: argparse.Namespace) -> None:
+    from training.search.query import hits_as_json, hits_as_table, search
+
+    index, model = _open(args)
+    hits = search(index, model, image=args.image, text=args.text, text_weight=args.text_weight, k=args.top_k)
+    labels = {}
+    if args.why:
+        from training.search.query import query_vector
+        from training.search.why import CaptionBank, why
+
+        bank = CaptionBank.read(args.why, model)
+        query = query_vector(model, args.image, args.text, args.text_weight)
+        results = index.stored_vectors([hit.id for hit in hits]) if hits else []
+        labels = {
+            hit.rank: why(bank, query, vector, top=1)[0].caption for hit, vector in zip(hits, results, strict=True)
+        }
+    if args.format == "json":
+        document = hits_as_json(hits, query={"image": args.image, "text": args.text, "text_weight": args.text_weight})
+        if labels:
+            import json
+
+            parsed = json.loads(document)
+            for row in parsed["results"]:
+                row["why"] = labels[row["rank"]]
+            document = json.dumps(parsed, indent=2, ensure_ascii=False)
+        sys.stdout.write(document + "\n")
+    else:
+        table = hits_as_table(hits).splitlines()
+        if labels:
+            table = [table[0] + "  why"] + [
+                f"{line}  [{labels[hit.rank]}]" for line, hit in zip(table[1:], hits, strict=True)
+            ]
+        sys.stdout.write("\n".join(table) + "\n")
+
+
+def run_why(args: argparse.Namespace) -> None:
+    import json
+
+    from training.search.query import query_vector
+    from training.search.why import CaptionBank, why
+
+    index, model = _open(args)
+    index.check_model(model)
+    query = query_vector(model, args.image, args.text, args.text_weight)
+    result = index.stored_vectors([index.find(args.result)])[0]
+    labels = why(CaptionBank.read(args.captions, model), query, result, top=args.top)
+    if args.format == "json":
+        rows = [label.__dict__ for label in labels]
+        sys.stdout.write(json.dumps({"result": args.result, "labels": rows}, indent=2, ensure_ascii=False) + "\n")
+    else:
+        lines = [f"{'fit':>7}  {'query':>7}  {'result':>7}  caption"]
+        lines += [f"{x.score:>7.4f}  {x.query_cosine:>7.4f}  {x.result_cosine:>7.4f}  {x.caption}" for x in labels]
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _model_options(sub: argparse.ArgumentParser, required: bool) -> None:
+    sub.add_argument(
+        "--model",
+        required=required,
+        help="relsim folder or hub id" + ("" if required else " (default: the one recorded in the index)"),
+    )
+    sub.add_argument("--trust-remote-code", action="store_true", help="load --model with the code saved beside it")
+    add_device_options(sub)
+
+
+def _query_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--index", required=True, help="the index folder written by `index`")
+    sub.add_argument("--image", help="query image file")
+    sub.add_argument("--text", help='relation text, e.g. "a {Subject} shown at several stages of growth"')
+    sub.add_argument("--text-weight", type=float, default=0.5, help="weight of the text when both are given")
+    sub.add_argument("--format", choices=("table", "json"), default="table", help="how results are printed")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = command_parser(MODULE, __doc__)
+    commands = add_commands(top)
+
+    index = add_command(commands, "index", "embed a collection into a search index (incremental, resumable)")
+    source = index.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="a folder of images (searched recursively)")
+    source.add_argument("--list", help="a text file of image paths, one per line (relative to its folder)")
+    source.add_argument("--dataset", help="a datasets dataset: a saved folder (load_from_disk) or a Hub id")
+    index.add_argument("--split", default="train", help="--dataset: the split")
+    index.add_argument("--image-column", default="image", help="--dataset: the column holding the images")
+    index.add_argument("--output", required=True, help="the index folder (created, or updated when it exists)")
+    index.add_argument("--factory", default="Flat", help="FAISS index factory: Flat (exact) or e.g. IVF1024,PQ32")
+    index.add_argument("--shard-size", type=int, default=256, help="images per saved shard of embeddings")
+    index.add_argument("--batch-size", type=int, default=32, help="images per forward")
+    index.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
+    _model_options(index, required=True)
+    index.set_defaults(run=run_index)
+
+    search = add_command(commands, "search", "the indexed images closest to an image, a relation text, or both")
+    _query_options(search)
+    search.add_argument("--top-k", type=int, default=10, help="results shown")
+    search.add_argument("--why", metavar="CAPTIONS", help="label each result from a caption bank (see `why`)")
+    _model_options(search, required=False)
+    search.set_defaults(run=run_search)
+
+    why = add_command(commands, "why", "captions of a caption bank that fit both a query and a result")
+    _query_options(why)
+    why.add_argument("--result", required=True, help="an indexed image (its path as the index lists it)")
+    why.add_argument(
+        "--captions",
+        default="synthetic",
+        help="caption bank: synthetic (the 8 family captions), a seed_group.json, a captions jsonl, or a text file "
+        "of one caption per line",
+    )
+    why.add_argument("--top", type=int, default=5, help="labels shown")
+    _model_options(why, required=False)
+    why.set_defaults(run=run_why)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parses `argv` and runs the command; errors propagate (see `program` for the command-line behaviour)."""
+    args = parser().parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return args.run(args)
+
+
+def program() -> int:
+    """Console script `relsim-search`: expected errors as one line (exit status 2), tracebacks with --debug."""
+    return run_program(main, prog=prog_name(MODULE), has_commands=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(program())

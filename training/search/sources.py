@@ -1,0 +1,187 @@
+"""What an index is built from: a folder of images (recursive), a list of image files, or a `datasets` dataset.
+
+Each becomes `IndexEntry`s (where the image is, its image hash and sha256, size) and a list of images that cannot
+be read, each with its reason. Nothing outside what the user pointed at is read: the folder scan leaves out links
+that lead outside the folder, and a list file's relative paths must stay inside the list's folder. URLs are not
+downloaded here (downloading at scale is img2dataset's job: `python -m training.hub_data download`); a URL in a list
+is reported as unreadable with that advice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.image_folder import ImageFile, scan_image_folder, verify_image_file
+from training.image_ids import file_image_hash_and_sha256
+
+
+URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "ftp://")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One image of a collection.
+
+    Attributes:
+        path: the file (absolute), or `<dataset>[<row>]` for an image held in a dataset row.
+        image_hash: md5 of the image's bytes (`training.image_ids`); the key of its embedding.
+        sha256: sha256 of the bytes; the content key that tells a changed file.
+        size: bytes.
+        mtime_ns: the file's modification time (0 for dataset rows): an unchanged file is not read again.
+        data: the encoded bytes of a dataset row (never written to the manifest).
+    """
+
+    path: str
+    image_hash: str
+    sha256: str
+    size: int
+    mtime_ns: int = 0
+    data: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def image(self) -> str | bytes:
+        """What the model reads: the bytes of a dataset row, else the file path."""
+        return self.data if self.data is not None else self.path
+
+    def manifest_row(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "image_hash": self.image_hash,
+            "mtime_ns": self.mtime_ns,
+        }
+
+
+@dataclass
+class Collected:
+    """The entries of a source and the images that cannot be read, as `(path, reason)`."""
+
+    entries: list[IndexEntry] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _known_files(known: Mapping[str, IndexEntry] | None) -> dict[Path, ImageFile]:
+    return {
+        Path(path): ImageFile(Path(path), entry.image_hash, entry.size, entry.mtime_ns, entry.sha256)
+        for path, entry in (known or {}).items()
+        if entry.mtime_ns
+    }
+
+
+def from_folder(folder: str | Path, known: Mapping[str, IndexEntry] | None = None) -> Collected:
+    """Every image file under `folder` (recursive, the one folder scan of `training.image_folder`); files whose size
+    and modification time match `known` (the previous manifest, by absolute path) are not read again.
+
+    Raises:
+        NotADirectoryError: `folder` is not a folder.
+    """
+    folder = Path(folder)
+    root = folder.resolve()
+    # the scan names files as `folder / relative`; the manifest holds `root / relative` (links inside the folder keep
+    # their own name)
+    known_files = {
+        folder / path.relative_to(root): image
+        for path, image in _known_files(known).items()
+        if path.is_relative_to(root)
+    }
+    scan = scan_image_folder(folder, drop_duplicates=False, with_sha256=True, known=known_files)
+    entries = [
+        IndexEntry(str(root / image.path.relative_to(folder)), image.image_hash, image.sha256 or "", image.size,
+                   image.mtime_ns)
+        for image in scan.images
+    ]  # fmt: skip
+    return Collected(entries, [(str(path), why) for path, why in scan.unreadable])
+
+
+def _is_url(text: str) -> bool:
+    return text.lower().startswith(URL_SCHEMES)
+
+
+def from_paths(
+    paths: Sequence[str | Path], base: str | Path | None = None, known: Mapping[str, IndexEntry] | None = None
+) -> Collected:
+    """Image files named one by one. With `base` (the folder of a list file), relative paths are read from there and
+    must stay inside it: a `../x` line or a link out of that folder is reported, never read.
+
+    URLs are reported as unreadable: download them first (img2dataset) and index the downloaded folder.
+    """
+    collected = Collected()
+    root = Path(base).resolve() if base is not None else None
+    known = known or {}
+    for raw in paths:
+        text = str(raw).strip()
+        if _is_url(text):
+            collected.unreadable.append(
+                (text, "a URL: relsim indexes local files; download it first (img2dataset, `python -m "
+                 "training.hub_data download`) and index the downloaded folder")
+            )  # fmt: skip
+            continue
+        path = Path(text)
+        if root is not None and not path.is_absolute():
+            path = root / path
+            if not path.resolve().is_relative_to(root):
+                collected.unreadable.append((text, f"leads outside {root}, the folder of the list; left out"))
+                continue
+        resolved = path.resolve()
+        try:
+            status = resolved.stat()
+        except OSError as error:
+            collected.unreadable.append((text, f"{type(error).__name__}: {error.strerror or error}"))
+            continue
+        earlier = known.get(str(resolved))
+        if earlier is not None and (earlier.size, earlier.mtime_ns) == (status.st_size, status.st_mtime_ns):
+            collected.entries.append(earlier)
+            continue
+        reason = verify_image_file(resolved)
+        if reason is not None:
+            collected.unreadable.append((text, reason))
+            continue
+        try:
+            image_hash, sha256 = file_image_hash_and_sha256(resolved)
+        except OSError as error:
+            collected.unreadable.append((text, f"{type(error).__name__}: {error}"))
+            continue
+        collected.entries.append(IndexEntry(str(resolved), image_hash, sha256, status.st_size, status.st_mtime_ns))
+    return collected
+
+
+def read_path_list(list_file: str | Path) -> list[str]:
+    """The non-empty, non-comment lines of a list file (one path per line).
+
+    Raises:
+        FileNotFoundError: the list file is missing.
+    """
+    lines = Path(list_file).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def from_dataset(dataset: Any, image_column: str = "image", name: str = "dataset") -> Collected:
+    """The images of a `datasets.Dataset` column (an `Image` feature, or encoded bytes): each row becomes the entry
+    `<name>[<row>]`, embedded from its bytes. A row that holds only a relative path is reported, not read.
+
+    Raises:
+        KeyError: the dataset has no `image_column`.
+    """
+    import datasets
+
+    if image_column not in dataset.column_names:
+        raise KeyError(f"the dataset has no column {image_column!r}; its columns are {dataset.column_names}")
+    column = dataset.cast_column(image_column, datasets.Image(decode=False))[image_column]
+    collected = Collected()
+    for row, value in enumerate(column):
+        where = f"{name}[{row}]"
+        data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (value, None)
+        if data is None and path and Path(path).is_absolute() and Path(path).is_file():
+            data = Path(path).read_bytes()
+        if not isinstance(data, bytes | bytearray):
+            collected.unreadable.append((where, "the row holds no image bytes (nor an absolute file path)"))
+            continue
+        data = bytes(data)
+        entry = IndexEntry(where, hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest(), len(data), 0, data)
+        collected.entries.append(entry)
+    return collected
