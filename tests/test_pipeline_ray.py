@@ -226,7 +226,7 @@ def test_a_rerun_of_a_finished_output_recomputes_nothing_and_keeps_every_shard(f
 
 
 def test_an_output_of_other_inputs_is_refused(full_run):
-    with pytest.raises(ValueError, match="plan.json records 5 shards of another input"):
+    with pytest.raises(ValueError, match=r"plan\.json records 5 shards of another input"):
         run_on_ray(full_run["input"][:30], [], full_run["output"], settings=RaySettings(shard_size=50))
 
 
