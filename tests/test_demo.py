@@ -20,6 +20,10 @@ def test_demo_pipeline_writes_every_report_file(tmp_path):
     assert "Bar " not in report and "the bar" not in report.lower()
     assert "**relsim (trained)**: " in report and "mirror symmetry: " in report
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    # the demo ends with search over the indexed pool: both queries' top 5 with a why label, and the two measures
+    assert "## Search by image and by relation text" in report and "- relation-text mAP" in report
+    assert report.count("| dataset[") == 10 and 'Relation-text query "' in report
+    assert len((tmp_path / "search-index" / "manifest.jsonl").read_text().splitlines()) == 32
 
 
 def test_verdict_says_the_result_in_words():

@@ -85,9 +85,13 @@ def test_an_interrupted_index_run_resumes_with_the_images_it_had_not_embedded(tm
     assert (resumed.embedded, report.embedded, report.reused, report.indexed) == (3, 3, 4, 7)
 
 
-def test_search_by_image_equals_exact_search_and_leaves_out_the_query(tmp_path, search_model):
+@pytest.mark.parametrize("factory", ["Flat", "IVF2,Flat"])
+def test_search_by_image_equals_exact_search_and_leaves_out_the_query(tmp_path, search_model, factory):
+    # IVF with every list probed is exact too; it is trained on vectors gathered across the small shards
     write_images(tmp_path / "photos", range(12))
-    index_collection(tmp_path / "idx", search_model, folder=tmp_path / "photos", show_progress=False)
+    index_collection(
+        tmp_path / "idx", search_model, folder=tmp_path / "photos", factory=factory, shard_size=3, show_progress=False
+    )
     index = SearchIndex(tmp_path / "idx")
     query = str(tmp_path / "photos" / "img03.png")
     hits = search(index, search_model, image=query, k=5)
@@ -121,6 +125,9 @@ def test_an_index_refuses_another_model(tmp_path, search_model, processor):
         index_collection(tmp_path / "idx", other, folder=tmp_path / "photos", show_progress=False)
     with pytest.raises(ValueError, match="differ in weights"):
         search(SearchIndex(tmp_path / "idx"), other, image=str(tmp_path / "photos" / "img00.png"))
+    # the same weights under another name (a copied folder) are the same model
+    renamed = SearchModel(search_model.model, search_model.processor, name="copied")
+    assert len(search(SearchIndex(tmp_path / "idx"), renamed, image=str(tmp_path / "photos" / "img00.png"))) == 2
 
 
 def test_hostile_names_never_reach_outside_the_collection(tmp_path, search_model):
@@ -197,6 +204,13 @@ def test_cli_indexes_then_prints_search_results_as_json_that_parses(tmp_path, mo
     scores = [row["score"] for row in document["results"]]
     assert scores == sorted(scores, reverse=True)
     assert json.loads(hits_as_json([]))["results"] == []
+    (tmp_path / "labels.txt").write_text("first label\nsecond label\nthird label\n")
+    result = document["results"][0]["path"]
+    labels_file = str(tmp_path / "labels.txt")
+    search_cli(["why", "--index", str(tmp_path / "idx"), "--image", query, "--result", result,
+                "--captions", labels_file, "--top", "2", "--format", "json", "--device", "cpu"])  # fmt: skip
+    labels = json.loads(capsys.readouterr().out)["labels"]
+    assert len(labels) == 2 and all(row["score"] == min(row["query_cosine"], row["result_cosine"]) for row in labels)
 
 
 def test_relation_text_and_why_beat_the_untrained_model(trained_tiny_relsim):

@@ -4,7 +4,9 @@ trainer and recipe, and score it against attribute baselines on shapes and colou
     python -m training.demo --output relsim-demo              # CPU, under 10 minutes on 2 cores
     python -m training.demo --device cuda --preset small      # a bigger tiny model on a GPU
 
-Writes `<output>/report.md` with the table, neighbour grids and the similarity-space plot; the trained model is in
+Writes `<output>/report.md` with the table, neighbour grids and the similarity-space plot, and ends by indexing the
+held-out pool for search (`<output>/search-index`): one image query and one relation-text query with their top 5
+and "why" labels, and the relation-text mAP and why accuracy, go to the log and the report. The trained model is in
 `<output>/run/final`. Console script: `relsim-demo`. On the CPU the run repeats to the last digit: the recipe
 fixes the seeds and the torch thread count and turns on torch's deterministic algorithms. Its time is the CPU time
 the machine gives those threads, so OpenMP threads wait passively (they sleep instead of spinning) and a busy machine
@@ -28,6 +30,7 @@ from training.cpu_threads import prefer_passive_waiting
 
 if TYPE_CHECKING:
     from training.evaluation.synthetic_retrieval import BenchmarkRun
+    from training.search.showcase import SearchShowcase
     from training.trainer.arguments import RelSimTrainingArguments
 
 MODULE = "training.demo"
@@ -134,6 +137,19 @@ def log_time_factors(training_arguments: RelSimTrainingArguments, passive: bool)
     )
 
 
+def show_search(model, processor, run: BenchmarkRun, folder: Path, report: Path) -> SearchShowcase:
+    """The demo's last step: the trained model indexes the held-out pool for search (`training.search`); one image
+    query and one relation-text query with their top 5 and "why" labels, and the relation-text mAP and why accuracy,
+    are added to the report."""
+    from training.search.model import SearchModel
+    from training.search.showcase import search_showcase
+
+    showcase = search_showcase(SearchModel(model, processor, name="relsim (trained)"), run.pool, folder)
+    with report.open("a", encoding="utf-8") as out:
+        out.write("\n" + showcase.markdown())
+    return showcase
+
+
 def parser() -> argparse.ArgumentParser:
     parser = command_parser(MODULE, __doc__)
     parser.add_argument("--output", type=Path, default=Path("relsim-demo"), help="folder of the report and the run")
@@ -193,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
     )  # fmt: skip
     table = markdown_table(rows_from_table(run.table), columns=METRIC_COLUMNS)
     logger.info("\n%s\n%s\n\n%s\nreport: %s", table, summary, notes, report)
+    showcase = show_search(trained, processor, run, args.output / "search-index", report)
+    logger.info("\n%s", showcase.log_text())
     logger.info(
         "demo finished in %.1f min (training %.1f min)", (time.perf_counter() - started) / 60, training_seconds / 60
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,12 @@ class IndexReport:
 
 
 def _check_model(folder: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
-    if stored != wanted:
-        fields = sorted(name for name in stored.keys() | wanted.keys() if stored.get(name) != wanted.get(name))
+    """Refuses a model whose weights, processor settings or text encoder differ from the index's; the model's name
+    may differ (the same weights copied to another folder are the same model)."""
+    fields = sorted(
+        name for name in stored.keys() | wanted.keys() if name != "model" and stored.get(name) != wanted.get(name)
+    )
+    if fields:
         raise ValueError(
             f"{folder} was indexed with model {stored.get('model')} ({stored.get('weights')}), not with "
             f"{wanted.get('model')} ({wanted.get('weights')}); they differ in {', '.join(fields)}. Use the model that "
@@ -184,7 +188,9 @@ def index_collection(
         store = TensorShardStore(output / EMBEDDINGS_FOLDER, identity)
     except IdentityMismatchError as error:
         _check_model(output, error.stored, identity)
-        raise
+        # the same weights under another name: keep the stored rows, under the identity they were made with
+        store = TensorShardStore(output / EMBEDDINGS_FOLDER, error.stored)
+        identity = error.stored
     embedded, failures = _embed_missing(model, store, collected.entries, shard_size, show_progress)
     failed = {path for path, _ in failures}
     unreadable = collected.unreadable + failures
@@ -215,18 +221,35 @@ def index_collection(
     return report
 
 
-def _fill(vectors: VectorIndex, store: TensorShardStore, entries: Sequence[IndexEntry]) -> list[IndexEntry]:
-    """Adds the vectors of `entries` shard by shard (a trained factory learns from the first shard); returns the
-    entries in the order their vectors got ids. Files with the same bytes share one stored vector."""
+def _fill(
+    vectors: VectorIndex, store: TensorShardStore, entries: Sequence[IndexEntry], training_sample: int = 65536
+) -> list[IndexEntry]:
+    """Adds the vectors of `entries` shard by shard; returns the entries in the order their vectors got ids (files
+    with the same bytes share one stored vector). A trained factory (IVF, PQ) first learns from up to
+    `training_sample` vectors gathered from the leading shards."""
     by_hash: dict[str, list[IndexEntry]] = {}
     for entry in entries:
         by_hash.setdefault(entry.image_hash, []).append(entry)
+
+    def chosen_rows() -> Iterator[tuple[list[IndexEntry], torch.Tensor]]:
+        for keys, rows in store.iter_shards():
+            chosen = [(row, entry) for row, key in enumerate(keys) for entry in by_hash.get(key, [])]
+            if chosen:
+                yield [entry for _, entry in chosen], rows[[row for row, _ in chosen]]
+
+    if not vectors.is_trained:
+        sample, gathered = [], 0
+        for _, rows in chosen_rows():
+            sample.append(rows[: training_sample - gathered])
+            gathered += len(sample[-1])
+            if gathered >= training_sample:
+                break
+        if sample:
+            vectors.train(torch.cat(sample))
     ordered: list[IndexEntry] = []
-    for keys, rows in store.iter_shards():
-        chosen = [(row, entry) for row, key in enumerate(keys) for entry in by_hash.get(key, [])]
-        if chosen:
-            vectors.add(rows[[row for row, _ in chosen]])
-            ordered += [entry for _, entry in chosen]
+    for chosen, rows in chosen_rows():
+        vectors.add(rows)
+        ordered += chosen
     return ordered
 
 

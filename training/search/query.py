@@ -8,8 +8,9 @@ renormalised.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,13 +62,15 @@ def search(
     text_weight: float = 0.5,
     k: int = 10,
     exclude_query: bool = True,
+    exclude_ids: Collection[int] = (),
     nprobe: int = 64,
 ) -> list[SearchHit]:
     """The `k` indexed images closest to the query (see `query_vector`), best first.
 
     Args:
-        exclude_query: leave out indexed images with the same bytes as a query image file (an image's nearest
-            neighbour is otherwise itself).
+        exclude_query: leave out indexed images with the same bytes as a query image file or bytes (an image's
+            nearest neighbour is otherwise itself).
+        exclude_ids: indexed images to leave out as well (e.g. the query's own row when it is an in-memory image).
 
     Raises:
         ValueError: `model` is not the model that made `index`, or the query is empty.
@@ -75,15 +78,18 @@ def search(
     index.check_model(model)
     vector = query_vector(model, image, text, text_weight)
     query_sha256 = None
-    if exclude_query and isinstance(image, str | Path) and Path(image).is_file():
+    if exclude_query and isinstance(image, bytes):
+        query_sha256 = hashlib.sha256(image).hexdigest()
+    elif exclude_query and isinstance(image, str | Path) and Path(image).is_file():
         from training.image_ids import file_sha256
 
         query_sha256 = file_sha256(image)
-    extra = sum(entry.sha256 == query_sha256 for entry in index.entries) if query_sha256 else 0
-    scores, ids = index.vectors.search(vector[None], k + extra, nprobe=nprobe)
+    excluded = set(exclude_ids)
+    excluded |= {i for i, entry in enumerate(index.entries) if query_sha256 and entry.sha256 == query_sha256}
+    scores, ids = index.vectors.search(vector[None], k + len(excluded), nprobe=nprobe)
     hits: list[SearchHit] = []
     for score, found in zip(scores[0].tolist(), ids[0].tolist(), strict=True):
-        if found < 0 or (query_sha256 and index.entries[found].sha256 == query_sha256):
+        if found < 0 or found in excluded:
             continue
         entry = index.entries[found]
         hits.append(SearchHit(len(hits) + 1, entry.path, float(score), entry.image_hash, found))
