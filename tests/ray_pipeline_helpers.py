@@ -12,36 +12,7 @@ import numpy as np
 import PIL.Image
 
 from training.pipeline.embed_stage import EmbedStage
-from training.pipeline.model_stages import ChatStage, FilterStage
 from training.pipeline.stages import Row
-
-
-QUESTION = "Is this image relationally interesting? Answer Yes or No."
-
-
-class TinyFilterStage(FilterStage):
-    """`FilterStage` with P(yes) from the chat's `answer_probabilities` on a fixed question (the stage's own scorer,
-    `training.pipeline.filter.score_images`, is helper A's, not merged on this branch yet)."""
-
-    def process_images(self, rows: list[Row], images: list[PIL.Image.Image]) -> list[Row]:
-        probabilities = self.chat.answer_probabilities([([image], QUESTION) for image in images], ("Yes", "No"))
-        scores = probabilities[:, 0].tolist()
-        return [
-            {**row, "filter_score": float(score), "kept": bool(score >= self.threshold)}
-            for row, score in zip(rows, scores, strict=True)
-        ]
-
-
-class TinyCaptionStage(ChatStage):
-    """A caption stage over the tiny generating chat (a few greedy tokens); helper D's `CaptionStage` needs its
-    captioner package, not merged on this branch yet."""
-
-    name = "caption"
-    output_fields = ("caption",)
-
-    def process_images(self, rows: list[Row], images: list[PIL.Image.Image]) -> list[Row]:
-        texts = self.chat.generate([([image], "Describe {Object}.") for image in images], max_new_tokens=3)
-        return [{**row, "caption": "{Object} " + text.strip()} for row, text in zip(rows, texts, strict=True)]
 
 
 class CrashOnceEmbedStage(EmbedStage):

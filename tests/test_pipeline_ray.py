@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from tests.ray_pipeline_helpers import CrashOnceEmbedStage, TinyCaptionStage, TinyFilterStage, write_image_folder
+from tests.ray_pipeline_helpers import CrashOnceEmbedStage, write_image_folder
 from training.image_ids import url_image_hash
 from training.pipeline.__main__ import main
 from training.pipeline.embed_stage import EmbedStage
 from training.pipeline.index_stage import build_shard_index, read_index_ids
 from training.pipeline.inputs import rows_from_folder
-from training.pipeline.model_stages import CheckStage
+from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
 from training.pipeline.ray_executor import run_on_ray
 from training.pipeline.recipe import PipelineRecipe
 from training.pipeline.scale_recipe import (
@@ -42,7 +42,7 @@ from training.vlm.tiny import save_tiny_chat
 
 
 ROOT = Path(__file__).resolve().parents[1]
-THRESHOLD = 0.4933  # about the median P(yes) of the tiny random filter on these images: roughly half are kept
+THRESHOLD = 0.4712  # about the median P(yes) of the tiny random filter on these images: roughly half are kept
 CHAT_PIXELS = 56 * 56
 
 
@@ -80,8 +80,8 @@ def full_run(ray_address, models, tmp_path_factory):
     )
     chat = {"device": "cpu", "max_pixels": CHAT_PIXELS}
     stages = [
-        TinyFilterStage(models["chat"], threshold=THRESHOLD, **chat),
-        TinyCaptionStage(models["chat"], **chat),
+        FilterStage(models["chat"], threshold=THRESHOLD, **chat),
+        CaptionStage(models["chat"], decoding={"max_new_tokens": 3}, cache_file=str(root / "captions.jsonl"), **chat),
         CheckStage(),
         CrashOnceEmbedStage(models["relsim"], device="cpu", marker=str(marker)),
     ]
@@ -112,7 +112,7 @@ def test_rows_below_the_threshold_keep_their_score_and_are_neither_captioned_nor
     kept = [row for row in scored if row["filter_score"] >= THRESHOLD]
     dropped = [row for row in scored if row["filter_score"] < THRESHOLD]
     assert 40 <= len(kept) <= 160 and len(kept) + len(dropped) == 200
-    assert all(row["kept"] and row["caption"].startswith("{Object}") and len(row["embedding"]) == 384 for row in kept)
+    assert all(row["kept"] and isinstance(row["caption"], str) and len(row["embedding"]) == 384 for row in kept)
     assert all(not row["kept"] and "caption" not in row and "embedding" not in row for row in dropped)
     assert all(isinstance(row["check"], dict) and "ok" in row["check"] for row in kept)
 
@@ -137,7 +137,7 @@ def test_captions_jsonl_for_the_dataset_builders_holds_the_captioned_rows(full_r
     records = [json.loads(line) for line in lines]
     expected = [row for row in full_run["rows"] if "caption" in row and row["check"]["ok"]]
     assert [record["image_hash"] for record in records] == [row["image_hash"] for row in expected]
-    assert set(records[0]) == {"image_hash", "caption", "url_link"}
+    assert all(set(record) == {"image_hash", "caption", "url_link"} for record in records)
 
 
 def test_a_worker_that_dies_is_restarted_and_its_batch_retried(full_run):
@@ -162,8 +162,12 @@ def test_flat_index_equals_exact_search_and_ivf_pq_reports_its_recall(full_run, 
     flat = VectorIndex.load(full_run["output"] / "index" / "embeddings.faiss")
     assert [row["image_hash"] for row in read_index_ids(full_run["output"])] == [row["image_hash"] for row in embedded]
     scores, ids = flat.search(vectors, 10)
-    np.testing.assert_array_equal(ids, exact_ids)
-    np.testing.assert_allclose(scores, np.take_along_axis(vectors @ vectors.T, exact_ids, 1), atol=1e-5)
+    similarities = vectors @ vectors.T
+    # the same neighbours as exact search: identical ranked scores, each id's exact score the one reported (two
+    # neighbours whose scores tie to float rounding may trade places, nothing else)
+    np.testing.assert_allclose(scores, np.take_along_axis(similarities, exact_ids, 1), atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(similarities, ids, 1), scores, atol=1e-5)
+    assert (ids == exact_ids).mean() >= 0.99
 
     path = build_shard_index(full_run["output"], full_run["plan"], IndexSettings(factory="IVF4,PQ8x4"),
                              folder=tmp_path / "ivfpq")  # fmt: skip

@@ -17,6 +17,7 @@ failed per reason).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,12 @@ class StageActor:
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
+        cache_file = getattr(stage, "cache_file", None)
+        if cache_file:
+            # one append-only cache per actor: actors on many machines never append to one file (the shards, not
+            # this cache, are what a rerun resumes from)
+            path = Path(cache_file)
+            stage.cache_file = str(path.with_name(f"{path.stem}.{uuid.uuid4().hex[:12]}{path.suffix}"))
 
     def __call__(self, batch: Any) -> Any:
         rows = table_to_rows(batch)
