@@ -33,7 +33,7 @@ from training.cli import add_command, add_commands, command_parser, configure_lo
 
 MODULE = "training.pipeline"
 logger = logging.getLogger("relsim.pipeline")
-EXECUTORS = ("local",)  # issue 15 adds "ray"; kept as strings so --help imports nothing
+EXECUTORS = ("local", "ray")  # kept as strings so --help imports nothing
 
 
 def _run_named_stages(args: argparse.Namespace, names: list[str]):
@@ -60,6 +60,10 @@ def _run_named_stages(args: argparse.Namespace, names: list[str]):
 
 
 def run_pipeline(args: argparse.Namespace):
+    if args.executor == "ray" or args.ray_address:
+        from training.pipeline.scale_run import run_ray_command
+
+        return run_ray_command(args)
     from training.pipeline.build import parse_stage_names
 
     return _run_named_stages(args, parse_stage_names(args.stages))
@@ -144,7 +148,12 @@ def parser() -> argparse.ArgumentParser:
 
     run_parser = add_command(commands, "run", "run stages over the input (local executor; resumes)")
     _add_run_options(run_parser)
-    run_parser.add_argument("--stages", default="filter,caption,check,handoff", help="comma-separated, in order")
+    run_parser.add_argument(
+        "--stages", default="filter,caption,check,handoff",
+        help="comma-separated, in order; the ray executor also runs download (before filter), embed (after check) and "
+        "index (last)",
+    )  # fmt: skip
+    run_parser.add_argument("--ray-address", help="run on this Ray cluster (implies --executor ray), e.g. auto")
     run_parser.set_defaults(run=run_pipeline)
 
     filter_parser = add_command(commands, "filter", "the relational filter: train, score, evaluate")

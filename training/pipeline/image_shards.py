@@ -1,0 +1,133 @@
+"""Download with img2dataset, and read image shards (img2dataset's webdataset or parquet output) as pipeline rows.
+
+`download_shards` runs img2dataset over the rows' URLs: its own `ray` distributor when Ray is up (one Ray task per
+shard), its `multiprocessing` one otherwise; `incremental` mode, so a rerun fetches only the shards it has no stats
+for. `rows_from_image_shards` turns a folder of such shards (downloaded here or elsewhere) into rows, one list per
+shard: a successful image is written once to `images_dir/<image_hash>.jpg` (the stages read files), a failed one
+becomes a row with an `error` naming the URL and img2dataset's reason, so every URL is accounted for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from training.image_ids import url_image_hash
+from training.pipeline.scale_recipe import DownloadSettings
+from training.pipeline.stages import Row, failed_row
+from training.store import atomic_write
+
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_STAGE = "download"
+
+
+def download_shards(rows: list[Row], output_folder: str | Path, settings: DownloadSettings, on_ray: bool) -> Path:
+    """Fetches every row's `url` into img2dataset shards under `output_folder` (resumable); returns that folder."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise call the network
+    from img2dataset import download
+
+    output_folder = Path(output_folder)
+    output_folder.mkdir(parents=True, exist_ok=True)
+    url_list = output_folder.parent / f"{output_folder.name}-urls.jsonl"
+    lines = [
+        json.dumps({"url": row["url"], "image_hash": row["image_hash"], "source_caption": row.get("source_caption")})
+        for row in rows
+        if row.get("url")
+    ]
+    atomic_write(url_list, ("\n".join(lines) + "\n").encode("utf-8"))
+    download(
+        url_list=str(url_list),
+        input_format="jsonl",
+        url_col="url",
+        save_additional_columns=["image_hash", "source_caption"],
+        output_format=settings.output_format,
+        output_folder=str(output_folder),
+        image_size=settings.image_size,
+        resize_mode=settings.resize_mode,
+        resize_only_if_bigger=True,
+        processes_count=settings.processes,
+        thread_count=settings.threads,
+        timeout=settings.timeout,
+        retries=settings.retries,
+        enable_wandb=False,
+        incremental_mode="incremental",
+        number_sample_per_shard=settings.shard_size,
+        distributor="ray" if on_ray else "multiprocessing",
+    )
+    return output_folder
+
+
+def download_statistics(folder: str | Path) -> dict[str, int]:
+    """img2dataset's totals over the shards in `folder`: count, successes, failed_to_download, failed_to_resize."""
+    totals = {"count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0}
+    for stats_file in sorted(Path(folder).glob("*_stats.json")):
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+        for key in totals:
+            totals[key] += int(stats.get(key, 0))
+    return totals
+
+
+def _tar_images(path: Path) -> dict[str, bytes]:
+    images = {}
+    with tarfile.open(path) as archive:
+        for member in archive.getmembers():
+            key, _, suffix = member.name.rpartition(".")
+            if member.isfile() and suffix.lower() in ("jpg", "jpeg", "png", "webp"):
+                images[key] = archive.extractfile(member).read()
+    return images
+
+
+def _shard_images(metadata_file: Path) -> dict[str, bytes]:
+    """key -> encoded image of one shard: from the `.tar` beside the metadata (webdataset), or the `jpg` column of
+    the parquet itself (img2dataset's parquet format)."""
+    tar = metadata_file.with_suffix(".tar")
+    if tar.is_file():
+        return _tar_images(tar)
+    table = pq.read_table(metadata_file)
+    if "jpg" not in table.column_names:
+        raise ValueError(f"{metadata_file}: neither a {tar.name} beside it nor a `jpg` column; not an image shard")
+    return {key: data for key, data in zip(table["key"].to_pylist(), table["jpg"].to_pylist(), strict=True) if data}
+
+
+def rows_from_image_shards(folder: str | Path, images_dir: str | Path) -> list[list[Row]]:
+    """One list of rows per shard of `folder` (img2dataset layout: `NNNNN.parquet` metadata, images in `NNNNN.tar`
+    or in the parquet's `jpg` column); ids are md5(url), or the shard's `image_hash` column when it has one."""
+    folder, images_dir = Path(folder), Path(images_dir)
+    metadata_files = sorted(path for path in folder.glob("*.parquet") if path.stem.isdigit())
+    if not metadata_files:
+        raise ValueError(f"{folder}: no image shards (NNNNN.parquet, with NNNNN.tar for webdataset) found")
+    shards = []
+    for metadata_file in metadata_files:
+        columns = [name for name in pq.read_schema(metadata_file).names if name != "jpg"]
+        records = pq.read_table(metadata_file, columns=columns).to_pylist()
+        images = _shard_images(metadata_file)
+        rows = []
+        for record in records:
+            url = record.get("url") or ""
+            row: Row = {"image_hash": record.get("image_hash") or url_image_hash(url)}
+            if url:
+                row["url"] = url
+            for name in ("source_caption", "caption"):
+                if record.get(name):
+                    row["source_caption"] = record[name]
+                    break
+            data = images.get(record.get("key"))
+            if record.get("status", "success") == "success" and data:
+                file = images_dir / f"{row['image_hash']}.jpg"
+                if not file.is_file():
+                    atomic_write(file, data)
+                row["image"] = str(file)
+            else:
+                reason = record.get("error_message") or record.get("status") or "no image in the shard"
+                row = failed_row(row, url or str(metadata_file), str(reason))
+                row["error_stage"] = DOWNLOAD_STAGE
+            rows.append(row)
+        shards.append(rows)
+    return shards

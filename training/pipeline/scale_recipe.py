@@ -1,0 +1,153 @@
+"""The recipe sections of the scaled-out pipeline (issue 15), beside the local pipeline's (`recipe.py`):
+
+    ray:
+      address: null                  # null: start Ray on this machine; "auto" / "ray://host:10001": join a cluster
+      num_cpus: null                 # only when Ray is started here (tests: 2)
+      object_store_memory: null      # bytes, only when Ray is started here (tests: a few hundred MB)
+      shard_size: 10000              # input rows per output shard (the unit of resume)
+      actors:                        # per stage: Ray resources, actor-pool size and rows per map_batches call
+        filter:  {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 64}
+        caption: {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 32}
+        embed:   {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 64}
+    download: {output_format: webdataset, image_size: 448, processes: 16, threads: 64, shard_size: 10000}
+    embed:    {model: runs/relsim/final, dtype: bfloat16, device: auto, batch_size: 64}
+    index:    {factory: "IVF65536,PQ64", metric: inner_product, training_sample: 2000000, nprobe: 64}
+
+`load_scale_recipe` splits a YAML file into these sections and the local pipeline's `PipelineRecipe`, so one file
+configures either executor; unknown keys are refused with their names, as the local recipe does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from training.pipeline.recipe import PipelineRecipe, recipe_from_dict
+
+
+@dataclass
+class ActorSettings:
+    """One stage's Ray actors: resources each, how many (`concurrency`), rows per call, restarts after a crash."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    concurrency: int = 1
+    batch_size: int | None = None
+    max_restarts: int = 3
+
+
+@dataclass
+class RaySettings:
+    address: str | None = None
+    num_cpus: int | None = None
+    object_store_memory: int | None = None
+    shard_size: int = 10_000
+    actors: dict[str, ActorSettings] = field(default_factory=dict)
+
+    def actor(self, stage: str) -> ActorSettings:
+        return self.actors.get(stage, ActorSettings())
+
+
+@dataclass
+class DownloadSettings:
+    """img2dataset's settings: `output_format` "webdataset" or "parquet" (images inside the shards), resizing,
+    parallelism (`processes` x `threads` on the local distributor; one Ray task per shard on Ray)."""
+
+    output_format: str = "webdataset"
+    image_size: int = 448
+    resize_mode: str = "keep_ratio"
+    processes: int = 1
+    threads: int = 16
+    timeout: int = 10
+    retries: int = 0
+    shard_size: int = 10_000
+
+
+@dataclass
+class EmbedSettings:
+    """The relsim model (a saved folder or hub id) and how `RelSimModel.embed_images` runs it."""
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 32
+    trust_remote_code: bool = False
+
+
+@dataclass
+class IndexSettings:
+    """The FAISS index over the embeddings (`training.vector_index`): any factory string, trained on a sample."""
+
+    factory: str = "Flat"
+    metric: str = "inner_product"
+    training_sample: int = 100_000
+    nprobe: int = 64
+
+
+@dataclass
+class ScaleRecipe:
+    pipeline: PipelineRecipe
+    ray: RaySettings = field(default_factory=RaySettings)
+    download: DownloadSettings = field(default_factory=DownloadSettings)
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+
+
+DOWNLOAD_FORMATS = ("webdataset", "parquet")
+
+
+def _build(kind: type, values: Any, where: str) -> Any:
+    if values is None:
+        return kind()
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+    known = {spec.name for spec in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {unknown}; valid: {sorted(known)}")
+    return kind(**values)
+
+
+def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> ScaleRecipe:
+    """A recipe from a parsed mapping; the `ray`, `download`, `embed` and `index` sections are this module's, the
+    rest goes to the local pipeline's `recipe_from_dict`."""
+    values = dict(values)
+    ray_values = dict(values.pop("ray", None) or {})
+    actors = ray_values.pop("actors", None) or {}
+    if not isinstance(actors, dict):
+        raise ValueError(f"{where}: ray.actors maps stage names to settings, got {type(actors).__name__}")
+    ray = _build(RaySettings, ray_values, f"{where}: ray")
+    ray.actors = {name: _build(ActorSettings, value, f"{where}: ray.actors.{name}") for name, value in actors.items()}
+    recipe = ScaleRecipe(
+        pipeline=PipelineRecipe(),
+        ray=ray,
+        download=_build(DownloadSettings, values.pop("download", None), f"{where}: download"),
+        embed=_build(EmbedSettings, values.pop("embed", None), f"{where}: embed"),
+        index=_build(IndexSettings, values.pop("index", None), f"{where}: index"),
+    )
+    recipe.pipeline = recipe_from_dict(values, where)
+    if ray.shard_size < 1:
+        raise ValueError(f"{where}: ray.shard_size must be at least 1, got {ray.shard_size}")
+    if recipe.download.output_format not in DOWNLOAD_FORMATS:
+        raise ValueError(f"{where}: download.output_format must be one of {DOWNLOAD_FORMATS}")
+    for name, actor in ray.actors.items():
+        if actor.concurrency < 1 or (actor.batch_size is not None and actor.batch_size < 1):
+            raise ValueError(f"{where}: ray.actors.{name}: concurrency and batch_size must be at least 1")
+    return recipe
+
+
+def load_scale_recipe(path: str | Path | None) -> ScaleRecipe:
+    """The recipe in `path` (YAML), or the defaults when `path` is None."""
+    if path is None:
+        return ScaleRecipe(pipeline=PipelineRecipe())
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of settings, got {type(values).__name__}")
+    return scale_recipe_from_dict(values, str(path))

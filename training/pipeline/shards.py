@@ -1,0 +1,194 @@
+"""The scaled-out pipeline's output shards: one parquet file per input shard, written once, atomically.
+
+A run splits its input rows into shards of `shard_size` rows (in input order), each with a fingerprint (md5 of its
+image hashes). `shards/part-00003.parquet` holds shard 3's rows (every input row once: kept, dropped by the filter
+or failed) and carries the shard's fingerprint in its parquet metadata. It is written under a hidden temporary name
+and renamed when complete (`training.store.atomic_write`), so it exists only whole: a rerun takes a shard as
+finished when its file exists and its fingerprint matches the plan, and recomputes every other shard. `plan.json`
+records the shards of the run; a rerun over other input rows (or another shard size) is refused rather than mixed.
+
+Columns: the row fields every stage may write, with fixed Arrow types so shards written by different workers always
+agree: `image_hash`, `url`, `image`, `source_caption`, `filter_score`, `kept`, `caption`, `check` (the check's
+result as JSON text), `embedding` (list of float32), `handed_off`, `handoff_image`, `handoff_reason`, `error`,
+`error_kind`, `error_stage` (which stage reported the error), and `extra` (any other field, as JSON text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from training.pipeline.stages import Row
+from training.store import atomic_write
+
+
+logger = logging.getLogger(__name__)
+
+SHARDS_FOLDER = "shards"
+PLAN_FILE = "plan.json"
+FINGERPRINT_KEY = b"relsim.shard_fingerprint"
+JSON_COLUMNS = ("check", "extra")
+# internal columns the Ray executor carries between stages; never written to a shard
+SHARD_COLUMN, POSITION_COLUMN, PASSES_COLUMN = "_shard", "_position", "_passes"
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("image_hash", pa.string()),
+        ("url", pa.string()),
+        ("image", pa.string()),
+        ("source_caption", pa.string()),
+        ("filter_score", pa.float64()),
+        ("kept", pa.bool_()),
+        ("caption", pa.string()),
+        ("check", pa.string()),
+        ("embedding", pa.list_(pa.float32())),
+        ("handed_off", pa.bool_()),
+        ("handoff_image", pa.string()),
+        ("handoff_reason", pa.string()),
+        ("error", pa.string()),
+        ("error_kind", pa.string()),
+        ("error_stage", pa.string()),
+        ("extra", pa.string()),
+    ]
+)
+CARRIED_SCHEMA = pa.schema(
+    [*ROW_SCHEMA, (SHARD_COLUMN, pa.int64()), (POSITION_COLUMN, pa.int64()), (PASSES_COLUMN, pa.bool_())]
+)
+_NAMED = set(CARRIED_SCHEMA.names) - {"extra"}
+
+
+def rows_to_table(rows: Sequence[Row], schema: pa.Schema = CARRIED_SCHEMA) -> pa.Table:
+    """Rows (dicts) as a table of `schema`: dict/list fields of `JSON_COLUMNS` as JSON text, unknown fields in
+    `extra`. Missing fields are nulls."""
+    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    for row in rows:
+        extra = {key: value for key, value in row.items() if key not in _NAMED}
+        for name in schema.names:
+            value = extra or None if name == "extra" else row.get(name)
+            if name in JSON_COLUMNS and value is not None:
+                value = json.dumps(value, sort_keys=True)
+            columns[name].append(value)
+    return pa.table(columns, schema=schema)
+
+
+def table_to_rows(table: pa.Table) -> list[Row]:
+    """The inverse of `rows_to_table`: nulls left out, JSON columns parsed, `extra` spread back into the row."""
+    rows = []
+    for record in table.to_pylist():
+        row: Row = {}
+        for name, value in record.items():
+            if value is None:
+                continue
+            if name == "extra":
+                row.update(json.loads(value))
+            elif name in JSON_COLUMNS:
+                row[name] = json.loads(value)
+            else:
+                row[name] = value
+        rows.append(row)
+    return rows
+
+
+def fingerprint(image_hashes: Iterable[str]) -> str:
+    """The identity of a shard: md5 of its image hashes in order."""
+    digest = hashlib.md5()
+    for image_hash in image_hashes:
+        digest.update(image_hash.encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    index: int
+    count: int
+    fingerprint: str
+
+
+@dataclass
+class ShardPlan:
+    """The input rows in shards; `rows[i]` are shard i's rows."""
+
+    shard_size: int
+    specs: list[ShardSpec]
+    rows: list[list[Row]]
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row], shard_size: int) -> ShardPlan:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+        chunks = [list(rows[start : start + shard_size]) for start in range(0, len(rows), shard_size)]
+        return cls.from_shards(chunks, shard_size)
+
+    @classmethod
+    def from_shards(cls, chunks: Sequence[Sequence[Row]], shard_size: int) -> ShardPlan:
+        """A plan whose shards are given (e.g. one per downloaded img2dataset shard)."""
+        chunks = [list(chunk) for chunk in chunks if chunk]
+        specs = [
+            ShardSpec(index, len(chunk), fingerprint(row["image_hash"] for row in chunk))
+            for index, chunk in enumerate(chunks)
+        ]
+        return cls(shard_size, specs, chunks)
+
+
+def shard_path(output_dir: str | Path, index: int) -> Path:
+    return Path(output_dir) / SHARDS_FOLDER / f"part-{index:05d}.parquet"
+
+
+def check_plan(plan: ShardPlan, output_dir: str | Path) -> None:
+    """Records the plan in `shards/plan.json`, or checks it against the one a previous run recorded.
+
+    Raises:
+        ValueError: the output folder holds shards of other input rows or another shard size.
+    """
+    path = Path(output_dir) / SHARDS_FOLDER / PLAN_FILE
+    recorded = {"shard_size": plan.shard_size, "shards": [asdict(spec) for spec in plan.specs]}
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != recorded:
+            raise ValueError(
+                f"{path} records {len(previous.get('shards', []))} shards of another input or shard size "
+                f"({previous.get('shard_size')}); this run has {len(plan.specs)} of size {plan.shard_size}. Use a new "
+                "--output folder, or the same input and recipe as the run that wrote it"
+            )
+        return
+    atomic_write(path, (json.dumps(recorded, indent=1) + "\n").encode("utf-8"))
+
+
+def is_finished(output_dir: str | Path, spec: ShardSpec) -> bool:
+    """Whether the shard's file exists whole with this shard's fingerprint and row count."""
+    path = shard_path(output_dir, spec.index)
+    if not path.is_file():
+        return False
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        logger.warning("%s is unreadable (%s); it is computed again", path, error)
+        return False
+    stored = (metadata.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+    return stored == spec.fingerprint and metadata.num_rows == spec.count
+
+
+def write_shard(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) -> Path:
+    """Writes shard `spec` (its rows in input order) under a temporary name and renames it into place."""
+    if len(rows) != spec.count:
+        raise RuntimeError(f"shard {spec.index} has {len(rows)} rows, expected {spec.count}")
+    table = rows_to_table(rows, ROW_SCHEMA)
+    table = table.replace_schema_metadata({FINGERPRINT_KEY: spec.fingerprint.encode()})
+    return atomic_write(shard_path(output_dir, spec.index), lambda temporary: pq.write_table(table, temporary))
+
+
+def read_shard(output_dir: str | Path, index: int) -> list[Row]:
+    return table_to_rows(pq.read_table(shard_path(output_dir, index)))
+
+
+def read_all_shards(output_dir: str | Path, plan: ShardPlan) -> list[Row]:
+    """Every output row, shard by shard, in input order."""
+    return [row for spec in plan.specs for row in read_shard(output_dir, spec.index)]
