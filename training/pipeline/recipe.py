@@ -86,7 +86,8 @@ SECTIONS = {
 }
 
 
-def _build(kind: type, values: Any, where: str) -> Any:
+def build_settings(kind: type, values: Any, where: str) -> Any:
+    """A settings dataclass from a recipe section; a key it does not know is an error naming it and the valid ones."""
     if values is None:
         return kind()
     if not isinstance(values, dict):
@@ -101,9 +102,9 @@ def _build(kind: type, values: Any, where: str) -> Any:
 def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> PipelineRecipe:
     """A recipe from a parsed mapping; `where` names it in errors."""
     top = {key: value for key, value in values.items() if key not in SECTIONS}
-    recipe = _build(PipelineRecipe, top, where)
+    recipe = build_settings(PipelineRecipe, top, where)
     for name, kind in SECTIONS.items():
-        setattr(recipe, name, _build(kind, values.get(name), f"{where}: {name}"))
+        setattr(recipe, name, build_settings(kind, values.get(name), f"{where}: {name}"))
     if recipe.batch_size < 1:
         raise ValueError(f"{where}: batch_size must be at least 1, got {recipe.batch_size}")
     if not 0.0 <= recipe.filter.threshold <= 1.0:

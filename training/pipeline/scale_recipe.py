@@ -19,11 +19,11 @@ configures either executor; unknown keys are refused with their names, as the lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.pipeline.recipe import PipelineRecipe, recipe_from_dict
+from training.pipeline.recipe import PipelineRecipe, build_settings, recipe_from_dict
 
 
 @dataclass
@@ -97,18 +97,6 @@ class ScaleRecipe:
 DOWNLOAD_FORMATS = ("webdataset", "parquet")
 
 
-def _build(kind: type, values: Any, where: str) -> Any:
-    if values is None:
-        return kind()
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
-    known = {spec.name for spec in fields(kind)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown settings {unknown}; valid: {sorted(known)}")
-    return kind(**values)
-
-
 def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> ScaleRecipe:
     """A recipe from a parsed mapping; the `ray`, `download`, `embed` and `index` sections are this module's, the
     rest goes to the local pipeline's `recipe_from_dict`."""
@@ -117,14 +105,16 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
     actors = ray_values.pop("actors", None) or {}
     if not isinstance(actors, dict):
         raise ValueError(f"{where}: ray.actors maps stage names to settings, got {type(actors).__name__}")
-    ray = _build(RaySettings, ray_values, f"{where}: ray")
-    ray.actors = {name: _build(ActorSettings, value, f"{where}: ray.actors.{name}") for name, value in actors.items()}
+    ray = build_settings(RaySettings, ray_values, f"{where}: ray")
+    ray.actors = {
+        name: build_settings(ActorSettings, value, f"{where}: ray.actors.{name}") for name, value in actors.items()
+    }
     recipe = ScaleRecipe(
         pipeline=PipelineRecipe(),
         ray=ray,
-        download=_build(DownloadSettings, values.pop("download", None), f"{where}: download"),
-        embed=_build(EmbedSettings, values.pop("embed", None), f"{where}: embed"),
-        index=_build(IndexSettings, values.pop("index", None), f"{where}: index"),
+        download=build_settings(DownloadSettings, values.pop("download", None), f"{where}: download"),
+        embed=build_settings(EmbedSettings, values.pop("embed", None), f"{where}: embed"),
+        index=build_settings(IndexSettings, values.pop("index", None), f"{where}: index"),
     )
     recipe.pipeline = recipe_from_dict(values, where)
     if ray.shard_size < 1:
