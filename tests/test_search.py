@@ -1,8 +1,11 @@
 """Relational search: an incremental, resumable index of a folder, search by image and by relation text, "why"
 labels, hostile names, the CLI's JSON output, and the trained fixture beating the untrained model."""
 
+import functools
 import json
 import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -141,15 +144,36 @@ def test_hostile_names_never_reach_outside_the_collection(tmp_path, search_model
     assert report.indexed == 2 and all(path.startswith(str(collection.resolve())) for path in index.by_path)
     with pytest.raises(ValueError, match="not in the index"):
         index.find(collection / ".." / "outside" / "img50.png")
-    # a list file's relative paths stay inside its folder; URLs are not fetched
-    (collection / "list.txt").write_text("img00.png\n../outside/img50.png\nhttps://example.com/x.png\n# comment\n")
+    # a list file's relative paths stay inside its folder
+    (collection / "list.txt").write_text("img00.png\n../outside/img50.png\n# comment\n")
     report = index_collection(tmp_path / "idx2", search_model, paths=collection / "list.txt", show_progress=False)
     assert report.indexed == 1 and search_model.embedded == 3
-    reasons = dict(report.unreadable)
-    assert (
-        "leads outside" in reasons["../outside/img50.png"]
-        and "download it first" in reasons["https://example.com/x.png"]
-    )
+    assert "leads outside" in dict(report.unreadable)["../outside/img50.png"]
+
+
+def test_urls_of_a_list_are_fetched_by_img2dataset_and_a_grown_list_fetches_only_its_new_lines(tmp_path, search_model):
+    served = tmp_path / "served"
+    write_images(served, [60, 61, 62])
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        write_images(tmp_path / "local", [0])
+        listing = tmp_path / "local" / "list.txt"
+        listing.write_text(f"img00.png\n{base}/img60.png\n{base}/missing.png\n")
+        report = index_collection(tmp_path / "idx", search_model, paths=listing, show_progress=False)
+        assert report.indexed == 2 and search_model.embedded == 2
+        assert "download failed" in dict(report.unreadable)[f"{base}/missing.png"]
+        assert len(list((tmp_path / "idx" / "downloads").iterdir())) == 1
+        listing.write_text(listing.read_text() + f"{base}/img61.png\n")
+        report = index_collection(tmp_path / "idx", search_model, paths=listing, show_progress=False)
+        # only the new URL is fetched (a second download batch) and embedded
+        assert report.indexed == 3 and search_model.embedded == 3
+        assert len(list((tmp_path / "idx" / "downloads").iterdir())) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_datasets_dataset_is_indexed_from_its_image_bytes(tmp_path, search_model):

@@ -194,7 +194,10 @@ def parser() -> argparse.ArgumentParser:
     index = add_command(commands, "index", "embed a collection into a search index (incremental, resumable)")
     source = index.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="a folder of images (searched recursively)")
-    source.add_argument("--list", help="a text file of image paths, one per line (relative to its folder)")
+    source.add_argument(
+        "--list",
+        help="a text file of image paths (relative to its folder) or URLs (fetched by img2dataset), one per line",
+    )
     source.add_argument("--dataset", help="a datasets dataset: a saved folder (load_from_disk) or a Hub id")
     index.add_argument("--split", default="train", help="--dataset: the split")
     index.add_argument("--image-column", default="image", help="--dataset: the column holding the images")

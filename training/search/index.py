@@ -103,7 +103,12 @@ def read_manifest(folder: str | Path) -> list[IndexEntry]:
 
 
 def _collect(
-    folder: str | Path | None, paths: Sequence[str] | str | Path | None, dataset: Any, image_column: str, known: dict
+    folder: str | Path | None,
+    paths: Sequence[str] | str | Path | None,
+    dataset: Any,
+    image_column: str,
+    known: dict,
+    download_folder: Path,
 ) -> tuple[Collected, dict[str, Any]]:
     given = [name for name, value in (("folder", folder), ("paths", paths), ("dataset", dataset)) if value is not None]
     if len(given) != 1:
@@ -115,10 +120,10 @@ def _collect(
             "dataset": getattr(dataset, "info", None) and dataset.info.dataset_name
         }
     if isinstance(paths, str | Path):  # a list file: one path per line, relative ones read from its folder
-        return from_paths(read_path_list(paths), base=Path(paths).parent, known=known), {
+        return from_paths(read_path_list(paths), Path(paths).parent, known, download_folder), {
             "list": str(Path(paths).resolve())
         }
-    return from_paths(paths, known=known), {"paths": len(paths)}
+    return from_paths(paths, known=known, download_folder=download_folder), {"paths": len(paths)}
 
 
 def _embed_missing(
@@ -165,7 +170,7 @@ def index_collection(
         model: the `SearchModel` that embeds; an existing index made by another model is refused.
         folder: a folder of images, searched recursively.
         paths: a list of image paths, or the path of a list file (one path per line; relative paths are read from
-            the list's folder and must stay inside it). URLs are listed as unreadable: download them first.
+            the list's folder and must stay inside it). URLs are fetched by img2dataset into `output/downloads/`.
         dataset: a `datasets.Dataset` whose `image_column` holds the images.
         factory: the FAISS index factory ("Flat" is exact; e.g. "IVF1024,PQ32" for millions of images).
         shard_size: images embedded per saved shard (what an interruption can lose at most).
@@ -183,7 +188,7 @@ def index_collection(
     if info_path.is_file():
         _check_model(output, json.loads(info_path.read_text(encoding="utf-8"))["model"], identity)
     previous = {entry.path: entry for entry in read_manifest(output)}
-    collected, source = _collect(folder, paths, dataset, image_column, previous)
+    collected, source = _collect(folder, paths, dataset, image_column, previous, Path(output) / "downloads")
     try:
         store = TensorShardStore(output / EMBEDDINGS_FOLDER, identity)
     except IdentityMismatchError as error:

@@ -2,9 +2,9 @@
 
 Each becomes `IndexEntry`s (where the image is, its image hash and sha256, size) and a list of images that cannot
 be read, each with its reason. Nothing outside what the user pointed at is read: the folder scan leaves out links
-that lead outside the folder, and a list file's relative paths must stay inside the list's folder. URLs are not
-downloaded here (downloading at scale is img2dataset's job: `python -m training.hub_data download`); a URL in a list
-is reported as unreadable with that advice.
+that lead outside the folder, and a list file's relative paths must stay inside the list's folder. URLs in a list
+are fetched by img2dataset (the project's downloader, through `training.hub_data.images`) into the index's own
+`downloads/` folder when the index gives one, and reported as unreadable with img2dataset's reason when they fail.
 """
 
 from __future__ import annotations
@@ -102,24 +102,69 @@ def _is_url(text: str) -> bool:
     return text.lower().startswith(URL_SCHEMES)
 
 
+def download_urls(urls: Sequence[str], folder: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Fetches `urls` with img2dataset into `folder` and returns (url -> file, url -> failure reason).
+
+    Each call downloads only the URLs no earlier call fetched, into a sub-folder named by that set of URLs, so a list
+    that grows later fetches just its new lines (img2dataset's own resume works per shard of one URL list).
+    Images are resized by img2dataset so their shorter side is at most 448 pixels (relsim's processor crops later).
+    """
+    from training.hub_data.images import download_images, downloaded_images
+    from training.image_ids import url_image_hash
+
+    folder = Path(folder)
+    by_hash = {url_image_hash(url): url for url in urls}
+
+    def fetched() -> tuple[dict[str, Path], dict[str, str]]:
+        files, failures = {}, {}
+        for images in sorted(folder.glob("*/images")):
+            found, failed = downloaded_images(images)
+            files.update(found)
+            failures.update(failed)
+        return files, failures
+
+    files, failures = fetched()
+    missing = sorted(image_hash for image_hash in by_hash if image_hash not in files and image_hash not in failures)
+    if missing:
+        batch = hashlib.md5("\n".join(missing).encode()).hexdigest()
+        download_images([{"url": by_hash[image_hash], "image_hash": image_hash} for image_hash in missing],
+                        folder / batch, processes=1, threads=4)  # fmt: skip
+        files, failures = fetched()
+    return (
+        {by_hash[key]: path for key, path in files.items() if key in by_hash},
+        {by_hash[key]: reason for key, reason in failures.items() if key in by_hash},
+    )
+
+
 def from_paths(
-    paths: Sequence[str | Path], base: str | Path | None = None, known: Mapping[str, IndexEntry] | None = None
+    paths: Sequence[str | Path],
+    base: str | Path | None = None,
+    known: Mapping[str, IndexEntry] | None = None,
+    download_folder: str | Path | None = None,
 ) -> Collected:
     """Image files named one by one. With `base` (the folder of a list file), relative paths are read from there and
     must stay inside it: a `../x` line or a link out of that folder is reported, never read.
 
-    URLs are reported as unreadable: download them first (img2dataset) and index the downloaded folder.
+    URLs (http, https, s3, gs, ftp) are fetched by img2dataset into `download_folder` and indexed from there; one
+    that fails is reported with img2dataset's reason. Without `download_folder` they are reported, not fetched.
     """
     collected = Collected()
     root = Path(base).resolve() if base is not None else None
     known = known or {}
+    urls = [str(raw).strip() for raw in paths if _is_url(str(raw).strip())]
+    downloaded: dict[str, Path] = {}
+    if urls and download_folder is not None:
+        downloaded, failures = download_urls(urls, download_folder)
+        collected.unreadable += [(url, f"download failed: {reason}") for url, reason in failures.items()]
     for raw in paths:
         text = str(raw).strip()
         if _is_url(text):
-            collected.unreadable.append(
-                (text, "a URL: relsim indexes local files; download it first (img2dataset, `python -m "
-                 "training.hub_data download`) and index the downloaded folder")
-            )  # fmt: skip
+            if text in downloaded:
+                fetched = from_paths([downloaded[text]], known=known)
+                collected.entries += fetched.entries
+                collected.unreadable += [(text, reason) for _, reason in fetched.unreadable]
+            elif download_folder is None:
+                collected.unreadable.append((text, "a URL, and no download folder was given to fetch it into"))
             continue
         path = Path(text)
         if root is not None and not path.is_absolute():
