@@ -73,6 +73,8 @@ HELP_RUNS = [
     ("training.pipeline", ["caption", "evaluate", "--help"], "usage: python -m training.pipeline caption evaluate "),
     ("training.pipeline", ["check", "--help"], "usage: python -m training.pipeline check "),
     ("training.pipeline", ["demo", "--help"], "usage: python -m training.pipeline demo "),
+    ("training.vlm", ["--help"], "usage: python -m training.vlm "),
+    ("training.vlm", ["pretrain-tiny", "--help"], "usage: python -m training.vlm pretrain-tiny "),
 ]
 
 

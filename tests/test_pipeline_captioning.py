@@ -26,10 +26,10 @@ from training.pipeline.captioning.single import (
     sft_rows_from_groups,
     train_single_captioner,
 )
-from training.pipeline.captioning.synthetic import caption_vocabulary
 from training.vlm.decoding import Decoding
 from training.vlm.sft_data import ChatSFTCollator
 from training.vlm.tiny import build_tiny_chat
+from training.vlm.tiny_pretraining import word_tokens
 
 
 CAPTIONS = ("the same {Object} repeated in a row", "{Object}s stacked into a tower")
@@ -42,7 +42,7 @@ def image(seed: int, height: int = 112, width: int = 112) -> PIL.Image.Image:
 
 @pytest.fixture
 def chat():
-    return build_tiny_chat(caption_vocabulary(CAPTIONS), seed=0)
+    return build_tiny_chat(word_tokens(CAPTIONS), seed=0)
 
 
 class CountingChat:
@@ -255,8 +255,8 @@ def test_released_adapter_layout_with_legacy_keys_loads(tmp_path):
     from training.vlm.sft_training import ChatModelArguments
     from training.vlm.tiny import save_tiny_chat
 
-    base_dir = save_tiny_chat(tmp_path / "base", extra_tokens=caption_vocabulary(CAPTIONS))
-    reference = build_tiny_chat(caption_vocabulary(CAPTIONS), seed=0)
+    base_dir = save_tiny_chat(tmp_path / "base", extra_tokens=word_tokens(CAPTIONS))
+    reference = build_tiny_chat(word_tokens(CAPTIONS), seed=0)
     batch = reference.build_batch([([image(0)], "Caption:")])
     with torch.no_grad():
         base_logits = reference.model(**batch).logits

@@ -126,7 +126,8 @@ def test_filter_recipes_load(recipe):
         assert sft.lora_target_modules == ["q_proj", "v_proj"]
         assert model_arguments.model_name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
     else:
-        assert model_arguments.tiny_model and not sft.use_lora
+        assert model_arguments.tiny_pretrained and not sft.use_lora
+        assert sft.lm_head_learning_rate_multiplier > 1
 
 
 def test_a_short_synthetic_run_writes_both_reports_and_the_model(tmp_path):

@@ -42,6 +42,12 @@ class ChatModelArguments:
     )
     adapter: str | None = field(default=None, metadata={"help": "a PEFT LoRA folder or hub id merged in first"})
     tiny_model: bool = field(default=False, metadata={"help": "the tiny random Qwen2.5-VL (CPU recipes and tests)"})
+    tiny_pretrained: bool = field(
+        default=False,
+        metadata={
+            "help": "the shipped tiny Qwen2.5-VL pretrained on literal descriptions (training/vlm/tiny_pretraining.py)"
+        },
+    )
     tiny_extra_tokens: list[str] = field(
         default_factory=lambda: ["Yes", "No"], metadata={"help": "words added as whole tokens to the tiny tokenizer"}
     )
@@ -53,9 +59,15 @@ class ChatModelArguments:
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.tiny_model and self.tiny_pretrained:
+            raise ValueError("set one of tiny_model (random weights) and tiny_pretrained (the shipped pretrained tiny)")
 
     def load_chat(self) -> QwenVLChat:
         """The chat these arguments name."""
+        if self.tiny_pretrained:
+            from training.vlm.tiny import load_pretrained_tiny_chat
+
+            return load_pretrained_tiny_chat(max_pixels=self.max_pixels)
         if self.tiny_model:
             from training.vlm.tiny import build_tiny_chat
 
@@ -85,6 +97,13 @@ class VLMSFTArguments(SFTConfig):
     torch_num_threads: int | None = field(
         default=None, metadata={"help": "torch intra-op CPU threads (recipes that promise numbers fix it)"}
     )
+    lm_head_learning_rate_multiplier: float = field(
+        default=1.0,
+        metadata={
+            "help": "the output layer learns at learning_rate times this: answer words new to a pretrained model "
+            "start from random output rows, which must move faster than the features they read"
+        },
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "the collator reads images/prompt/answer"})
     dataset_kwargs: dict[str, Any] | str | None = field(
         default_factory=lambda: {"skip_prepare_dataset": True},
@@ -95,6 +114,10 @@ class VLMSFTArguments(SFTConfig):
         super().__post_init__()
         if self.torch_num_threads is not None and self.torch_num_threads < 1:
             raise ValueError(f"torch_num_threads must be a positive number of threads, got {self.torch_num_threads}")
+        if self.lm_head_learning_rate_multiplier <= 0:
+            raise ValueError(
+                f"lm_head_learning_rate_multiplier must be positive, got {self.lm_head_learning_rate_multiplier}"
+            )
         if self.use_lora and (self.lora_r < 1 or not self.lora_target_modules):
             raise ValueError(
                 f"LoRA needs lora_r >= 1 and target modules, got {self.lora_r}, {self.lora_target_modules}"
@@ -147,6 +170,24 @@ class WeightedSFTTrainer(SFTTrainer):
     """`SFTTrainer` whose loss honours per-row `weights` (from `ChatSFTCollator`): each row's summed token loss is
     scaled by its weight and the sum divided by the weighted token count, so a weight-2 row counts as that row seen
     twice. Batches without weights get TRL's loss unchanged."""
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """TRL's optimizer, with the output layer's parameters moved to a group of their own whose learning rate is
+        `lm_head_learning_rate_multiplier` times the others' (before the scheduler reads the groups)."""
+        optimizer = super().create_optimizer(model)
+        multiplier = getattr(self.args, "lm_head_learning_rate_multiplier", 1.0)
+        if multiplier == 1.0:
+            return optimizer
+        head = {id(p) for name, p in (model or self.model).named_parameters() if "lm_head" in name and p.requires_grad}
+        if not head:
+            raise ValueError("lm_head_learning_rate_multiplier is set but the model has no trainable lm_head")
+        moved: list[torch.nn.Parameter] = []
+        for group in optimizer.param_groups:
+            moved += [p for p in group["params"] if id(p) in head]
+            group["params"] = [p for p in group["params"] if id(p) not in head]
+        base = optimizer.param_groups[0]
+        optimizer.add_param_group({"params": moved, "lr": base["lr"] * multiplier, "weight_decay": 0.0})
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("weights", None)

@@ -19,6 +19,8 @@ from training.vlm.chat import QwenVLChat
 
 
 TINY_CHAT_NAME = "tiny-random-qwen2.5-vl-chat"
+# The tiny chat pretrained on literal descriptions (`python -m training.vlm pretrain-tiny`): the offline "base VLM".
+PRETRAINED_TINY_CHAT = Path(__file__).resolve().parent / "pretrained_tiny"
 DEFAULT_SIZES = TinyBackboneSizes()
 
 
@@ -54,3 +56,15 @@ def save_tiny_chat(
     """Writes `build_tiny_chat(...)` as a folder `QwenVLChat.from_pretrained` loads (pass the same `max_pixels`
     there: it is a setting of the wrapper, not of the folder)."""
     return build_tiny_chat(extra_tokens, seed, sizes, max_pixels).save_pretrained(directory)
+
+
+def load_pretrained_tiny_chat(max_pixels: int = 112 * 112, directory: str | Path = PRETRAINED_TINY_CHAT) -> QwenVLChat:
+    """The shipped tiny chat pretrained on literal descriptions of synthetic images (see
+    training/vlm/tiny_pretraining.py and its `pretraining.json`), a fresh copy on every call."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{directory} holds no pretrained tiny chat; rebuild it with "
+            f"`python -m training.vlm pretrain-tiny --output {directory}`"
+        )
+    return QwenVLChat.from_pretrained(str(directory), max_pixels=max_pixels)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from training.pipeline.captioning.group import SeedGroup
@@ -24,15 +24,10 @@ from training.pipeline.captioning.quality import CaptionerQuality, evaluate_capt
 from training.pipeline.captioning.recipe import CaptionerRecipe, load_captioner_recipe
 from training.pipeline.captioning.single import SingleImageCaptioner, sft_rows_from_groups, train_single_captioner
 from training.vlm.chat import QwenVLChat
+from training.vlm.tiny_pretraining import word_tokens
 
 
 logger = logging.getLogger(__name__)
-
-
-def caption_vocabulary(captions: Iterable[str]) -> list[str]:
-    """Every whitespace-separated word of `captions`, bare (a caption's first word) and with a leading space."""
-    words = dict.fromkeys(word for caption in captions for word in caption.split())
-    return [piece for word in words for piece in (word, " " + word)]
 
 
 def synthetic_seed_groups(examples: Sequence[dict], group_size: int) -> list[SeedGroup]:
@@ -84,8 +79,11 @@ def train_synthetic_captioner(
             "the synthetic captioner needs synthetic_num_per_family and synthetic_eval_num_per_family >= 1"
         )
     family_captions = {name: family.caption for name, family in FAMILIES.items()}
-    extra_tokens = list(dict.fromkeys([*recipe.model.tiny_extra_tokens, *caption_vocabulary(family_captions.values())]))
-    chat = build_tiny_chat(extra_tokens, seed=recipe.model.initializer_seed, max_pixels=recipe.model.max_pixels)
+    if recipe.model.tiny_pretrained:  # its tokenizer already holds the caption words
+        chat = recipe.model.load_chat()
+    else:
+        extra_tokens = list(dict.fromkeys([*recipe.model.tiny_extra_tokens, *word_tokens(family_captions.values())]))
+        chat = build_tiny_chat(extra_tokens, seed=recipe.model.initializer_seed, max_pixels=recipe.model.max_pixels)
     prompt = recipe.captioner.caption_prompt()
     train_examples = list(
         synthetic_examples(data.synthetic_num_per_family, "train", data.synthetic_seed, data.synthetic_image_size)
