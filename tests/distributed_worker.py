@@ -4,6 +4,11 @@ the number of gradient all-reduces DDP ran.
 
 The global batch holds 8 examples in order; example 6 is unreadable, so under two processes rank 0 trains on 4
 images and rank 1 on 3, exercising uneven gathers.
+
+The `*-options` configs turn on every objective option and train two steps (plain SGD, so tiny gradient differences
+stay tiny) on 16 examples: the second global batch meets a queue filled by the first and an EMA teacher that has
+moved. Their files also hold the prototypes' gradient (`objective.prototypes`) and the objectives' final state
+(`state.*`: queue, EMA weights, prototypes), which must match across runs too.
 """
 
 import io
@@ -29,7 +34,20 @@ from training.trainer.trainer import RelSimTrainer
 
 
 GLOBAL_BATCH = 8
-CONFIGS = {"plain-symmetric": {"symmetric_loss": True}, "gradcache-symmetric": {"symmetric_loss": True, "micro": 2}}
+EVERY_OPTION = {
+    "intra_image_weight": 0.5,
+    "distill_alpha": 0.4,
+    "distill_ramp_steps": 1,
+    "ema_momentum": 0.5,
+    "caption_queue_size": 32,
+    "num_prototypes": 3,
+}
+CONFIGS = {
+    "plain-symmetric": {"symmetric_loss": True},
+    "gradcache-symmetric": {"symmetric_loss": True, "micro": 2},
+    "plain-options": {"symmetric_loss": True, "options": EVERY_OPTION},
+    "gradcache-options": {"symmetric_loss": True, "micro": 2, "options": EVERY_OPTION},
+}
 
 
 class InOrderTrainer(RelSimTrainer):
@@ -53,8 +71,11 @@ def count_allreduce(trainer, bucket):
 
 
 class RecordGradients(TrainerCallback):
+    """The gradients of the last step, the prototypes' included."""
+
     def __init__(self):
         self.gradients = {}
+        self.objectives = None
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.gradients = {
@@ -62,6 +83,8 @@ class RecordGradients(TrainerCallback):
             for name, parameter in model.named_parameters()
             if parameter.grad is not None
         }
+        if self.objectives.prototypes is not None:
+            self.gradients["objective.prototypes"] = self.objectives.prototypes.prototypes.grad.detach().clone()
 
 
 def global_batch() -> datasets.Dataset:
@@ -77,6 +100,19 @@ def global_batch() -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows, features=features)
 
 
+def two_global_batches() -> datasets.Dataset:
+    """`global_batch()` and a second one that shares only the half-batch caption with it (masked in the queue)."""
+    first = global_batch()
+    rows = {"image": list(first["image"]), "caption": list(first["caption"])}
+    second_captions = ['"one caption shared by half the batch"', '"a {Object} left of a {Object}"', '"two {Object}s"']
+    for index, example in enumerate(pattern_dataset(GLOBAL_BATCH, seed=6)):
+        buffer = io.BytesIO()
+        example["image"].save(buffer, "PNG")
+        rows["image"].append({"bytes": buffer.getvalue(), "path": f"second-{index}.png"})
+        rows["caption"].append(second_captions[index % 3])
+    return datasets.Dataset.from_dict(rows, features=first.features)
+
+
 def main(output_dir: str) -> None:
     output = Path(output_dir)
     # the process group starts inside the Trainer; torchrun announces the layout through the environment
@@ -85,10 +121,12 @@ def main(output_dir: str) -> None:
     encoder = CaptionEncoder("sentence-transformers/all-MiniLM-L6-v2")
     for name, config in CONFIGS.items():
         recorder = RecordGradients()
+        options = config.get("options", {})
         arguments = RelSimTrainingArguments(
             output_dir=str(output / name),
             per_device_train_batch_size=GLOBAL_BATCH // world_size,
-            max_steps=1,
+            max_steps=2 if options else 1,
+            optim="sgd" if options else "adamw_torch",
             learning_rate=1e-3,
             max_grad_norm=0.0,
             logging_steps=1,
@@ -100,21 +138,24 @@ def main(output_dir: str) -> None:
             symmetric_loss=config.get("symmetric_loss", False),
             contrastive_micro_batch_size=config.get("micro"),
             max_unreadable_fraction=0.5,
+            **options,
         )
         trainer = InOrderTrainer(
             model=build_tiny_model(processor, seed=0),
             args=arguments,
-            train_dataset=global_batch(),
+            train_dataset=two_global_batches() if options else global_batch(),
             data_collator=RelSimCollator(processor),
             processing_class=processor,
             caption_encoder=encoder,
             callbacks=[recorder],
         )
+        recorder.objectives = trainer.objectives
         trainer.train()
         assert world() == (rank, world_size)
-        loss = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+        loss = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry][-1]
+        state = {f"state.{key}": value for key, value in trainer.objectives.state().items()}
         save_file(
-            {key: value.contiguous() for key, value in recorder.gradients.items()},
+            {key: value.detach().contiguous() for key, value in {**recorder.gradients, **state}.items()},
             output / f"rank{rank}-of{world_size}-{name}.safetensors",
             metadata={
                 "loss": json.dumps(loss),

@@ -37,9 +37,12 @@ def runs(tmp_path_factory):
     return output
 
 
-@pytest.mark.parametrize("config", ["plain-symmetric", "gradcache-symmetric"])
+@pytest.mark.parametrize("config", ["plain-symmetric", "gradcache-symmetric", "plain-options", "gradcache-options"])
 def test_two_processes_match_one(runs, config):
     single_loss, single = read(runs / f"rank0-of1-{config}.safetensors")
+    if config.endswith("options"):  # the prototypes' gradient and the queue, EMA and prototypes are compared too
+        assert {"objective.prototypes", "state.queue.ids", "state.prototypes.prototypes"} <= single.keys()
+        assert any(name.startswith("state.ema.") for name in single)
     for rank in (0, 1):
         loss, gradients = read(runs / f"rank{rank}-of2-{config}.safetensors")
         assert loss == pytest.approx(single_loss, abs=1e-5)

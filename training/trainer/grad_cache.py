@@ -11,12 +11,15 @@ autograd function whose backward replays the micro-batches). The Trainer's own `
 untouched: whatever it multiplies the loss by before `backward` (gradient-accumulation division, the fp16 gradient
 scaler) arrives as the incoming gradient and scales every replay. Under DDP every replay but the last runs in
 `no_sync()`, so the gradients are all-reduced once.
+
+Parameters that the loss itself uses outside the model (the prototypes of `training.trainer.objectives`) get their
+gradient in step (2); the returned loss hands it on, scaled by the incoming gradient, when it is back-propagated.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,18 +83,25 @@ def reuse_frozen_vision_features(relsim_model: torch.nn.Module, micro_batches: l
 
 
 class _ReplayOnBackward(torch.autograd.Function):
-    """Passes the loss value through; its backward hands the incoming gradient to `replay` (step 3)."""
+    """Passes the loss value through; its backward hands the incoming gradient to `replay` (step 3) and returns the
+    cached gradients of the loss's own `parameters`, scaled by it."""
 
     @staticmethod
-    def forward(ctx, loss: torch.Tensor, replay: Callable[[torch.Tensor], None]) -> torch.Tensor:
-        ctx.replay = replay
+    def forward(
+        ctx,
+        loss: torch.Tensor,
+        replay: Callable[[torch.Tensor], None],
+        parameter_gradients: Sequence[torch.Tensor],
+        *parameters: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.replay, ctx.parameter_gradients = replay, parameter_gradients
         return loss.clone()
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[None, None]:
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         replay, ctx.replay = ctx.replay, None  # the closure holds the micro-batches: free them with the graph
         replay(grad_output)
-        return None, None
+        return (None, None, None, *(gradient * grad_output for gradient in ctx.parameter_gradients))
 
 
 def grad_cache_loss(
@@ -100,6 +110,7 @@ def grad_cache_loss(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], ContrastiveLoss],
     no_sync: Callable[[], contextlib.AbstractContextManager],
     forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    loss_parameters: Sequence[torch.Tensor] = (),
 ) -> ContrastiveLoss:
     """The full-batch loss over `micro_batches`, computed without a graph; back-propagating its `loss` replays each
     micro-batch and leaves in the parameters' `.grad` the gradients of one full-batch backward.
@@ -112,6 +123,8 @@ def grad_cache_loss(
         forward_context: context manager for each replayed forward (the Trainer's `compute_loss_context_manager`):
             the replays run during `backward`, outside the context the first pass ran in. (accelerate's mixed
             precision needs nothing here: it travels with the prepared model's forward.)
+        loss_parameters: trainable tensors `loss_fn` uses besides the embeddings and the temperature; their
+            gradients arrive in `.grad` when the returned loss is back-propagated.
     """
     device = micro_batches[0]["input_ids"].device
     states, embeddings = [], []
@@ -125,9 +138,10 @@ def grad_cache_loss(
     with torch.enable_grad():
         result = loss_fn(cached_embeds, cached_scale)
     leaves = [cached_embeds] + ([cached_scale] if cached_scale.requires_grad else [])
-    gradients = torch.autograd.grad(result.loss, leaves)
+    gradients = torch.autograd.grad(result.loss, leaves + list(loss_parameters))
+    parameter_gradients = gradients[len(leaves) :]
     embed_gradients = gradients[0].split([embeds.shape[0] for embeds in embeddings])
-    scale_gradient = gradients[1] if len(gradients) > 1 else None
+    scale_gradient = gradients[1] if len(leaves) > 1 else None
 
     def replay(grad_output: torch.Tensor) -> None:
         final_state = RandomState(device)
@@ -148,5 +162,7 @@ def grad_cache_loss(
                     (surrogate * grad_output).backward()
         final_state.restore()
 
-    result.loss = _ReplayOnBackward.apply(result.loss.detach().requires_grad_(), replay)
+    result.loss = _ReplayOnBackward.apply(
+        result.loss.detach().requires_grad_(), replay, parameter_gradients, *loss_parameters
+    )
     return result

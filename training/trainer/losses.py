@@ -11,17 +11,23 @@ pushes images of one group apart and bounds the loss away from zero. Here the ca
 Under DDP the candidates come from the global batch, while each rank's loss covers only its own anchors and is
 scaled by `world_size / global_anchor_count`: DDP's gradient averaging then yields exactly the gradient of the
 global mean loss, and the loss logged (averaged over ranks) is the global mean.
+
+Two options of `training.trainer.objectives` change this loss itself (both off unless given): queued captions add
+negative columns to image -> text, and momentum distillation replaces the hard targets by a mix with the teacher's
+softmax. With neither, the computation is exactly the one above.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from training.trainer.distributed import gather_counts, gather_rows, world
+from training.trainer.objectives.caption_queue import queued_negatives
+from training.trainer.objectives.momentum import DistillationTargets, mix_targets
 
 
 def caption_id(caption: str) -> int:
@@ -37,6 +43,8 @@ class ContrastiveLoss:
     accuracy: torch.Tensor
     image_to_text: torch.Tensor
     text_to_image: torch.Tensor | None
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # detached values of the optional objectives
+    prototype_assignments: torch.Tensor | None = None
 
 
 def relational_info_nce(
@@ -45,6 +53,9 @@ def relational_info_nce(
     caption_ids: torch.Tensor,
     logit_scale: torch.Tensor,
     symmetric: bool = False,
+    *,
+    queued_captions: tuple[torch.Tensor, torch.Tensor] | None = None,
+    distillation: DistillationTargets | None = None,
 ) -> ContrastiveLoss:
     """InfoNCE over unique captions, gathered across ranks when a process group is running.
 
@@ -54,6 +65,10 @@ def relational_info_nce(
         caption_ids: `(n,)` caption identities ([`caption_id`]); equal ids mean the same caption.
         logit_scale: scalar log inverse temperature; the logits are `logit_scale.exp() * cosine`.
         symmetric: average image->text with text->image over unique captions.
+        queued_captions: `(q, d)` embeddings and `(q,)` ids of a caption queue: each queued caption absent from the
+            global batch is one more negative column of image -> text ([`queued_negatives`]).
+        distillation: the teacher's embeddings and weight: targets become `alpha * softmax(teacher logits) +
+            (1 - alpha) * hard targets` over the same columns (`training.trainer.objectives.momentum`).
 
     Returns:
         [`ContrastiveLoss`] with the (DDP-scaled) loss and the image->caption top-1 accuracy of this rank's images.
@@ -77,8 +92,20 @@ def relational_info_nce(
 
     offset = sum(counts[:rank])
     local_columns = column_of_sample[offset : offset + counts[rank]]
-    image_logits = scale * image_embeds @ unique_embeds.T
-    per_image = F.cross_entropy(image_logits, local_columns, reduction="none")
+    columns = unique_embeds
+    if queued_captions is not None:
+        queue_embeds, queue_ids = queued_captions
+        columns = torch.cat([unique_embeds, queued_negatives(queue_embeds.to(columns.dtype), queue_ids, unique_ids)])
+    distilling = distillation is not None and distillation.alpha > 0
+    image_logits = scale * image_embeds @ columns.T
+    if distilling:
+        teacher_scale = distillation.logit_scale.exp()
+        hard = F.one_hot(local_columns, columns.shape[0]).to(image_logits.dtype)
+        targets = mix_targets(hard, teacher_scale * distillation.image_embeds.to(columns.dtype) @ columns.T,
+                              distillation.alpha)  # fmt: skip
+        per_image = -(targets * F.log_softmax(image_logits, dim=-1)).sum(-1)
+    else:
+        per_image = F.cross_entropy(image_logits, local_columns, reduction="none")
     image_to_text = per_image.sum() * world_size / sum(counts)
     accuracy = (image_logits.argmax(-1) == local_columns).float().mean()
     if not symmetric:
@@ -88,7 +115,13 @@ def relational_info_nce(
     anchors = torch.arange(rank, unique_ids.shape[0], world_size, device=image_embeds.device)
     positives = (column_of_sample[None, :] == anchors[:, None]).float()
     text_logits = scale * unique_embeds[anchors] @ all_image_embeds.T
-    per_caption = -(positives / positives.sum(-1, keepdim=True) * F.log_softmax(text_logits, dim=-1)).sum(-1)
+    targets = positives / positives.sum(-1, keepdim=True)
+    if distilling:
+        all_teacher_embeds = gather_rows(distillation.image_embeds.to(unique_embeds.dtype), counts, with_grad=False)
+        targets = mix_targets(
+            targets, teacher_scale * unique_embeds[anchors] @ all_teacher_embeds.T, distillation.alpha
+        )
+    per_caption = -(targets * F.log_softmax(text_logits, dim=-1)).sum(-1)
     text_to_image = per_caption.sum() * world_size / unique_ids.shape[0]
     loss = (image_to_text + text_to_image) / 2
     return ContrastiveLoss(loss, accuracy.detach(), image_to_text.detach(), text_to_image.detach())

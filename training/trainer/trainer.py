@@ -4,14 +4,16 @@ The text side is a frozen sentence-transformers model (each distinct caption enc
 unique-caption InfoNCE of `training.trainer.losses` with the model's learnable temperature; a per-device batch can
 be split into GradCache micro-batches, run inside `compute_loss` and its backward, so the Trainer's `training_step`
 (loss scaling, accelerator backward, DDP/FSDP contexts, cache emptying) stays transformers' own. Checkpoints are the
-Trainer's (adapter or model, optimizer, scheduler, RNG), so `resume_from_checkpoint` continues exactly;
-`export_model` writes the merged standalone model.
+Trainer's (adapter or model, optimizer, scheduler, RNG) plus the state of the optional objectives
+(`training.trainer.objectives`: caption queue, EMA teacher, prototypes), so `resume_from_checkpoint` continues
+exactly; `export_model` writes the merged standalone model.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,15 @@ from accelerate.utils import DistributedType
 from transformers import Trainer, TrainerCallback
 
 from modeling_relsim import RelSimModel
+from training.caption_text import normalize_caption
 from training.metrics import retrieval_compute_metrics
 from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.caption_encoder import CaptionEncoder
 from training.trainer.distributed import world
 from training.trainer.grad_cache import grad_cache_loss, reuse_frozen_vision_features, split_batch
-from training.trainer.losses import ContrastiveLoss, relational_info_nce
+from training.trainer.losses import ContrastiveLoss, caption_id, relational_info_nce
+from training.trainer.objectives.momentum import DistillationTargets
+from training.trainer.objectives.training_objectives import TrainingObjectives, captions_of
 from training.trainer.sentence_transformers_files import write_sentence_transformers_files
 
 
@@ -55,6 +60,20 @@ class LogitScaleClampCallback(TrainerCallback):
             for name, parameter in model.named_parameters():
                 if name.endswith("logit_scale"):
                     parameter.clamp_(0.0, self.maximum)
+
+
+class ObjectiveStepCallback(TrainerCallback):
+    """Moves the distillation teacher's EMA after every optimizer step (after the temperature clamp) and clears the
+    prototypes' gradient, as the Trainer does for the model's."""
+
+    def __init__(self, objectives: TrainingObjectives) -> None:
+        self.objectives = objectives
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.objectives.zero_grad()
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.objectives.after_optimizer_step(model)
 
 
 class RelSimTrainer(Trainer):
@@ -100,11 +119,28 @@ class RelSimTrainer(Trainer):
                 f"{config.projection_dim}; set projection_dim to match"
             )
         self.add_callback(LogitScaleClampCallback(config.logit_scale_max))
+        self.objectives = TrainingObjectives(args, self.model, config.projection_dim, args.device)
+        if self.objectives.active:
+            if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+                raise ValueError(
+                    "the objective options (queue, distillation, prototypes, intra-image) run under DDP only: their "
+                    "teacher swaps unsharded weights and their prototypes live outside the wrapped model"
+                )
+            self.add_callback(ObjectiveStepCallback(self.objectives))
+            self._initialize_prototypes_from_captions(captions_of(self.train_dataset))
         self._batch_metrics: dict[str, defaultdict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
         self.unreadable_images: dict[str, dict[str, dict[str, Any]]] = {"train": {}, "eval": {}}
+
+    def _initialize_prototypes_from_captions(self, captions: list[str] | None) -> None:
+        """k-means of the training captions' embeddings (else the first batch's, see `compute_loss`)."""
+        if self.objectives.prototypes is None or captions is None:
+            return
+        unique = {caption_id(text): text for text in map(normalize_caption, captions)}
+        embeds = self.caption_encoder(list(unique.values()), list(unique))
+        self.objectives.initialize_prototypes(embeds, self.args.seed)
 
     # -- batches ---------------------------------------------------------------------------------------------------
 
@@ -159,11 +195,37 @@ class RelSimTrainer(Trainer):
         caption_embeds: torch.Tensor,
         caption_ids: torch.Tensor,
         logit_scale: torch.Tensor,
+        training: bool = False,
+        distillation: DistillationTargets | None = None,
     ) -> ContrastiveLoss:
+        """The plain InfoNCE, or in training with objective options on, the combined loss of
+        `training.trainer.objectives.training_objectives`."""
         if self.args.fixed_logit_scale is not None:
             logit_scale = torch.tensor(self.args.fixed_logit_scale, device=image_embeds.device)
+        if training and self.objectives.active:
+            return self.objectives.loss(
+                image_embeds.float(),
+                caption_embeds,
+                caption_ids,
+                logit_scale.float(),
+                self.args.symmetric_loss,
+                distillation,
+            )
         return relational_info_nce(
             image_embeds.float(), caption_embeds, caption_ids, logit_scale.float(), symmetric=self.args.symmetric_loss
+        )
+
+    def _distillation(self, model: torch.nn.Module, batches: list[dict[str, Any]]) -> DistillationTargets | None:
+        """The EMA teacher's targets for this step's batch (None while distillation is off or not ramped up)."""
+        if self.objectives.teacher is None:
+            return None
+        dataloader = self.callback_handler.train_dataloader
+        steps_per_epoch = None
+        if dataloader is not None and hasattr(dataloader, "__len__"):
+            steps_per_epoch = math.ceil(len(dataloader) / self.args.gradient_accumulation_steps)
+        alpha = self.objectives.distillation_alpha(self.state.global_step, steps_per_epoch)
+        return self.objectives.teacher_targets(
+            self.accelerator.unwrap_model(model), batches, alpha, self.args.fixed_logit_scale
         )
 
     def _record(self, split: str, result: ContrastiveLoss, logit_scale: torch.Tensor) -> None:
@@ -176,6 +238,10 @@ class RelSimTrainer(Trainer):
         if result.text_to_image is not None:
             metrics["loss_image_to_text"].append(float(result.image_to_text))
             metrics["loss_text_to_image"].append(float(result.text_to_image))
+        for name, value in result.terms.items():
+            metrics[name].append(float(value))
+        if self.objectives.queue is not None and split == "train":
+            metrics["caption_queue_fill"].append(self.objectives.queue.fill_fraction)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The contrastive loss of a batch; with `contrastive_micro_batch_size` during training, a GradCache loss.
@@ -185,6 +251,9 @@ class RelSimTrainer(Trainer):
         """
         split = "train" if model.training else "eval"
         model_inputs, caption_embeds, caption_ids = self._take_batch_extras(inputs, split)
+        training = split == "train" and torch.is_grad_enabled() and self.objectives.active
+        if training:
+            self.objectives.ensure_prototypes(caption_embeds, self.args.seed)
         micro_batch_size = self.args.contrastive_micro_batch_size
         if (
             return_outputs
@@ -192,23 +261,33 @@ class RelSimTrainer(Trainer):
             or micro_batch_size is None
             or micro_batch_size >= caption_ids.shape[0]
         ):
+            # the teacher runs first and draws no random numbers, so the student's dropout is as without it
+            distillation = self._distillation(model, [model_inputs]) if training else None
             output = model(**model_inputs)
-            result = self._contrastive(output.image_embeds, caption_embeds, caption_ids, output.logit_scale)
+            result = self._contrastive(
+                output.image_embeds, caption_embeds, caption_ids, output.logit_scale, training, distillation
+            )
         else:
             output = None
             micro_batches = split_batch(model_inputs, micro_batch_size)
             if self.accelerator.distributed_type != DistributedType.FSDP:  # FSDP shards must run in the wrapper
                 reuse_frozen_vision_features(relsim_base_model(self.accelerator.unwrap_model(model)), micro_batches)
+            distillation = self._distillation(model, micro_batches) if training else None
             result = grad_cache_loss(
                 model,
                 micro_batches,
                 loss_fn=lambda image_embeds, logit_scale: self._contrastive(
-                    image_embeds, caption_embeds, caption_ids, logit_scale
+                    image_embeds, caption_embeds, caption_ids, logit_scale, training, distillation
                 ),
                 no_sync=lambda: self.accelerator.no_sync(model),
                 forward_context=self.compute_loss_context_manager,
+                loss_parameters=self.objectives.parameters() if training else (),
             )
+        if result.prototype_assignments is not None:
+            self.objectives.record_assignments(split, caption_ids, result.prototype_assignments)
         self._record(split, result, relsim_base_model(self.model).logit_scale)
+        if training:
+            self.objectives.after_training_loss(caption_embeds, caption_ids)
         return (result.loss, output) if return_outputs else result.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -217,12 +296,36 @@ class RelSimTrainer(Trainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             output = model(**model_inputs)
             result = self._contrastive(output.image_embeds, caption_embeds, caption_ids, output.logit_scale)
+        if self.objectives.prototypes is not None and bool(self.objectives.prototypes.initialized):
+            self.objectives.record_assignments(
+                "eval", caption_ids, self.objectives.prototypes.assign(output.image_embeds)
+            )
         self._record("eval", result, output.logit_scale)
         if prediction_loss_only:
             return result.loss.detach(), None, None
         return result.loss.detach(), output.image_embeds.float(), (caption_ids, caption_embeds)
 
     # -- optimisation, logging, export -----------------------------------------------------------------------------
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, plus a group (no weight decay) for the objectives' own parameters (prototypes)."""
+        optimizer = super().create_optimizer(model)
+        present = {id(parameter) for group in optimizer.param_groups for parameter in group["params"]}
+        extra = [parameter for parameter in self.objectives.parameters() if id(parameter) not in present]
+        if extra:
+            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+        return optimizer
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # written before the Trainer's files: a checkpoint whose trainer_state.json exists holds the objectives too
+        if self.objectives.active and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            self.objectives.save(folder)
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self.objectives.load(resume_from_checkpoint)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """No weight decay on the temperature and the query vector (nor, as usual, on biases and norms)."""
@@ -256,6 +359,13 @@ class RelSimTrainer(Trainer):
             prefix = "eval_" if split == "eval" else ""
             logs.update({prefix + name: round(value, 6) for name, value in zip(names, means.tolist(), strict=True)})
             collected.clear()
+        prototype_metrics = self.objectives.prototype_metrics(split)
+        if prototype_metrics:
+            names = sorted(prototype_metrics)
+            values = torch.tensor([prototype_metrics[name] for name in names], device=self.args.device)
+            values = self.accelerator.reduce(values, reduction="mean")
+            prefix = "eval_" if split == "eval" else ""
+            logs.update({prefix + name: round(value, 6) for name, value in zip(names, values.tolist(), strict=True)})
         super().log(logs, start_time)
 
     def train(self, *args: Any, **kwargs: Any):

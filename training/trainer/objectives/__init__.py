@@ -1,0 +1,13 @@
+"""Optional training objectives beside the unique-caption InfoNCE (issue 17), each off by default and set by one
+`RelSimTrainingArguments` field:
+
+- `intra_image_weight` — image–image contrastive term ([`intra_image.intra_image_contrastive`]);
+- `distill_alpha` (with `ema_momentum`, `distill_ramp_steps`) — momentum distillation
+  ([`momentum.MomentumTeacher`], soft targets mixed into the InfoNCE of `training.trainer.losses`);
+- `caption_queue_size` — a FIFO queue of past caption embeddings as extra negatives ([`caption_queue.CaptionQueue`]);
+- `num_prototypes` (with `prototype_weight`, `prototype_temperature`, `sinkhorn_iterations`, `sinkhorn_epsilon`) —
+  swapped-prediction prototype alignment ([`prototypes.PrototypeAlignment`]).
+
+[`training_objectives.TrainingObjectives`] holds their state for the trainer (queue, EMA weights, prototypes),
+combines the terms and saves/restores that state with each checkpoint.
+"""
