@@ -73,6 +73,10 @@ HELP_RUNS = [
     ("training.pipeline", ["caption", "evaluate", "--help"], "usage: python -m training.pipeline caption evaluate "),
     ("training.pipeline", ["check", "--help"], "usage: python -m training.pipeline check "),
     ("training.pipeline", ["demo", "--help"], "usage: python -m training.pipeline demo "),
+    ("training.studies", ["--help"], "usage: python -m training.studies "),
+    ("training.studies", ["distance", "--help"], "usage: python -m training.studies distance "),
+    ("training.studies", ["distance-eval", "--help"], "usage: python -m training.studies distance-eval "),
+    ("training.studies", ["train-literal-describer", "--help"], "usage: python -m training.studies train-literal"),
 ]
 
 
@@ -141,6 +145,7 @@ def test_the_distribution_name_is_not_the_official_releases():
         "relsim-demo",
         "relsim-search",
         "relsim-pipeline",
+        "relsim-studies",
     }
 
 
