@@ -75,6 +75,10 @@ HELP_RUNS = [
     ("training.pipeline", ["demo", "--help"], "usage: python -m training.pipeline demo "),
     ("training.vlm", ["--help"], "usage: python -m training.vlm "),
     ("training.vlm", ["pretrain-tiny", "--help"], "usage: python -m training.vlm pretrain-tiny "),
+    ("training.studies", ["--help"], "usage: python -m training.studies "),
+    ("training.studies", ["distance", "--help"], "usage: python -m training.studies distance "),
+    ("training.studies", ["distance-eval", "--help"], "usage: python -m training.studies distance-eval "),
+    ("training.studies", ["train-literal-describer", "--help"], "usage: python -m training.studies train-literal"),
 ]
 
 
@@ -143,6 +147,7 @@ def test_the_distribution_name_is_not_the_official_releases():
         "relsim-demo",
         "relsim-search",
         "relsim-pipeline",
+        "relsim-studies",
     }
 
 

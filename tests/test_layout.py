@@ -36,6 +36,7 @@ LEVELS = {
     "training.evaluation": 3,
     "training.pipeline": 4,  # the data half: filter, captioners, leak check, stages and their runners
     "training.search": 4,  # index, search, "why" labels, web app, Sentence Transformers
+    "training.studies": 5,  # conceptual distance, analogy scoring, human-judgement app
     "training.demo": 5,
 }
 # Siblings on one level that must not import each other: each is its own product.

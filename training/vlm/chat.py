@@ -154,6 +154,31 @@ class QwenVLChat:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
         return batch
 
+    def _generated_ids(
+        self,
+        conversations: Sequence[Conversation],
+        decoding: Decoding,
+        batch_size: int,
+        show_progress: bool,
+        suppress_token_ids: Sequence[int] = (),
+    ) -> list[torch.Tensor]:
+        """The new tokens of every conversation, one `(batch, new tokens)` tensor per `generate` call."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        outputs = []
+        starts = range(0, len(conversations), batch_size)
+        for batch_index, start in enumerate(tqdm(starts, desc="generating", unit="batch", disable=not show_progress)):
+            batch = self._on_device(self.build_batch(conversations[start : start + batch_size]))
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                if decoding.seed is not None:
+                    torch.manual_seed(decoding.seed + batch_index)
+                extra = {"suppress_tokens": list(suppress_token_ids)} if suppress_token_ids else {}
+                output = self.model.generate(
+                    **batch, **decoding.generate_kwargs(), **extra, pad_token_id=self.tokenizer.pad_token_id
+                )
+            outputs.append(output[:, batch["input_ids"].shape[1] :].cpu())
+        return outputs
+
     @torch.inference_mode()
     def generate(
         self,
@@ -169,21 +194,115 @@ class QwenVLChat:
         decoding a conversation's answer does not depend on its batch; seeded sampling repeats for the same
         conversations, batch size and seed.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         decoding = decoding or Decoding(max_new_tokens=max_new_tokens)
         answers: list[str] = []
-        starts = range(0, len(conversations), batch_size)
-        for batch_index, start in enumerate(tqdm(starts, desc="generating", unit="batch", disable=not show_progress)):
-            batch = self._on_device(self.build_batch(conversations[start : start + batch_size]))
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                if decoding.seed is not None:
-                    torch.manual_seed(decoding.seed + batch_index)
-                output = self.model.generate(
-                    **batch, **decoding.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id
-                )
-            answers += self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        for output in self._generated_ids(conversations, decoding, batch_size, show_progress):
+            answers += self.tokenizer.batch_decode(output, skip_special_tokens=True)
         return answers
+
+    def stop_token_ids(self) -> set[int]:
+        """The tokens that end an answer: the generation config's end-of-sequence ids and the turn end."""
+        configured = self.model.generation_config.eos_token_id
+        configured = [] if configured is None else [configured] if isinstance(configured, int) else configured
+        return {*configured, self.turn_end_id}
+
+    def image_placeholder_ids(self) -> list[int]:
+        """The vision placeholder tokens (image/video pads, vision start/end) this tokenizer has: an answer holding
+        one would be read as an image slot when scored."""
+        names = (IMAGE_TOKEN, "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+        vocabulary = self.tokenizer.get_vocab()
+        return [vocabulary[name] for name in names if name in vocabulary]
+
+    @torch.inference_mode()
+    def generate_token_ids(
+        self,
+        conversations: Sequence[Conversation],
+        decoding: Decoding,
+        batch_size: int = 8,
+        show_progress: bool = False,
+    ) -> list[list[int]]:
+        """Like `generate`, but each answer as the token ids that were drawn, up to and including the token that
+        ended it (absent when the answer ran to `max_new_tokens`): exactly what `sequence_log_likelihoods` scores,
+        with no round trip through text (decoding and re-tokenizing can change the tokens). The vision placeholder
+        tokens are never drawn (`image_placeholder_ids`), so every answer can be scored."""
+        stops = self.stop_token_ids()
+        answers = []
+        placeholders = self.image_placeholder_ids()
+        for output in self._generated_ids(conversations, decoding, batch_size, show_progress, placeholders):
+            for row in output.tolist():
+                end = next((position for position, token in enumerate(row) if token in stops), None)
+                answers.append(row if end is None else row[: end + 1])
+        return answers
+
+    def _answer_ids(self, answer: str | Sequence[int], end_turn: bool) -> list[int]:
+        if isinstance(answer, str):
+            ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+            return [*ids, self.turn_end_id] if end_turn else ids
+        return [int(token) for token in answer]
+
+    @torch.inference_mode()
+    def sequence_log_likelihoods(
+        self,
+        conversations: Sequence[Conversation],
+        answers: Sequence[str | Sequence[int]],
+        batch_size: int = 8,
+        end_turn: bool = False,
+        show_progress: bool = False,
+    ) -> torch.Tensor:
+        """How likely each answer is after its conversation's prompt, by teacher forcing: one forward per batch.
+
+        Args:
+            answers: one per conversation, as text (tokenized on its own, as the SFT batches tokenize answers) or as
+                token ids (`generate_token_ids`' output, scored exactly as drawn).
+            end_turn: append the turn end `<|im_end|>` to text answers, scoring "this answer, and nothing more".
+
+        Returns:
+            `(len(conversations),)` float32 on the CPU: the sum over the answer's tokens of log p(token | images,
+            prompt, the answer's earlier tokens); 0 for an empty answer. Prompt and answer are left padded as one
+            sequence, so every answer ends at the last position and only its logits are computed.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if len(answers) != len(conversations):
+            raise ValueError(
+                f"{len(answers)} answers for {len(conversations)} conversations; give one per conversation"
+            )
+        placeholders = set(self.image_placeholder_ids())
+        scores = []
+        starts = range(0, len(conversations), batch_size)
+        for start in tqdm(starts, desc="scoring answers", unit="batch", disable=not show_progress):
+            texts, pixels = self.render_prompts(conversations[start : start + batch_size])
+            prompt_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            answer_ids = [self._answer_ids(answer, end_turn) for answer in answers[start : start + batch_size]]
+            for position, ids in enumerate(answer_ids, start=start):
+                if placeholders.intersection(ids):
+                    raise ValueError(
+                        f"answer {position} holds vision placeholder tokens {sorted(placeholders.intersection(ids))},"
+                        " which the model would read as image slots; answers must be text"
+                    )
+            sequences = [prompt + answer for prompt, answer in zip(prompt_ids, answer_ids, strict=True)]
+            length = max(map(len, sequences))
+            pad_id = self.tokenizer.pad_token_id
+            input_ids = torch.tensor([[pad_id] * (length - len(ids)) + ids for ids in sequences])
+            batch = BatchFeature(
+                {
+                    "input_ids": input_ids,
+                    "attention_mask": torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids in sequences]),
+                    "mm_token_type_ids": (input_ids == self.image_token_id).int(),
+                    **pixels,
+                }
+            )
+            longest = max(map(len, answer_ids))
+            # the last `longest + 1` positions predict every answer token (the first from the prompt's last token)
+            logits = self.model(**self._on_device(batch), use_cache=False, logits_to_keep=longest + 1).logits
+            log_probabilities = logits.float()[:, :-1].log_softmax(-1)
+            for row, ids in enumerate(answer_ids):
+                predicted = log_probabilities[row, longest - len(ids) :]
+                targets = torch.tensor(ids, dtype=torch.long, device=predicted.device)
+                scores.append(predicted.gather(-1, targets[:, None]).sum().cpu())
+        if not scores:
+            return torch.empty(0)
+        return torch.stack(scores).float()
 
     def answer_token_ids(self, answers: Sequence[str]) -> list[int]:
         """The first token of each answer as the assistant would write it; they must differ."""
