@@ -141,15 +141,10 @@ def test_another_prompt_or_seed_is_another_cache_entry(tmp_path, describer, pair
     assert other_seed.sampled == prompted.sampled == 12
 
 
-def test_literal_rows_use_the_generator_descriptions_as_whole_word_tokens():
-    from training.studies.conceptual_distance_describers import literal_sft_rows, literal_vocabulary
-    from training.synthetic import synthetic_examples
-    from training.synthetic.literal import literal_description
+def test_the_shipped_pretrained_tiny_chat_is_a_literal_describer_with_its_prompt():
+    from training.studies.conceptual_distance_describers import load_describer
+    from training.vlm.tiny import PRETRAINED_TINY_CHAT
 
-    examples = list(synthetic_examples(1, "heldout", seed=0, image_size=64))
-    rows = literal_sft_rows(examples, "Describe.")
-    assert [row["answer"] for row in rows] == [literal_description(example) for example in examples]
-    chat = build_tiny_chat(literal_vocabulary(list(synthetic_examples(1, "train", seed=0, image_size=64))))
-    for row in rows:  # held-out images too: their shapes and colours are in the vocabulary
-        ids = chat.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]
-        assert len(ids) == len(row["answer"].split()) + row["answer"].count(",")  # one token per word or comma
+    describer = load_describer(str(PRETRAINED_TINY_CHAT), name="literal", max_pixels=12544)
+    assert describer.prompt == "Describe the image."
+    assert describer.fingerprint != Describer(build_tiny_chat(seed=0), "x").fingerprint

@@ -108,10 +108,13 @@ def test_the_distance_command_names_a_bad_pairs_line_in_one_line(tmp_path, monke
 
 
 def test_a_trained_literal_describer_reloads_with_its_prompt_and_feeds_the_evaluation_command(tmp_path, relsim_dir):
-    overrides = {"max_steps": 2, "synthetic_num_per_family": 1, "per_device_train_batch_size": 4, "logging_steps": 1}
+    overrides = {
+        "max_steps": 2, "synthetic_num_per_family": 1, "synthetic_negatives": 2, "per_device_train_batch_size": 4,
+        "logging_steps": 1,
+    }  # fmt: skip
     trained = train_literal_describer(tmp_path / "literal", overrides=overrides)
     reloaded = load_describer(str(tmp_path / "literal"), name="literal", max_pixels=12544)
-    assert reloaded.prompt == trained.prompt == "Describe this image literally."
+    assert reloaded.prompt == trained.prompt == "Describe the image."
     assert reloaded.fingerprint == trained.fingerprint
     assert reloaded.fingerprint != Describer(build_tiny_chat(seed=0), "x").fingerprint
     anonymous_dir = save_tiny_chat(tmp_path / "anonymous", seed=6)

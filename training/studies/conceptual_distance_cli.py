@@ -173,7 +173,9 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", type=Path, default=Path("training/configs/literal-describer-tiny-cpu.yaml"))
+    parser.add_argument(
+        "--recipe", type=Path, help="pretraining recipe (default: training/configs/tiny-vlm-pretrain-cpu.yaml)"
+    )
     parser.add_argument("--output-dir", type=Path, required=True, help="where the trained describer is saved")
     parser.add_argument("--max-steps", type=int, help="override the recipe's step count")
 
