@@ -55,6 +55,7 @@ HELP_RUNS = [
     ("training.evaluation", ["judge", "--help"], "usage: python -m training.evaluation judge "),
     ("training.evaluation", ["report", "--help"], "usage: python -m training.evaluation report "),
     ("training.evaluation", ["synthetic", "--help"], "usage: python -m training.evaluation synthetic "),
+    ("training.evaluation", ["ablate", "--help"], "usage: python -m training.evaluation ablate "),
     ("training.demo", ["--help"], "usage: python -m training.demo "),
     ("training.search.official_example", ["--help"], "usage: python -m training.search.official_example "),
     ("training.search", ["--help"], "usage: python -m training.search "),

@@ -29,6 +29,7 @@ LEVELS = {
     "training.image_folder": 1,
     "training.vector_index": 1,  # the one FAISS index builder (evaluation retrieval, search, pipeline)
     "training.tiny_backbone": 1,
+    "training.tuned_encoders": 1,  # the tuned CLIP/DINOv2 baselines (issue 17): config, model, tiny builds
     "training.synthetic": 1,
     "training.hub_data": 2,
     "training.trainer": 2,

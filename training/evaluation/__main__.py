@@ -7,6 +7,7 @@
   python -m training.evaluation judge --pool pool.jsonl --eval-dir eval --judge openai --methods relsim clip-i
   python -m training.evaluation report --pool pool.jsonl --eval-dir eval --similarity-query HASH
   python -m training.evaluation synthetic --model relsim-final --output benchmark-report
+  python -m training.evaluation ablate --output ablation-report [--seeds 3] [--steps 300]
 
 Console script: `relsim-eval`.
 """
@@ -40,7 +41,19 @@ if TYPE_CHECKING:
 MODULE = "training.evaluation"
 logger = logging.getLogger("relsim.eval")
 # the methods by name, kept here as plain strings (the methods package imports torch); a test checks they agree
-METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t", "pixel", "colour-histogram")
+METHOD_NAMES = (
+    "relsim",
+    "tuned-clip",
+    "tuned-dino",
+    "clip-i",
+    "dino",
+    "dreamsim",
+    "lpips",
+    "clip-t",
+    "qwen-t",
+    "pixel",
+    "colour-histogram",
+)
 DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -249,7 +262,10 @@ def parser() -> argparse.ArgumentParser:
     embed = add_command(commands, "embed", "embed the pool with one method (resumes)")
     inputs(embed)
     embed.add_argument("--method", required=True, choices=METHOD_NAMES)
-    embed.add_argument("--model", help="the method's model id or folder (relsim: required; others: the paper's)")
+    embed.add_argument(
+        "--model",
+        help="the method's model id or folder (relsim, tuned-clip, tuned-dino: required; others: the paper's)",
+    )
     embed.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -309,6 +325,12 @@ def parser() -> argparse.ArgumentParser:
     synthetic = add_command(commands, "synthetic", synthetic_cli.HELP, synthetic_cli.__doc__)
     synthetic_cli.add_arguments(synthetic)
     synthetic.set_defaults(run=synthetic_cli.run)
+
+    from training.evaluation import ablation_cli
+
+    ablate = add_command(commands, "ablate", ablation_cli.HELP, ablation_cli.__doc__)
+    ablation_cli.add_arguments(ablate)
+    ablate.set_defaults(run=ablation_cli.run)
     return top
 
 

@@ -1,6 +1,7 @@
 """Score relsim folders on the synthetic relational benchmark, next to the attribute baselines.
 
   python -m training.evaluation synthetic --model relsim-final [--model other=path] --output benchmark-report
+  python -m training.evaluation synthetic --model relsim-final --tuned-encoder tuned-clip=runs/tuned-clip/final
 
 A relsim folder is loaded with the installed modeling_relsim classes; a folder of another model type is refused
 unless --trust-remote-code lets its own code run.
@@ -33,6 +34,12 @@ def parse_models(values: Sequence[str]) -> dict[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], help="relsim folder or hub id, optionally name=path")
     parser.add_argument(
+        "--tuned-encoder",
+        action="append",
+        default=[],
+        help="a tuned CLIP/DINOv2 folder (training.trainer train with image_encoder), optionally name=path",
+    )
+    parser.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="load each --model with the code saved beside it (AutoModel); without it only relsim folders load",
@@ -47,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Any:
     from training.evaluation.methods.relsim import RelSimMethod
+    from training.evaluation.methods.tuned_encoder import TunedEncoderMethod
     from training.evaluation.reporting.tables import markdown_table, rows_from_table
     from training.evaluation.synthetic_report import METRIC_COLUMNS, write_report
     from training.evaluation.synthetic_retrieval import PIXEL_COSINE, attribute_baselines, held_out_pool, run_benchmark
@@ -56,6 +64,9 @@ def run(args: argparse.Namespace) -> Any:
         name: RelSimMethod(path, device=device, trust_remote_code=args.trust_remote_code)
         for name, path in parse_models(args.model).items()
     }
+    models.update(
+        {name: TunedEncoderMethod(path, device=device) for name, path in parse_models(args.tuned_encoder).items()}
+    )
     pool = held_out_pool(args.num_per_family, args.seed, args.image_size)
     run = run_benchmark({**attribute_baselines(), **models}, pool, batch_size=args.batch_size)
     shown = [*models, PIXEL_COSINE]

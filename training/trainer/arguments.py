@@ -41,14 +41,53 @@ class ModelArguments:
     image_size: int = 448
     crop: str = field(default="center", metadata={"help": "center (square crop) or none (keep the aspect ratio)"})
     initializer_seed: int = 0
+    image_encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "train the tuned vision-encoder baseline instead of relsim: a CLIP or DINOv2 hub id or folder "
+            "(e.g. openai/clip-vit-large-patch14, facebook/dinov2-large), with a new projection to projection_dim"
+        },
+    )
+    tiny_image_encoder: str | None = field(
+        default=None, metadata={"help": "a tiny random tuned baseline: clip or dinov2 (CPU recipes, the ablation)"}
+    )
+    image_encoder_trainable_layers: int | None = field(
+        default=None,
+        metadata={"help": "tuned baselines: train the encoder's last N blocks (default all; 0: the projection only)"},
+    )
 
     def __post_init__(self) -> None:
-        if not (self.backbone or self.model_name_or_path or self.tiny_backbone):
-            raise ValueError("set one of backbone, model_name_or_path or tiny_backbone")
+        if not (self.backbone or self.model_name_or_path or self.tiny_backbone or self.uses_image_encoder):
+            raise ValueError(
+                "set one of backbone, model_name_or_path, tiny_backbone, image_encoder or tiny_image_encoder"
+            )
+        if self.uses_image_encoder:
+            self._check_image_encoder()
         if self.tiny_preset not in ("tiny", "small"):
             raise ValueError(f"tiny_preset must be tiny or small, got {self.tiny_preset!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @property
+    def uses_image_encoder(self) -> bool:
+        """Whether the run trains a tuned CLIP/DINOv2 baseline rather than relsim."""
+        return bool(self.image_encoder or self.tiny_image_encoder)
+
+    def _check_image_encoder(self) -> None:
+        if self.image_encoder and self.tiny_image_encoder:
+            raise ValueError("set image_encoder or tiny_image_encoder, not both")
+        if self.tiny_image_encoder and self.tiny_image_encoder not in ("clip", "dinov2"):
+            raise ValueError(f"tiny_image_encoder must be clip or dinov2, got {self.tiny_image_encoder!r}")
+        if self.tiny_backbone or self.model_name_or_path:
+            raise ValueError(
+                "image_encoder / tiny_image_encoder train a tuned CLIP/DINOv2 baseline: leave tiny_backbone and "
+                "model_name_or_path (relsim's) unset"
+            )
+        if self.use_lora:
+            raise ValueError("use_lora adapts relsim's language model; set use_lora: false for an image encoder")
+        layers = self.image_encoder_trainable_layers
+        if layers is not None and layers < 0:
+            raise ValueError(f"image_encoder_trainable_layers must be >= 0 (or unset for all), got {layers}")
 
     def relsim_settings(self) -> dict[str, object]:
         """The RelSimConfig/RelSimProcessor settings these arguments fix."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from modeling_relsim import RelSimProcessor, UnreadableImageError
+from modeling_relsim.image_decoding import decode_image
 from training.trainer.data import normalize_caption
 from training.trainer.losses import caption_id
 
@@ -40,9 +41,15 @@ class RelSimCollator:
         if not image:
             raise UnreadableImageError(source, "no image file for this example")
         try:
-            return self.processor.prepare_image(image)
+            return self._prepare_image(image)
         except UnreadableImageError as error:
             raise UnreadableImageError(source, error.reason) from error
+
+    def _prepare_image(self, image: Any) -> Any:
+        return self.processor.prepare_image(image)
+
+    def _batch(self, prepared: list[Any]) -> dict[str, Any]:
+        return dict(self.processor.batch_prepared_images(prepared, padding_side=self.padding_side))
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         prepared, captions, unreadable = [], [], []
@@ -58,9 +65,28 @@ class RelSimCollator:
             raise RuntimeError(
                 f"all {len(examples)} images of a batch are unreadable ({reasons}); is the image folder right?"
             )
-        batch = dict(self.processor.batch_prepared_images(prepared, padding_side=self.padding_side))
+        batch = self._batch(prepared)
         batch["captions"] = captions
         batch["caption_ids"] = torch.tensor([caption_id(caption) for caption in captions], dtype=torch.long)
         batch["unreadable_images"] = unreadable
         batch["num_examples"] = len(examples)
         return batch
+
+
+class ImageEncoderCollator(RelSimCollator):
+    """The same batches for a tuned CLIP/DINOv2 encoder: images decoded by relsim's one decoder, then the encoder's own
+    image processor (resize, crop, normalise) gives `pixel_values`; captions and unreadable images as above."""
+
+    def __init__(self, image_processor: Any) -> None:
+        super().__init__(image_processor)
+
+    def _prepare_image(self, image: Any) -> Any:
+        return decode_image(image)
+
+    def _batch(self, prepared: list[Any]) -> dict[str, Any]:
+        return {"pixel_values": self.processor(images=prepared, return_tensors="pt")["pixel_values"]}
+
+
+def build_collator(processor: Any) -> RelSimCollator:
+    """The collator for a processor: `RelSimCollator` for relsim's, `ImageEncoderCollator` for an image processor."""
+    return RelSimCollator(processor) if isinstance(processor, RelSimProcessor) else ImageEncoderCollator(processor)

@@ -44,19 +44,28 @@ class RandomState:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
+def batch_device_and_size(batch: Mapping[str, Any]) -> tuple[torch.device, int]:
+    """Where a batch lives and how many samples it holds: `input_ids` for a relsim batch, `pixel_values` for an image
+    encoder's."""
+    key = "input_ids" if "input_ids" in batch else "pixel_values" if "pixel_values" in batch else "image_features"
+    if key not in batch:
+        raise ValueError(f"a batch needs input_ids, pixel_values or image_features; got {sorted(batch)}")
+    return batch[key].device, batch[key].shape[0]
+
+
 def split_batch(batch: Mapping[str, Any], micro_batch_size: int) -> list[dict[str, Any]]:
     """Slices every per-sample entry of a processor batch into micro-batches (the pixel layout is per sample).
 
     Token columns that are padding for every sample of a micro-batch are dropped from each per-token entry, so a
-    micro-batch of short prompts is not run at the full batch's width.
+    micro-batch of short prompts is not run at the full batch's width (a batch of pixels alone has no tokens).
     """
-    size = batch["input_ids"].shape[0]
-    width = batch["input_ids"].shape[1]
+    size = batch_device_and_size(batch)[1]
+    width = batch["input_ids"].shape[1] if "input_ids" in batch else None
     micro_batches = []
     for start in range(0, size, micro_batch_size):
         micro_batch = {key: value[start : start + micro_batch_size] for key, value in batch.items()}
-        keep = micro_batch["attention_mask"].bool().any(0)
-        if not bool(keep.all()):
+        keep = micro_batch["attention_mask"].bool().any(0) if width is not None else None
+        if keep is not None and not bool(keep.all()):
             for key, value in micro_batch.items():
                 if key not in PER_IMAGE_KEYS and value.dim() == 2 and value.shape[1] == width:
                     micro_batch[key] = value[:, keep]
@@ -126,7 +135,7 @@ def grad_cache_loss(
         loss_parameters: trainable tensors `loss_fn` uses besides the embeddings and the temperature; their
             gradients arrive in `.grad` when the returned loss is back-propagated.
     """
-    device = micro_batches[0]["input_ids"].device
+    device = batch_device_and_size(micro_batches[0])[0]
     states, embeddings = [], []
     with torch.no_grad():
         for micro_batch in micro_batches:

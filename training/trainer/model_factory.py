@@ -10,6 +10,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import get_peft_model
@@ -18,6 +19,7 @@ from modeling_relsim import RelSimModel, RelSimProcessor
 from training.tiny_backbone import TINY_PRESETS, build_tiny_model, build_tiny_processor
 from training.trainer.arguments import ModelArguments
 from training.trainer.lora import relsim_lora_config
+from training.tuned_encoders import TunedImageEncoder, build_tiny_encoder
 
 
 logger = logging.getLogger(__name__)
@@ -93,9 +95,41 @@ def make_trainable(model: RelSimModel, arguments: ModelArguments) -> torch.nn.Mo
     return model
 
 
-def build_processor_and_model(arguments: ModelArguments) -> tuple[RelSimProcessor, torch.nn.Module]:
-    processor, model = build_base(arguments)
-    model = make_trainable(model, arguments)
+def build_image_encoder(arguments: ModelArguments) -> tuple[Any, TunedImageEncoder]:
+    """The image processor and the tuned CLIP/DINOv2 baseline: around a pretrained encoder, or tiny and random."""
+    if arguments.tiny_image_encoder:
+        image_processor, model = build_tiny_encoder(
+            arguments.tiny_image_encoder,
+            seed=arguments.initializer_seed,
+            projection_dim=arguments.projection_dim,
+            initializer_seed=arguments.initializer_seed,
+        )
+        return image_processor, model.to(getattr(torch, arguments.dtype))
+    from transformers import AutoImageProcessor
+
+    from training.errors import loading_model
+
+    with loading_model(arguments.image_encoder, "the image encoder", "image_encoder"):
+        image_processor = AutoImageProcessor.from_pretrained(arguments.image_encoder)
+        model = TunedImageEncoder.from_encoder(
+            arguments.image_encoder,
+            projection_dim=arguments.projection_dim,
+            initializer_seed=arguments.initializer_seed,
+            dtype=getattr(torch, arguments.dtype),
+            attn_implementation=arguments.attn_implementation,
+        )
+    return image_processor, model
+
+
+def build_processor_and_model(arguments: ModelArguments) -> tuple[Any, torch.nn.Module]:
+    """The processor (relsim's, or an image encoder's image processor) and the model with its trainable parts set."""
+    if arguments.uses_image_encoder:
+        processor, model = build_image_encoder(arguments)
+        model.train_last_layers(arguments.image_encoder_trainable_layers)
+        keep_trainable_parameters_in_float32(model)
+    else:
+        processor, model = build_base(arguments)
+        model = make_trainable(model, arguments)
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     total = sum(parameter.numel() for parameter in model.parameters())
     logger.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)

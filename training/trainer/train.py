@@ -25,7 +25,7 @@ from training.cli import HelpFormatter, configure_logging, prog_name
 from training.cpu_threads import set_torch_threads
 from training.trainer.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
 from training.trainer.checkpoints import resolve_resume_checkpoint
-from training.trainer.collator import RelSimCollator
+from training.trainer.collator import build_collator
 from training.trainer.data import load_training_data
 from training.trainer.model_card import run_model_card, save_run_settings
 from training.trainer.model_factory import build_processor_and_model, save_model_arguments
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         args=training_arguments,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=RelSimCollator(processor),
+        data_collator=build_collator(processor),
         processing_class=processor,
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         trainer.save_metrics("eval", trainer.evaluate())
     trainer.save_state()
     exported = trainer.export_model()
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero() and not model_arguments.uses_image_encoder:  # the card describes relsim
         card = run_model_card(training_arguments.output_dir, trainer.model.config, trainer.state.global_step)
         card.save(exported / "README.md")
     logger.info("standalone model written to %s", exported)

@@ -28,7 +28,8 @@ from training.metrics import retrieval_compute_metrics
 from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.caption_encoder import CaptionEncoder
 from training.trainer.distributed import world
-from training.trainer.grad_cache import grad_cache_loss, reuse_frozen_vision_features, split_batch
+from training.trainer.grad_cache import grad_cache_loss, split_batch
+from training.trainer.image_encoder import image_encoder_of, reuse_frozen_features
 from training.trainer.losses import ContrastiveLoss, caption_id, relational_info_nce
 from training.trainer.objectives.momentum import DistillationTargets
 from training.trainer.objectives.training_objectives import TrainingObjectives, captions_of
@@ -39,14 +40,6 @@ logger = logging.getLogger(__name__)
 
 BATCH_EXTRAS = ("captions", "caption_ids", "unreadable_images", "num_examples")
 NO_DECAY_NAMES = ("logit_scale", "query_embedding")
-
-
-def relsim_base_model(model: torch.nn.Module) -> RelSimModel:
-    """The RelSimModel inside a PEFT wrapper (or the model itself)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not isinstance(base, RelSimModel):
-        raise TypeError(f"RelSimTrainer trains a RelSimModel (optionally under PEFT), got {type(base).__name__}")
-    return base
 
 
 class LogitScaleClampCallback(TrainerCallback):
@@ -77,10 +70,12 @@ class ObjectiveStepCallback(TrainerCallback):
 
 
 class RelSimTrainer(Trainer):
-    """Trains a RelSimModel (plain or under PEFT) on batches from `RelSimCollator`.
+    """Trains an image encoder (plain or under PEFT) on batches from `RelSimCollator` or `ImageEncoderCollator`:
+    relsim's `RelSimModel`, or a tuned CLIP/DINOv2 baseline (`TunedImageEncoder`); see
+    `training.trainer.image_encoder` for what a model must provide.
 
     Args:
-        model: a `RelSimModel` or a `PeftModel` around one.
+        model: a `RelSimModel`, a `TunedImageEncoder`, or a `PeftModel` around one.
         args: [`RelSimTrainingArguments`].
         caption_encoder: the frozen text tower; built from `args.text_encoder` (default: the model config's
             `text_encoder`) when not given.
@@ -99,7 +94,7 @@ class RelSimTrainer(Trainer):
         caption_encoder: CaptionEncoder | None = None,
         **kwargs: Any,
     ) -> None:
-        config = relsim_base_model(model).config
+        config = image_encoder_of(model).config
         if args.fixed_logit_scale is not None:
             for name, parameter in model.named_parameters():
                 if name.endswith("logit_scale"):
@@ -271,7 +266,7 @@ class RelSimTrainer(Trainer):
             output = None
             micro_batches = split_batch(model_inputs, micro_batch_size)
             if self.accelerator.distributed_type != DistributedType.FSDP:  # FSDP shards must run in the wrapper
-                reuse_frozen_vision_features(relsim_base_model(self.accelerator.unwrap_model(model)), micro_batches)
+                reuse_frozen_features(image_encoder_of(self.accelerator.unwrap_model(model)), micro_batches)
             distillation = self._distillation(model, micro_batches) if training else None
             result = grad_cache_loss(
                 model,
@@ -285,7 +280,7 @@ class RelSimTrainer(Trainer):
             )
         if result.prototype_assignments is not None:
             self.objectives.record_assignments(split, caption_ids, result.prototype_assignments)
-        self._record(split, result, relsim_base_model(self.model).logit_scale)
+        self._record(split, result, image_encoder_of(self.model).logit_scale)
         if training:
             self.objectives.after_training_loss(caption_embeds, caption_ids)
         return (result.loss, output) if return_outputs else result.loss
@@ -375,8 +370,8 @@ class RelSimTrainer(Trainer):
             self.write_unreadable_report()
 
     def export_model(self, output_dir: str | Path | None = None) -> Path:
-        """Writes the merged, standalone RelSimModel + processor (remote code included, Sentence Transformers files
-        too); returns the folder.
+        """Writes the merged, standalone model + processor; returns the folder. A RelSimModel folder also carries its
+        remote code and the Sentence Transformers files; a tuned encoder's is config, weights and image processor.
 
         LoRA is merged into the weights in place, so call this once training is over.
         """
@@ -389,6 +384,7 @@ class RelSimTrainer(Trainer):
             model.save_pretrained(output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
-                write_sentence_transformers_files(output_dir)
+                if isinstance(model, RelSimModel):
+                    write_sentence_transformers_files(output_dir)
         self.accelerator.wait_for_everyone()
         return output_dir

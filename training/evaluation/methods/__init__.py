@@ -10,7 +10,19 @@ import torch
 from training.evaluation.methods.base import METRICS, EmbeddingMethod, embed_image_list
 
 
-METHOD_NAMES = ("relsim", "clip-i", "dino", "dreamsim", "lpips", "clip-t", "qwen-t", "pixel", "colour-histogram")
+METHOD_NAMES = (
+    "relsim",
+    "tuned-clip",
+    "tuned-dino",
+    "clip-i",
+    "dino",
+    "dreamsim",
+    "lpips",
+    "clip-t",
+    "qwen-t",
+    "pixel",
+    "colour-histogram",
+)
 
 
 @dataclass
@@ -40,6 +52,15 @@ def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
         return RelSimMethod(
             options.model, device=options.device, dtype=options.dtype, trust_remote_code=options.trust_remote_code
         )
+    if name in ("tuned-clip", "tuned-dino"):
+        from training.evaluation.methods.tuned_encoder import TunedEncoderMethod
+
+        if options.model is None:
+            raise ValueError(f"the {name} method needs a model: a folder trained with image_encoder")
+        method = TunedEncoderMethod(options.model, device=options.device, dtype=options.dtype)
+        if method.name != name:
+            raise ValueError(f"{options.model} holds a {method.name} model; use --method {method.name}")
+        return method
     if name in ("pixel", "colour-histogram"):
         from training.evaluation.methods.attribute_baselines import ColourHistogramMethod, PixelCosineMethod
 
