@@ -55,6 +55,10 @@ HELP_RUNS = [
     ("training.evaluation", ["judge", "--help"], "usage: python -m training.evaluation judge "),
     ("training.evaluation", ["report", "--help"], "usage: python -m training.evaluation report "),
     ("training.evaluation", ["synthetic", "--help"], "usage: python -m training.evaluation synthetic "),
+    ("training.evaluation", ["analogy", "--help"], "usage: python -m training.evaluation analogy "),
+    ("training.studies", ["--help"], "usage: python -m training.studies "),
+    ("training.studies", ["app", "--help"], "usage: python -m training.studies app "),
+    ("training.studies", ["results", "--help"], "usage: python -m training.studies results "),
     ("training.demo", ["--help"], "usage: python -m training.demo "),
     ("training.search.official_example", ["--help"], "usage: python -m training.search.official_example "),
     ("training.search", ["--help"], "usage: python -m training.search "),
@@ -141,6 +145,7 @@ def test_the_distribution_name_is_not_the_official_releases():
         "relsim-demo",
         "relsim-search",
         "relsim-pipeline",
+        "relsim-studies",
     }
 
 

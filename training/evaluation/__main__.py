@@ -7,6 +7,7 @@
   python -m training.evaluation judge --pool pool.jsonl --eval-dir eval --judge openai --methods relsim clip-i
   python -m training.evaluation report --pool pool.jsonl --eval-dir eval --similarity-query HASH
   python -m training.evaluation synthetic --model relsim-final --output benchmark-report
+  python -m training.evaluation analogy --triplets triplets.csv --model relsim-final --output analogy-report
 
 Console script: `relsim-eval`.
 """
@@ -309,6 +310,12 @@ def parser() -> argparse.ArgumentParser:
     synthetic = add_command(commands, "synthetic", synthetic_cli.HELP, synthetic_cli.__doc__)
     synthetic_cli.add_arguments(synthetic)
     synthetic.set_defaults(run=synthetic_cli.run)
+
+    from training.evaluation import analogy_cli
+
+    analogy = add_command(commands, "analogy", analogy_cli.HELP, analogy_cli.__doc__)
+    analogy_cli.add_arguments(analogy)
+    analogy.set_defaults(run=analogy_cli.run)
     return top
 
 
