@@ -107,3 +107,33 @@ def search_app(trained_tiny_relsim, tmp_path_factory):
         environment.setenv("GRADIO_TEMP_DIR", str(root / "gradio-uploads"))  # the app's uploads stay with the test
         with serve_search_app(root / "index", model, baseline="colour-histogram", k=5, page_size=12) as running:
             yield SearchAppUnderTest(running, collection.resolve(), SearchIndex(root / "index"), model, root)
+
+
+@pytest.fixture(scope="module")
+def studies_app(trained_tiny_relsim, tmp_path_factory):
+    """The search app with the study tabs (label, verify groups, A/B, results) on 127.0.0.1: 2 held-out images per
+    family, the colour-histogram baseline, top 3, seed groups with leak flags, annotators alice and bob, a fixed A/B
+    side seed. Yields a `studies_helpers.StudiesAppUnderTest`."""
+    from studies_helpers import SIDE_SEED, StudiesAppUnderTest, serve_studies_app, write_seed_groups
+    from web_app_helpers import write_synthetic_collection
+
+    from training.search.index import SearchIndex, index_collection
+    from training.search.model import SearchModel
+    from training.studies.judgement_store import JudgementStore
+
+    root = tmp_path_factory.mktemp("studies-app")
+    collection = root / "collection"
+    write_synthetic_collection(collection, per_family=2)
+    model = SearchModel.load(str(trained_tiny_relsim.path))
+    index_collection(root / "index", model, folder=collection, show_progress=False)
+    seed_groups, descriptions = write_seed_groups(root, collection)
+    db = root / "judgements.sqlite"
+    store = JudgementStore(db)
+    tokens = {name: store.add_annotator(name) for name in ("alice", "bob")}
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("GRADIO_TEMP_DIR", str(root / "gradio-uploads"))
+        settings = {"seed_groups": seed_groups, "descriptions": descriptions, "baseline": "colour-histogram", "k": 3,
+                    "side_seed": SIDE_SEED}  # fmt: skip
+        with serve_studies_app(root / "index", db, model, **settings) as running:
+            index = SearchIndex(root / "index")
+            yield StudiesAppUnderTest(running, db, tokens, collection.resolve(), seed_groups, index, model, root)

@@ -37,7 +37,7 @@ LEVELS = {
     "training.evaluation": 3,
     "training.pipeline": 4,  # the data half: filter, captioners, leak check, stages and their runners
     "training.search": 4,  # index, search, "why" labels, web app, Sentence Transformers
-    "training.studies": 5,  # conceptual distance, analogy scoring, human-judgement app
+    "training.studies": 5,  # conceptual distance, human-judgement tabs of the search app (uses search and pipeline)
     "training.demo": 5,
 }
 # Siblings on one level that must not import each other: each is its own product.

@@ -8,6 +8,7 @@
   python -m training.evaluation report --pool pool.jsonl --eval-dir eval --similarity-query HASH
   python -m training.evaluation synthetic --model relsim-final --output benchmark-report
   python -m training.evaluation ablate --output ablation-report [--seeds 3] [--steps 300]
+  python -m training.evaluation analogy --triplets triplets.csv --model relsim-final --output analogy-report
 
 Console script: `relsim-eval`.
 """
@@ -331,6 +332,12 @@ def parser() -> argparse.ArgumentParser:
     ablate = add_command(commands, "ablate", ablation_cli.HELP, ablation_cli.__doc__)
     ablation_cli.add_arguments(ablate)
     ablate.set_defaults(run=ablation_cli.run)
+
+    from training.evaluation import analogy_cli
+
+    analogy = add_command(commands, "analogy", analogy_cli.HELP, analogy_cli.__doc__)
+    analogy_cli.add_arguments(analogy)
+    analogy.set_defaults(run=analogy_cli.run)
     return top
 
 

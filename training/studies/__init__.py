@@ -1,3 +1,3 @@
-"""Studies researchers run with relsim: conceptual distance by description length (and, from the other half of
-issue 18, analogy scoring and a human-judgement app). Submodules are imported on use, so the command line stays
-light."""
+"""Studies people run with relsim: analogy scoring lives in `training.evaluation.analogy`; here are the human-judgement
+tabs of the search app with their SQLite store (`judgement_store`, `app`), and the conceptual distance by description
+length (`conceptual_distance*`). Submodules are imported on use, so the command line stays light."""
