@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> Any:
     from training.cpu_threads import prefer_passive_waiting
 
     prefer_passive_waiting()  # before torch loads: two spinning OpenMP threads on a busy machine run ten times slower
+    from training.errors import import_extra
+
+    import_extra("matplotlib", "eval", "the ablation bar chart")  # missing: say so before hours of training
     from training.evaluation.ablation import read_plan, run_ablation
     from training.evaluation.ablation_report import write_ablation_report
 
