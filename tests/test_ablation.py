@@ -99,6 +99,11 @@ def test_the_default_plan_lists_the_issues_variants():
     ]
     with pytest.raises(ValueError, match="no variant 'nope'"):
         plan.select(["nope"])
+    from training.synthetic import FAMILIES
+
+    # prototypes are initialised by k-means of the distinct captions: the synthetic data has one per family
+    prototypes = [variant.overrides.get("num_prototypes", 0) for variant in plan.variants]
+    assert max(prototypes) == len(FAMILIES)
 
 
 def test_the_summary_is_the_mean_and_sample_standard_deviation():
