@@ -33,6 +33,7 @@ class WideFilterStage(Stage):
     """Keeps rows whose image is wider than tall (reads the size stage's fields)."""
 
     name = "wide"
+    output_fields = ("kept",)
 
     def __init__(self) -> None:
         self.seen: list[str] = []

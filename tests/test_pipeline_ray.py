@@ -3,11 +3,13 @@ a driver killed between shards, download through img2dataset, the FAISS index, t
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from training.pipeline.inputs import rows_from_folder
 from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
 from training.pipeline.ray_executor import run_on_ray
 from training.pipeline.recipe import PipelineRecipe
+from training.pipeline.runner import read_stage_rows
 from training.pipeline.scale_recipe import (
     ActorSettings,
     DownloadSettings,
@@ -35,7 +38,7 @@ from training.pipeline.scale_recipe import (
     scale_recipe_from_dict,
 )
 from training.pipeline.scale_run import read_scale_input, run_scaled
-from training.pipeline.shards import ShardPlan, read_all_shards, shard_path
+from training.pipeline.shards import ShardPlan, read_all_shards, shard_path, table_to_rows
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
 from training.vector_index import VectorIndex, recall_against_exact
 from training.vlm.tiny import save_tiny_chat
@@ -87,7 +90,8 @@ def full_run(ray_address, models, tmp_path_factory):
     ]
     names = ["filter", "caption", "check", "embed", "index"]
     started = time.monotonic()
-    summary = run_scaled(root / "images", root / "out", names, recipe, show_progress=False, stages=stages)
+    summary = run_scaled(root / "images", root / "out", names, recipe, show_progress=False, stages=stages,
+                         executor="ray")  # fmt: skip
     seconds = time.monotonic() - started
     input_rows = rows_from_folder(root / "images")
     plan = ShardPlan.from_rows(input_rows, 50)
@@ -169,14 +173,26 @@ def test_flat_index_equals_exact_search_and_ivf_pq_reports_its_recall(full_run, 
     np.testing.assert_allclose(np.take_along_axis(similarities, ids, 1), scores, atol=1e-5)
     assert (ids == exact_ids).mean() >= 0.99
 
-    path = build_shard_index(full_run["output"], full_run["plan"], IndexSettings(factory="IVF4,PQ8x4"),
-                             folder=tmp_path / "ivfpq")  # fmt: skip
-    approximate = VectorIndex.load(path)
+    reported = full_run["summary"].index
+    assert (reported["factory"], reported["vectors"], reported["recall_queries"]) == (
+        "Flat",
+        len(vectors),
+        min(100, len(vectors)),
+    )
+    assert reported["recall"] >= 0.99
+
+    settings = IndexSettings(factory="IVF4,PQ8x4", nprobe=4, recall_queries=len(vectors))  # every vector a query
+    report = build_shard_index(full_run["output"], full_run["plan"], settings, folder=tmp_path / "ivfpq")
+    approximate = VectorIndex.load(report.path)
     assert (approximate.factory, approximate.count) == ("IVF4,PQ8x4", len(vectors))
     _, found = approximate.search(vectors, 10, nprobe=4)
     recall = recall_against_exact(found, exact_ids)
-    (tmp_path / "recall.txt").write_text(f"{recall:.3f}")
-    assert 0.2 <= recall <= 1.0, recall
+    (tmp_path / "recall.txt").write_text(f"{report.recall:.3f}")
+    # the reported figure is the index's recall@10 against exact search (ties aside). The tiny random model's
+    # embeddings are nearly collinear (mean cosine 0.999), so 32-bit codes barely resolve neighbours here: measured
+    # 0.22, twice chance (10 of 93: 0.11); test_pipeline_sharded checks the figure on a pool with structure
+    assert report.recall == pytest.approx(recall, abs=0.01)
+    assert 0.15 <= report.recall <= 0.6, report.recall
 
 
 def _fingerprints(output: Path) -> dict[str, tuple[int, str]]:
@@ -223,10 +239,20 @@ def test_killed_driver_rerun_redoes_only_missing_shards_without_duplicates(ray_a
 
 def test_a_rerun_of_a_finished_output_recomputes_nothing_and_keeps_every_shard(full_run, models):
     before = _fingerprints(full_run["output"])
-    summary = run_on_ray(full_run["input"], [EmbedStage(models["relsim"], device="cpu")], full_run["output"],
-                         settings=RaySettings(shard_size=50), show_progress=False)  # fmt: skip
+    chat = {"device": "cpu", "max_pixels": CHAT_PIXELS}
+    stages = [  # the run's stages and settings (another list is refused: test_pipeline_sharded); no model loads
+        FilterStage(models["chat"], threshold=THRESHOLD, **chat),
+        CaptionStage(models["chat"], decoding={"max_new_tokens": 3}, **chat),
+        CheckStage(),
+        EmbedStage(models["relsim"], device="cpu"),
+    ]
+    summary = run_on_ray(full_run["input"], stages, full_run["output"], settings=RaySettings(shard_size=50),
+                         show_progress=False)  # fmt: skip
     assert _fingerprints(full_run["output"]) == before
-    assert (summary.stage("embed").computed_now, summary.stage("embed").done_before) == (0, 202)
+    assert (summary.stage("filter").computed_now, summary.stage("filter").done_before) == (0, 202)
+    assert [asdict(stage) for stage in summary.stages] == [
+        {**asdict(stage), "computed_now": 0, "done_before": stage.rows_in} for stage in full_run["summary"].stages
+    ]
 
 
 def test_an_output_of_other_inputs_is_refused(full_run):
@@ -252,7 +278,7 @@ def test_download_with_img2dataset_on_ray_reports_every_failed_url(ray_address, 
         download=DownloadSettings(output_format=output_format, image_size=32, threads=2, shard_size=4),
     )
 
-    summary = run_scaled(url_list, tmp_path / "out", ["download"], recipe, show_progress=False)
+    summary = run_scaled(url_list, tmp_path / "out", ["download"], recipe, show_progress=False, executor="ray")
 
     shards = read_scale_input(tmp_path / "out" / "download", tmp_path / "again")
     assert [len(shard) for shard in shards] == [4, 4, 2]
@@ -294,3 +320,85 @@ def test_scale_recipe_refuses_unknown_settings_by_name():
         scale_recipe_from_dict({"ray": {"actors": {"embed": {"gpus": 1}}}})
     recipe = scale_recipe_from_dict({"ray": {"actors": {"filter": {"num_gpus": 1}}}, "filter": {"threshold": 0.7}})
     assert recipe.ray.actor("filter").num_gpus == 1 and recipe.pipeline.filter.threshold == 0.7
+
+
+def _output_rows(output: Path) -> list[dict]:
+    return [
+        row for path in sorted((output / "shards").glob("part-*.parquet")) for row in table_to_rows(pq.read_table(path))
+    ]
+
+
+def _assert_same_rows(local: list[dict], on_ray: list[dict], ignored: tuple[str, ...] = ()) -> None:
+    assert [row["image_hash"] for row in on_ray] == [row["image_hash"] for row in local]
+    for expected, actual in zip(local, on_ray, strict=True):
+        assert set(actual) == set(expected), expected["image_hash"]
+        for key, value in expected.items():
+            if key == "embedding":
+                np.testing.assert_allclose(actual[key], value, atol=1e-5, rtol=0)
+            elif key == "filter_score":
+                assert actual[key] == pytest.approx(value, abs=1e-5)
+            elif key not in ignored:
+                assert actual[key] == value, (key, expected["image_hash"])
+
+
+def test_run_command_writes_the_same_output_on_the_local_and_the_ray_executor(ray_address, models, tmp_path):
+    write_image_folder(tmp_path / "sources", 14, corrupt=1)
+    urls = [f"file://{path}" for path in sorted((tmp_path / "sources").iterdir())] + [f"file://{tmp_path / 'gone.png'}"]
+    pq.write_table(pa.table({"url": urls}), tmp_path / "urls.parquet")
+    chat = {"model": models["chat"], "max_pixels": CHAT_PIXELS}
+    half = {"num_cpus": 0.5, "batch_size": 4}
+    caption = {**chat, "decoding": {"max_new_tokens": 3}}
+    actors = {"filter": half, "caption": half, "check": {"num_cpus": 0.25}, "embed": half}
+    (tmp_path / "recipe.yaml").write_text(json.dumps({
+        "device": "cpu", "filter": {**chat, "threshold": THRESHOLD}, "caption": caption,
+        "embed": {"model": models["relsim"], "device": "cpu"}, "index": {"factory": "Flat"},
+        "download": {"image_size": 32, "threads": 2, "shard_size": 8},
+        "ray": {"shard_size": 8, "actors": actors},
+    }))  # fmt: skip
+    command = ["run", "--input", str(tmp_path / "urls.parquet"), "--recipe", str(tmp_path / "recipe.yaml"),
+               "--stages", "download,filter,caption,check,embed,index"]  # fmt: skip
+
+    local = main([*command, "--output", str(tmp_path / "local")])
+    on_ray = main([*command, "--output", str(tmp_path / "ray"), "--ray-address", ray_address])
+
+    # img2dataset writes a shard's rows in the order their downloads finish: compare by image hash
+    local_rows, ray_rows = (sorted(_output_rows(tmp_path / side), key=lambda row: row["image_hash"]) for side in
+                            ("local", "ray"))  # fmt: skip
+    assert len(local_rows) == 16 and sum("error" in row for row in local_rows) == 2  # gone.png, corrupt_0.png
+    assert sum("embedding" in row for row in local_rows) >= 3
+    _assert_same_rows(local_rows, ray_rows, ignored=("image",))  # each output has its own downloaded images
+    assert [asdict(stage) for stage in on_ray.stages] == [asdict(stage) for stage in local.stages]
+    assert {**on_ray.index, "path": ""} == {**local.index, "path": ""} and local.index["recall"] == 1.0
+    for name in ("captions.jsonl", "index/ids.jsonl"):  # captions.jsonl: the captions passing the check
+        lines = [sorted((tmp_path / side / name).read_text().splitlines()) for side in ("local", "ray")]
+        assert lines[0] == lines[1] and (name == "captions.jsonl" or len(lines[0]) > 0), name
+    captions = [sorted((row["image_hash"], row["caption"]) for row in read_stage_rows(tmp_path / side, "caption"))
+                for side in ("local", "ray")]  # fmt: skip
+    assert len(captions[0]) == local.stage("caption").rows_in > 0 and captions[0] == captions[1]
+    assert not (tmp_path / "local" / "embed.jsonl").exists()  # the vectors live in the shards and the index
+
+
+def test_filter_score_and_caption_generate_run_on_ray_with_the_local_files(ray_address, models, tmp_path, caplog):
+    write_image_folder(tmp_path / "images", 6, corrupt=1)
+    chat = {"model": models["chat"], "max_pixels": CHAT_PIXELS}
+    caption = {**chat, "decoding": {"max_new_tokens": 3}}
+    (tmp_path / "recipe.yaml").write_text(json.dumps({
+        "device": "cpu", "filter": {**chat, "threshold": THRESHOLD}, "caption": caption,
+        "ray": {"shard_size": 4, "actors": {"filter": {"num_cpus": 0.5}, "caption": {"num_cpus": 0.5}}},
+    }))  # fmt: skip
+    common = ["--input", str(tmp_path / "images"), "--recipe", str(tmp_path / "recipe.yaml")]
+    for command, stage, on_ray in (
+        (["filter", "score"], "filter", ["--executor", "ray"]),
+        (["caption", "generate"], "caption", ["--ray-address", ray_address]),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="training.pipeline.sharded_run"):
+            ray_summary = main([*command, *common, "--output", str(tmp_path / f"{stage}-ray"), *on_ray])
+        assert "shards to compute" in caplog.text and "(ray executor)" in caplog.text
+        local_summary = main([*command, *common, "--output", str(tmp_path / f"{stage}-local")])
+
+        local_rows = read_stage_rows(tmp_path / f"{stage}-local", stage)
+        assert len(local_rows) == 7 and sum("error" in row for row in local_rows) == 1
+        _assert_same_rows(local_rows, read_stage_rows(tmp_path / f"{stage}-ray", stage))
+        assert ray_summary == local_summary
+        assert len(list((tmp_path / f"{stage}-ray" / "shards").glob("part-*.parquet"))) == 2

@@ -2,6 +2,8 @@
 
   python -m training.pipeline run --input IMAGES --output OUT --stages filter,caption,check,handoff \
       --recipe training/configs/pipeline-qwen2.5-vl-7b.yaml      # resumes; OUT/summary.json, OUT/handoff/
+  python -m training.pipeline run --input urls.parquet --output OUT --stages download,filter,caption,embed,index \
+      --recipe RECIPE.yaml [--ray-address auto]                  # the same stages on Ray Data
   python -m training.pipeline filter train --recipe FILTER_SFT.yaml --labels built/filter_labels
   python -m training.pipeline filter score --input IMAGES --output OUT --recipe PIPELINE.yaml
   python -m training.pipeline filter evaluate --scores OUT/filter.jsonl --labels labels.csv --output filter-report
@@ -37,18 +39,23 @@ EXECUTORS = ("local", "ray")  # kept as strings so --help imports nothing
 
 
 def _run_named_stages(args: argparse.Namespace, names: list[str]):
+    """`filter score` / `caption generate`: one stage through `runner.run`, locally or on Ray (same files)."""
     from training.pipeline.build import build_stages
     from training.pipeline.inputs import read_input_rows
-    from training.pipeline.recipe import load_pipeline_recipe
     from training.pipeline.runner import run
+    from training.pipeline.scale_recipe import load_scale_recipe
 
-    recipe = load_pipeline_recipe(args.recipe)
+    recipe = load_scale_recipe(args.recipe)
     if args.device is not None:
-        recipe.device = args.device
+        recipe.pipeline.device = args.device
+    options = {}
+    if args.executor == "ray" or args.ray_address:
+        recipe.ray.address = args.ray_address or recipe.ray.address
+        options = {"executor": "ray", "settings": recipe.ray}
     rows = read_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
     summary = run(
-        rows, build_stages(names, recipe, args.output), args.output, batch_size=args.batch_size or recipe.batch_size,
-        executor=args.executor,
+        rows, build_stages(names, recipe.pipeline, args.output), args.output,
+        batch_size=args.batch_size or recipe.pipeline.batch_size, **options,
     )  # fmt: skip
     for stage in summary.stages:
         logger.info(
@@ -60,13 +67,9 @@ def _run_named_stages(args: argparse.Namespace, names: list[str]):
 
 
 def run_pipeline(args: argparse.Namespace):
-    if args.executor == "ray" or args.ray_address:
-        from training.pipeline.scale_run import run_ray_command
+    from training.pipeline.scale_run import run_command
 
-        return run_ray_command(args)
-    from training.pipeline.build import parse_stage_names
-
-    return _run_named_stages(args, parse_stage_names(args.stages))
+    return run_command(args)
 
 
 def filter_score(args: argparse.Namespace):
@@ -136,6 +139,7 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--output", type=Path, required=True, help="output folder (a rerun resumes there)")
     command.add_argument("--recipe", type=Path, help="pipeline recipe (YAML), e.g. training/configs/pipeline-*.yaml")
     command.add_argument("--executor", choices=EXECUTORS, default="local", help="where the stages run")
+    command.add_argument("--ray-address", help="run on this Ray cluster (implies --executor ray), e.g. auto")
     command.add_argument("--batch-size", type=int, help="rows per stage call (default: the recipe's)")
     command.add_argument("--device", help="override the recipe's device: auto, cpu, cuda, cuda:1")
     command.add_argument("--image-column", default="image", help="datasets input: the image column")
@@ -146,14 +150,12 @@ def parser() -> argparse.ArgumentParser:
     top = command_parser(MODULE, __doc__)
     commands = add_commands(top)
 
-    run_parser = add_command(commands, "run", "run stages over the input (local executor; resumes)")
+    run_parser = add_command(commands, "run", "run stages over the input in shards, here or on Ray (resumes)")
     _add_run_options(run_parser)
     run_parser.add_argument(
         "--stages", default="filter,caption,check,handoff",
-        help="comma-separated, in order; the ray executor also runs download (before filter), embed (after check) and "
-        "index (last)",
+        help="comma-separated, in the order download,filter,caption,check,embed,handoff,index",
     )  # fmt: skip
-    run_parser.add_argument("--ray-address", help="run on this Ray cluster (implies --executor ray), e.g. auto")
     run_parser.set_defaults(run=run_pipeline)
 
     filter_parser = add_command(commands, "filter", "the relational filter: train, score, evaluate")

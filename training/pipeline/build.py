@@ -1,15 +1,24 @@
-"""Stages by name, built from a recipe: what `run --stages filter,caption,check,handoff` runs."""
+"""Stages by name, built from a recipe: what `run --stages download,filter,caption,check,embed,handoff,index` runs.
+
+One list of names serves both executors. `download` and `index` are not row stages: the sharded run
+(`training.pipeline.scale_run`) runs them before and after the row stages, so `build_stages` builds only the others.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.pipeline.recipe import ModelSettings, PipelineRecipe
 from training.pipeline.stages import Stage
 
 
-STAGE_NAMES = ("filter", "caption", "check", "handoff")
+if TYPE_CHECKING:
+    from training.pipeline.scale_recipe import EmbedSettings
+
+STAGE_NAMES = ("download", "filter", "caption", "check", "embed", "handoff", "index")
+AROUND_ROW_STAGES = ("download", "index")  # run by the sharded run before and after the row stages
 HANDOFF_FOLDER = "handoff"
 
 
@@ -34,13 +43,18 @@ def _chat_settings(settings: ModelSettings, recipe: PipelineRecipe) -> dict:
     }  # fmt: skip
 
 
-def build_stages(names: Sequence[str], recipe: PipelineRecipe, output_dir: str | Path) -> list[Stage]:
-    """The named stages with the recipe's settings (models are loaded later, in each stage's `setup`)."""
+def build_stages(
+    names: Sequence[str], recipe: PipelineRecipe, output_dir: str | Path, embed: EmbedSettings | None = None
+) -> list[Stage]:
+    """The named row stages with the recipe's settings (models are loaded later, in each stage's `setup`);
+    `download` and `index` are skipped (see the module docstring); `embed` needs the recipe's `embed` section."""
     from training.pipeline.handoff import HandoffStage
     from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
 
     stages: list[Stage] = []
     for name in names:
+        if name in AROUND_ROW_STAGES:
+            continue
         if name == "filter":
             stages.append(FilterStage(**_chat_settings(recipe.filter, recipe), threshold=recipe.filter.threshold))
         elif name == "caption":
@@ -54,8 +68,21 @@ def build_stages(names: Sequence[str], recipe: PipelineRecipe, output_dir: str |
             )
         elif name == "check":
             stages.append(CheckStage(recipe.check.relational_vocabulary))
+        elif name == "embed":
+            stages.append(_embed_stage(embed))
         elif name == "handoff":
             stages.append(HandoffStage(Path(output_dir) / HANDOFF_FOLDER, recipe.handoff.require_check_ok))
         else:
             raise ValueError(f"unknown stage {name!r}; choose from {STAGE_NAMES}")
     return stages
+
+
+def _embed_stage(settings: EmbedSettings | None) -> Stage:
+    from training.pipeline.embed_stage import EmbedStage
+
+    if settings is None or not settings.model:
+        raise ValueError("the embed stage needs `embed: {model: <relsim folder or hub id>}` in the recipe")
+    return EmbedStage(
+        settings.model, device=settings.device, dtype=settings.dtype, embed_batch_size=settings.batch_size,
+        trust_remote_code=settings.trust_remote_code,
+    )  # fmt: skip

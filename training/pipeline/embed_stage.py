@@ -5,7 +5,7 @@ the model directly."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 
@@ -44,6 +44,9 @@ class EmbedStage(ImageStage):
         self.embed_batch_size, self.batch_size, self.trust_remote_code = embed_batch_size, batch_size, trust_remote_code
         self.model: RelSimModel | None = None
         self.processor: RelSimProcessor | None = None
+
+    def output_settings(self) -> dict[str, Any]:
+        return {"model": self.model_name_or_path, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
 
     def setup(self) -> None:
         from training.cli import resolve_device, resolve_dtype

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import PIL.Image
@@ -104,8 +105,11 @@ class HandoffStage(ImageStage):
     def keeps(self, row: Row) -> bool:
         return bool(row.get("handed_off"))
 
-    def finish(self, rows: list[Row], output_dir: str) -> None:
-        path = write_captions_jsonl([row for row in rows if row.get("handed_off")], self.folder / CAPTIONS_FILE)
+    def output_settings(self) -> dict[str, bool]:
+        return {"require_check_ok": self.require_check_ok}
+
+    def finish(self, rows: Iterable[Row], output_dir: str) -> None:
+        path = write_captions_jsonl((row for row in rows if row.get("handed_off")), self.folder / CAPTIONS_FILE)
         logger.info(
             "hand-off: %s; train relsim with --captions-jsonl %s --image-dir %s",
             path,
@@ -114,12 +118,16 @@ class HandoffStage(ImageStage):
         )
 
 
-def write_captions_jsonl(rows: list[Row], path: str | Path) -> Path:
-    """The official captions format, one `{"image_hash", "caption", "url_link"}` per row, written atomically."""
-    lines = []
-    for row in rows:
-        image_hash = require_image_hash(row.get("image_hash"), f"hand-off row {row.get('image')!r}: image_hash")
-        lines.append(
-            json.dumps({"image_hash": image_hash, "caption": row["caption"], "url_link": row.get("url") or ""})
-        )
-    return atomic_write(Path(path), ("\n".join(lines) + "\n" if lines else "").encode("utf-8"))
+def write_captions_jsonl(rows: Iterable[Row], path: str | Path) -> Path:
+    """The official captions format, one `{"image_hash", "caption", "url_link"}` per row, written atomically;
+    `rows` is read once, as it comes (a sharded run streams it)."""
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", encoding="utf-8") as out:
+            for row in rows:
+                where = f"hand-off row {row.get('image')!r}: image_hash"
+                record = {"image_hash": require_image_hash(row.get("image_hash"), where), "caption": row["caption"],
+                          "url_link": row.get("url") or ""}  # fmt: skip
+                out.write(json.dumps(record) + "\n")
+
+    return atomic_write(Path(path), write)

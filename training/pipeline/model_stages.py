@@ -52,6 +52,9 @@ class ChatStage(ImageStage):
         self.batch_size = batch_size
         self.chat = chat
 
+    def output_settings(self) -> dict[str, Any]:
+        return {"model": self.model, "adapter": self.adapter, "dtype": self.dtype, "max_pixels": self.max_pixels}
+
     def setup(self) -> None:
         if self.chat is None:
             logger.info("%s: loading %s%s", self.name, self.model, f" + {self.adapter}" if self.adapter else "")
@@ -84,6 +87,9 @@ class FilterStage(ChatStage):
     def keeps(self, row: Row) -> bool:
         return bool(row.get("kept"))
 
+    def output_settings(self) -> dict[str, Any]:
+        return {**super().output_settings(), "threshold": self.threshold}
+
 
 class CaptionStage(ChatStage):
     """Args (beyond `ChatStage`'s):
@@ -110,6 +116,9 @@ class CaptionStage(ChatStage):
         self.decoding = dict(decoding or {})
         self.cache_file = cache_file
         self.captioner = None
+
+    def output_settings(self) -> dict[str, Any]:
+        return {**super().output_settings(), "prompt": self.prompt, "decoding": self.decoding}
 
     def setup(self) -> None:
         import tempfile
@@ -145,6 +154,9 @@ class CheckStage(Stage):
     def __init__(self, relational_vocabulary: list[str] | None = None, batch_size: int | None = None) -> None:
         self.relational_vocabulary = list(relational_vocabulary or [])
         self.batch_size = batch_size
+
+    def output_settings(self) -> dict[str, Any]:
+        return {"relational_vocabulary": self.relational_vocabulary}
 
     def process(self, rows: list[Row]) -> list[Row]:
         from training.caption_text import normalize_caption

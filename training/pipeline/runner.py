@@ -1,4 +1,5 @@
-"""The pipeline's runner: one `run` entry point with a choice of executor (the local one here; issue 15 adds Ray).
+"""The pipeline's runner: one `run` entry point with a choice of executor: `local` here, `ray` the sharded run on Ray
+Data (`training.pipeline.ray_executor.run_on_ray`), which writes the same `<stage>.jsonl` files and summary.
 
 The local executor runs the stages one after another, each over every row its previous stage passed on (readable and
 not dropped by a filter), in batches, with a progress bar per stage. Each output row is appended durably to
@@ -47,9 +48,12 @@ class StageSummary:
 
 @dataclass
 class RunSummary:
+    """`index`: the index stage's report when it ran (factory, vectors, recall@k against exact search)."""
+
     rows_in: int
     duplicate_inputs: int
     stages: list[StageSummary]
+    index: dict[str, Any] | None = None
 
     def stage(self, name: str) -> StageSummary:
         for summary in self.stages:
@@ -175,8 +179,27 @@ def write_summary(summary: RunSummary, output_dir: str | Path) -> Path:
     return path
 
 
+def run_stages_on_ray(
+    input_rows: Iterable[Row],
+    stages: Sequence[Stage],
+    output_dir: str | Path,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    show_progress: bool = True,
+    **ray_options: Any,
+) -> RunSummary:
+    """The Ray executor with the local runner's outputs: `<stage>.jsonl` for every stage and `summary.json` (beside
+    the parquet shards it resumes from). `ray_options`: `settings` (`scale_recipe.RaySettings`: cluster address,
+    shard size, actors)."""
+    from training.pipeline.ray_executor import run_on_ray
+
+    return run_on_ray(
+        input_rows, stages, output_dir, batch_size, show_progress=show_progress,
+        stage_logs=[stage.name for stage in stages], **ray_options,
+    )  # fmt: skip
+
+
 Executor = Callable[..., RunSummary]
-EXECUTORS: dict[str, Executor] = {"local": run_stages}
+EXECUTORS: dict[str, Executor] = {"local": run_stages, "ray": run_stages_on_ray}
 
 
 def run(

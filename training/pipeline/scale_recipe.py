@@ -11,7 +11,8 @@
         embed:   {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 64}
     download: {output_format: webdataset, image_size: 448, processes: 16, threads: 64, shard_size: 10000}
     embed:    {model: runs/relsim/final, dtype: bfloat16, device: auto, batch_size: 64}
-    index:    {factory: "IVF65536,PQ64", metric: inner_product, training_sample: 2000000, nprobe: 64}
+    index:    {factory: "IVF65536,PQ64", metric: inner_product, training_sample: 2000000, nprobe: 64,
+               recall_queries: 100, recall_k: 10}   # recall@k against exact search, reported in summary.json
 
 `load_scale_recipe` splits a YAML file into these sections and the local pipeline's `PipelineRecipe`, so one file
 configures either executor; unknown keys are refused with their names, as the local recipe does.
@@ -77,12 +78,15 @@ class EmbedSettings:
 
 @dataclass
 class IndexSettings:
-    """The FAISS index over the embeddings (`training.vector_index`): any factory string, trained on a sample."""
+    """The FAISS index over the embeddings (`training.vector_index`): any factory string, trained on a sample;
+    `recall_queries` pool vectors measure its recall@`recall_k` against exact search (0: not measured)."""
 
     factory: str = "Flat"
     metric: str = "inner_product"
     training_sample: int = 100_000
     nprobe: int = 64
+    recall_queries: int = 100
+    recall_k: int = 10
 
 
 @dataclass
@@ -121,6 +125,8 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
         raise ValueError(f"{where}: ray.shard_size must be at least 1, got {ray.shard_size}")
     if recipe.download.output_format not in DOWNLOAD_FORMATS:
         raise ValueError(f"{where}: download.output_format must be one of {DOWNLOAD_FORMATS}")
+    if recipe.index.recall_queries < 0 or recipe.index.recall_k < 1:
+        raise ValueError(f"{where}: index.recall_queries must be at least 0 and index.recall_k at least 1")
     for name, actor in ray.actors.items():
         if actor.concurrency < 1 or (actor.batch_size is not None and actor.batch_size < 1):
             raise ValueError(f"{where}: ray.actors.{name}: concurrency and batch_size must be at least 1")

@@ -1,18 +1,23 @@
-"""`python -m training.pipeline run --executor ray` (or `--ray-address ADDRESS`): download -> filter -> caption ->
-check -> embed -> handoff -> index on Ray Data, configured by one YAML recipe (`scale_recipe`).
+"""`python -m training.pipeline run`: download -> filter -> caption -> check -> embed -> handoff -> index, on this
+machine (`--executor local`, the default) or on Ray Data (`--executor ray` / `--ray-address ADDRESS`), configured by
+one YAML recipe (`scale_recipe`). Both executors run the same stage classes and write the same outputs
+(`training.pipeline.sharded_run`).
 
 Inputs (`--input`): a `.parquet` or `.jsonl`/`.csv` URL list (LAION-style `url`/`URL`, optional `caption`/`TEXT`), a
 folder of image shards (img2dataset's webdataset or parquet output), a folder of images, or a `datasets` dataset.
 Outputs in `--output`: `shards/part-NNNNN.parquet` (one row per input row: image_hash, url, filter score, caption,
-embedding, error, ...), the captions jsonl the dataset builders read (`handoff/captions.jsonl` with the hand-off
-stage, else `captions.jsonl`), `index/` with the index stage, `download/` with the download stage, `summary.json`.
+embedding, error, ...; the unit of resume), `<stage>.jsonl` for every row stage but embed (whose vectors stay in the
+shards and the index), the captions jsonl the dataset builders read (`handoff/captions.jsonl` with the hand-off
+stage, else `captions.jsonl`), `index/` with the index stage, `download/` with the download stage (img2dataset: its
+`ray` distributor on Ray, `multiprocessing` locally), `summary.json` (with the index's recall@10 against exact search).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from training.image_ids import require_image_hash, url_image_hash
@@ -22,21 +27,9 @@ from training.pipeline.stages import Row, Stage
 
 logger = logging.getLogger(__name__)
 
-SCALE_STAGE_NAMES = ("download", "filter", "caption", "check", "embed", "handoff", "index")
 DOWNLOAD_FOLDER = "download"
 CAPTIONS_FILE = "captions.jsonl"
-
-
-def parse_scale_stage_names(text: str) -> list[str]:
-    """`"download,filter,embed,index"` -> the list, checked against `SCALE_STAGE_NAMES` and their order."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SCALE_STAGE_NAMES]
-    if unknown or not names:
-        raise ValueError(f"unknown stages {unknown or names}; choose from {','.join(SCALE_STAGE_NAMES)}")
-    positions = [SCALE_STAGE_NAMES.index(name) for name in names]
-    if len(set(names)) != len(names) or positions != sorted(positions):
-        raise ValueError(f"stages run once each in the order {','.join(SCALE_STAGE_NAMES)}; got {','.join(names)}")
-    return names
+UNLOGGED_STAGES = ("embed",)  # no `<stage>.jsonl`: a stage whose output is vectors (kept in shards and index)
 
 
 def rows_from_parquet_list(path: str | Path) -> list[Row]:
@@ -82,22 +75,8 @@ def read_scale_input(source: str | Path, output_dir: Path, image_column: str = "
 def build_scale_stages(names: Sequence[str], recipe: ScaleRecipe, output_dir: Path) -> list[Stage]:
     """The row stages among `names` (download and index are not row stages), built from the recipe."""
     from training.pipeline.build import build_stages
-    from training.pipeline.embed_stage import EmbedStage
 
-    stages: list[Stage] = []
-    for name in names:
-        if name == "embed":
-            if not recipe.embed.model:
-                raise ValueError("the embed stage needs `embed: {model: <relsim folder or hub id>}` in the recipe")
-            stages.append(
-                EmbedStage(
-                    recipe.embed.model, device=recipe.embed.device, dtype=recipe.embed.dtype,
-                    embed_batch_size=recipe.embed.batch_size, trust_remote_code=recipe.embed.trust_remote_code,
-                )
-            )  # fmt: skip
-        elif name not in ("download", "index"):
-            stages += build_stages([name], recipe.pipeline, output_dir)
-    return stages
+    return build_stages(names, recipe.pipeline, output_dir, recipe.embed)
 
 
 def _download(rows: list[Row], output_dir: Path, recipe: ScaleRecipe, on_ray: bool) -> list[list[Row]]:
@@ -124,6 +103,12 @@ def _download_summary(shards: list[list[Row]]):
     return StageSummary(DOWNLOAD_STAGE, len(rows), len(rows), 0, kept, 0, dict(sorted(failed.items())))
 
 
+def _captioned(rows: Iterable[Row]) -> Iterable[Row]:
+    return (
+        row for row in rows if row.get("caption") and "error" not in row and (row.get("check") or {}).get("ok", True)
+    )
+
+
 def run_scaled(
     source: str | Path,
     output_dir: str | Path,
@@ -134,8 +119,10 @@ def run_scaled(
     split: str = "train",
     show_progress: bool = True,
     stages: Sequence[Stage] | None = None,
+    executor: str = "local",
 ):
-    """Reads the input, downloads when asked, runs the row stages on Ray, writes the captions jsonl and the index.
+    """Reads the input, downloads when asked, runs the row stages sharded (`executor` "local" or "ray"), writes the
+    captions jsonl and the index.
 
     Args:
         stages: the row stages to run instead of building them from `names` (tests, custom stages); `names` still
@@ -143,52 +130,56 @@ def run_scaled(
     """
     from training.pipeline.handoff import write_captions_jsonl
     from training.pipeline.index_stage import build_shard_index
-    from training.pipeline.ray_executor import ensure_ray, run_on_ray
-    from training.pipeline.runner import write_summary
-    from training.pipeline.shards import ShardPlan, read_all_shards
+    from training.pipeline.runner import unique_rows, write_summary
+    from training.pipeline.sharded_run import iter_shard_rows, run_sharded
+    from training.pipeline.shards import ShardPlan
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     row_stages = list(stages) if stages is not None else build_scale_stages(names, recipe, output_dir)
-    started = ensure_ray(recipe.ray)
+    on_ray = executor == "ray"
+    started = False
+    if on_ray:
+        from training.pipeline.ray_executor import ensure_ray
+
+        started = ensure_ray(recipe.ray)
     try:
         rows = read_scale_input(source, output_dir, image_column, split)
         shards = rows if rows and isinstance(rows[0], list) else None
         if "download" in names:
             flat = [row for shard in shards for row in shard] if shards else rows
-            shards = _download(flat, output_dir, recipe, on_ray=True)
-        plan = ShardPlan.from_shards(shards, recipe.ray.shard_size) if shards is not None else rows
-        summary = run_on_ray(
-            plan, row_stages, output_dir, batch_size or recipe.pipeline.batch_size, recipe.ray, show_progress
-        )
+            shards = _download(flat, output_dir, recipe, on_ray=on_ray)
+        duplicates = 0
+        if shards is not None:
+            plan = ShardPlan.from_shards(shards, recipe.ray.shard_size)
+        else:
+            unique, duplicates = unique_rows(rows)
+            plan = ShardPlan.from_rows(unique, recipe.ray.shard_size)
+        del rows
+        logged = [stage.name for stage in row_stages if stage.name not in UNLOGGED_STAGES]
+        summary = run_sharded(
+            plan, row_stages, output_dir, batch_size or recipe.pipeline.batch_size, recipe.ray, executor,
+            show_progress, stage_logs=logged,
+        )  # fmt: skip
     finally:
         if started:
             import ray
 
             ray.shutdown()
+    summary.duplicate_inputs = duplicates
     if "download" in names:
         summary.stages.insert(0, _download_summary(shards))
-        write_summary(summary, output_dir)
-    plan = plan if isinstance(plan, ShardPlan) else ShardPlan.from_rows(_unique(plan), recipe.ray.shard_size)
     if "caption" in names and "handoff" not in names:
-        captioned = [
-            row for row in read_all_shards(output_dir, plan)
-            if row.get("caption") and "error" not in row and (row.get("check") or {}).get("ok", True)
-        ]  # fmt: skip
-        write_captions_jsonl(captioned, output_dir / CAPTIONS_FILE)
+        write_captions_jsonl(_captioned(iter_shard_rows(output_dir, plan)), output_dir / CAPTIONS_FILE)
     if "index" in names:
-        build_shard_index(output_dir, plan, recipe.index)
+        summary.index = asdict(build_shard_index(output_dir, plan, recipe.index))
+    write_summary(summary, output_dir)
     return summary
 
 
-def _unique(rows: list[Row]) -> list[Row]:
-    from training.pipeline.runner import unique_rows
-
-    return unique_rows(rows)[0]
-
-
-def run_ray_command(args) -> None:
-    """The `run` command's Ray executor: `args` as `training.pipeline.__main__` parses them."""
+def run_command(args) -> None:
+    """The `run` command on either executor: `args` as `training.pipeline.__main__` parses them."""
+    from training.pipeline.build import parse_stage_names
     from training.pipeline.scale_recipe import load_scale_recipe
 
     recipe = load_scale_recipe(args.recipe)
@@ -196,13 +187,17 @@ def run_ray_command(args) -> None:
         recipe.pipeline.device = recipe.embed.device = args.device
     if args.ray_address:
         recipe.ray.address = args.ray_address
+    executor = "ray" if args.executor == "ray" or args.ray_address else "local"
     summary = run_scaled(
-        args.input, args.output, parse_scale_stage_names(args.stages), recipe, batch_size=args.batch_size,
-        image_column=args.image_column, split=args.split,
+        args.input, args.output, parse_stage_names(args.stages), recipe, batch_size=args.batch_size,
+        image_column=args.image_column, split=args.split, executor=executor,
     )  # fmt: skip
     for stage in summary.stages:
         logger.info(
             "%s: %d in (%d done earlier), %d kept, %d dropped, failed: %s", stage.stage, stage.rows_in,
             stage.done_before, stage.kept, stage.dropped, stage.failed or "none",
         )  # fmt: skip
+    if summary.index:
+        logger.info("index: %s", summary.index)
     logger.info("summary: %s", Path(args.output) / "summary.json")
+    return summary

@@ -5,7 +5,8 @@ image hashes). `shards/part-00003.parquet` holds shard 3's rows (every input row
 or failed) and carries the shard's fingerprint in its parquet metadata. It is written under a hidden temporary name
 and renamed when complete (`training.store.atomic_write`), so it exists only whole: a rerun takes a shard as
 finished when its file exists and its fingerprint matches the plan, and recomputes every other shard. `plan.json`
-records the shards of the run; a rerun over other input rows (or another shard size) is refused rather than mixed.
+records the shards of the run and its stages with their settings; a rerun over other input rows, another shard size,
+other stages or other stage settings is refused rather than mixed.
 
 Columns: the row fields every stage may write, with fixed Arrow types so shards written by different workers always
 agree: `image_hash`, `url`, `image`, `source_caption`, `filter_score`, `kept`, `caption`, `check` (the check's
@@ -142,24 +143,48 @@ def shard_path(output_dir: str | Path, index: int) -> Path:
     return Path(output_dir) / SHARDS_FOLDER / f"part-{index:05d}.parquet"
 
 
-def check_plan(plan: ShardPlan, output_dir: str | Path) -> None:
-    """Records the plan in `shards/plan.json`, or checks it against the one a previous run recorded.
+def check_plan(plan: ShardPlan, output_dir: str | Path, stages: dict[str, Any] | None = None) -> None:
+    """Records the plan (and `stages`: stage name -> the settings that change its output) in `shards/plan.json`, or
+    checks them against the ones a previous run recorded.
 
     Raises:
-        ValueError: the output folder holds shards of other input rows or another shard size.
+        ValueError: the output folder holds shards of other input rows, another shard size, or other stages or
+            stage settings (finished shards of one would be mixed with new shards of the other).
     """
     path = Path(output_dir) / SHARDS_FOLDER / PLAN_FILE
-    recorded = {"shard_size": plan.shard_size, "shards": [asdict(spec) for spec in plan.specs]}
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != recorded:
-            raise ValueError(
-                f"{path} records {len(previous.get('shards', []))} shards of another input or shard size "
-                f"({previous.get('shard_size')}); this run has {len(plan.specs)} of size {plan.shard_size}. Use a new "
-                "--output folder, or the same input and recipe as the run that wrote it"
-            )
+    recorded = {"shard_size": plan.shard_size, "shards": [asdict(spec) for spec in plan.specs], "stages": stages or {}}
+    if not path.is_file():
+        atomic_write(path, (json.dumps(recorded, indent=1) + "\n").encode("utf-8"))
         return
-    atomic_write(path, (json.dumps(recorded, indent=1) + "\n").encode("utf-8"))
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    if (previous.get("shard_size"), previous.get("shards")) != (recorded["shard_size"], recorded["shards"]):
+        raise ValueError(
+            f"{path} records {len(previous.get('shards', []))} shards of another input or shard size "
+            f"({previous.get('shard_size')}); this run has {len(plan.specs)} of size {plan.shard_size}. Use a new "
+            "--output folder, or the same input and recipe as the run that wrote it"
+        )
+    before, now = previous.get("stages", {}), recorded["stages"]
+    if before != now:
+        differ = sorted(name for name in {*before, *now} if before.get(name) != now.get(name))
+        raise ValueError(
+            f"{path} records a run of the stages {list(before)}; this run has {list(now)}, which differ in "
+            f"{differ} (stages added, removed or with other settings: {', '.join(_differences(before, now))}). Its "
+            "finished shards would be mixed with shards of another recipe: use a new --output folder, or the stages "
+            "and recipe of the run that wrote it"
+        )
+
+
+def _differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Short descriptions of how two recorded stage lists differ, e.g. "filter.threshold 0.5 -> 0.7"."""
+    described = []
+    for name in sorted({*before, *now}):
+        if name not in before or name not in now:
+            described.append(f"{name} {'added' if name in now else 'removed'}")
+            continue
+        for key in sorted({*before[name], *now[name]}):
+            if before[name].get(key) != now[name].get(key):
+                described.append(f"{name}.{key} {before[name].get(key)!r} -> {now[name].get(key)!r}")
+    return described
 
 
 def is_finished(output_dir: str | Path, spec: ShardSpec) -> bool:
@@ -185,10 +210,12 @@ def write_shard(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) ->
     return atomic_write(shard_path(output_dir, spec.index), lambda temporary: pq.write_table(table, temporary))
 
 
-def read_shard(output_dir: str | Path, index: int) -> list[Row]:
-    return table_to_rows(pq.read_table(shard_path(output_dir, index)))
+def read_shard(output_dir: str | Path, index: int, columns: Sequence[str] | None = None) -> list[Row]:
+    """Shard `index`'s rows (only `columns` when given)."""
+    return table_to_rows(pq.read_table(shard_path(output_dir, index), columns=list(columns) if columns else None))
 
 
 def read_all_shards(output_dir: str | Path, plan: ShardPlan) -> list[Row]:
-    """Every output row, shard by shard, in input order."""
+    """Every output row, shard by shard, in input order, all in memory: for small outputs and tests (the run itself
+    streams shard by shard, `training.pipeline.sharded_run.iter_shard_rows`)."""
     return [row for spec in plan.specs for row in read_shard(output_dir, spec.index)]

@@ -14,7 +14,7 @@ happens in `setup()`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import PIL.Image
@@ -76,9 +76,15 @@ class Stage:
         """Whether this stage passes a readable output row on to the next stage (a filter drops some)."""
         return True
 
-    def finish(self, rows: list[Row], output_dir: str) -> None:
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that change what this stage writes (model, adapter, threshold, decoding...; not the device or
+        batch size): the sharded run records them and refuses to resume a folder written with others."""
+        return {}
+
+    def finish(self, rows: Iterable[Row], output_dir: str) -> None:
         """Called once after every input row is done, with this stage's output rows in input order (e.g. to write a
-        file that needs all of them). Does nothing by default."""
+        file that needs all of them), to be read once: the sharded run streams them from its shards. Does nothing by
+        default."""
 
     def ensure_setup(self) -> None:
         if not self._is_set_up:
