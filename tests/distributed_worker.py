@@ -8,7 +8,8 @@ images and rank 1 on 3, exercising uneven gathers.
 The `*-options` configs turn on every objective option and train two steps (plain SGD, so tiny gradient differences
 stay tiny) on 16 examples: the second global batch meets a queue filled by the first and an EMA teacher that has
 moved. Their files also hold the prototypes' gradient (`objective.prototypes`) and the objectives' final state
-(`state.*`: queue, EMA weights, prototypes), which must match across runs too.
+(`state.*`: queue, EMA weights, prototypes), which must match across runs too. `gradcache-options-clipped` is the
+same under a tiny `max_grad_norm`: its gradients are recorded after clipping, prototypes included.
 """
 
 import io
@@ -47,6 +48,7 @@ CONFIGS = {
     "gradcache-symmetric": {"symmetric_loss": True, "micro": 2},
     "plain-options": {"symmetric_loss": True, "options": EVERY_OPTION},
     "gradcache-options": {"symmetric_loss": True, "micro": 2, "options": EVERY_OPTION},
+    "gradcache-options-clipped": {"symmetric_loss": True, "micro": 2, "options": EVERY_OPTION, "max_grad_norm": 1e-3},
 }
 
 
@@ -71,7 +73,7 @@ def count_allreduce(trainer, bucket):
 
 
 class RecordGradients(TrainerCallback):
-    """The gradients of the last step, the prototypes' included."""
+    """The gradients of the last step as the optimizer gets them (after clipping), the prototypes' included."""
 
     def __init__(self):
         self.gradients = {}
@@ -128,7 +130,7 @@ def main(output_dir: str) -> None:
             max_steps=2 if options else 1,
             optim="sgd" if options else "adamw_torch",
             learning_rate=1e-3,
-            max_grad_norm=0.0,
+            max_grad_norm=config.get("max_grad_norm", 0.0),
             logging_steps=1,
             report_to=[],
             save_strategy="no",

@@ -37,10 +37,13 @@ def runs(tmp_path_factory):
     return output
 
 
-@pytest.mark.parametrize("config", ["plain-symmetric", "gradcache-symmetric", "plain-options", "gradcache-options"])
+@pytest.mark.parametrize(
+    "config",
+    ["plain-symmetric", "gradcache-symmetric", "plain-options", "gradcache-options", "gradcache-options-clipped"],
+)
 def test_two_processes_match_one(runs, config):
     single_loss, single = read(runs / f"rank0-of1-{config}.safetensors")
-    if config.endswith("options"):  # the prototypes' gradient and the queue, EMA and prototypes are compared too
+    if "options" in config:  # the prototypes' gradient and the queue, EMA and prototypes are compared too
         assert {"objective.prototypes", "state.queue.ids", "state.prototypes.prototypes"} <= single.keys()
         assert any(name.startswith("state.ema.") for name in single)
     for rank in (0, 1):
@@ -58,3 +61,12 @@ def test_grad_cache_all_reduces_the_gradients_once(runs):
         # two micro-batches per rank, replayed in backward: only the last replay all-reduces
         cached, _ = read(runs / f"rank{rank}-of2-gradcache-symmetric.safetensors", "allreduce_calls")
         assert cached == plain >= 1
+
+
+def test_max_grad_norm_clips_the_prototypes_with_the_model_under_ddp(runs):
+    for run in ("rank0-of1", "rank0-of2", "rank1-of2"):
+        _, recorded = read(runs / f"{run}-gradcache-options-clipped.safetensors")
+        gradients = [value.flatten() for name, value in recorded.items() if not name.startswith("state.")]
+        total = torch.linalg.vector_norm(torch.cat(gradients)).item()
+        assert 0.99e-3 <= total <= 1e-3 + 1e-6, run  # clipped to max_grad_norm=1e-3, the prototypes counted
+        assert recorded["objective.prototypes"].norm().item() > 1e-5, run

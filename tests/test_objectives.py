@@ -1,4 +1,5 @@
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +18,7 @@ from training.trainer.objectives.prototypes import (
     sinkhorn,
     usage_perplexity,
 )
+from training.trainer.objectives.state_file import objective_state_problem
 from training.trainer.objectives.training_objectives import OBJECTIVE_STATE_FILE, TrainingObjectives
 
 
@@ -259,6 +261,62 @@ def test_objective_state_round_trips_through_a_checkpoint_file(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     with pytest.raises(FileNotFoundError, match=r"objective_state\.safetensors is missing"):
         second.load(tmp_path / "checkpoint-4")
+
+
+def saved_state(tmp_path, **options):
+    """A checkpoint folder holding the objective state of a run with `options`."""
+    objectives = TrainingObjectives(arguments(tmp_path, **options), TwoWeights(), 2, torch.device("cpu"))
+    if objectives.prototypes is not None:
+        centres = torch.stack([unit(1.0, 0.0), unit(0.0, 1.0), unit(1.0, 1.0)])
+        objectives.initialize_prototypes(centres[: options["num_prototypes"]], seed=0)
+    objectives.save(tmp_path / "checkpoint-3")
+    return tmp_path / "checkpoint-3"
+
+
+@pytest.mark.parametrize(
+    ("saved", "resuming", "message"),
+    [
+        ({"num_prototypes": 2}, {"num_prototypes": 3}, "prototypes.prototypes has shape (2, 2), but this run has num_"
+         "prototypes=3"),
+        ({"caption_queue_size": 4}, {"caption_queue_size": 8}, "queue.embeds has shape (4, 2), but this run has "
+         "caption_queue_size=8"),
+        ({"num_prototypes": 2}, {"num_prototypes": 2, "distill_alpha": 0.4}, "has no ema state, but this run has "
+         "that option on (distill_alpha=0.4)"),
+        ({"caption_queue_size": 4}, {"intra_image_weight": 0.5}, "holds queue state, but this run has that option "
+         "off (caption_queue_size=0)"),
+    ],
+)  # fmt: skip
+def test_objective_state_of_other_options_is_refused_naming_the_file_and_field(tmp_path, saved, resuming, message):
+    checkpoint = saved_state(tmp_path, **saved)
+    options = arguments(tmp_path, **resuming)
+    problem = objective_state_problem(checkpoint, options)
+    assert problem.startswith(OBJECTIVE_STATE_FILE) and message in problem
+    resumed = TrainingObjectives(options, TwoWeights(), 2, torch.device("cpu"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resumed.load(checkpoint)
+
+
+def test_objective_state_of_the_same_options_passes_the_check(tmp_path):
+    options = {"num_prototypes": 3, "caption_queue_size": 4, "distill_alpha": 0.4}
+    assert objective_state_problem(saved_state(tmp_path, **options), arguments(tmp_path, **options)) is None
+    assert objective_state_problem(tmp_path / "checkpoint-9", arguments(tmp_path)) is None  # no option, no file
+
+
+def test_a_missing_or_damaged_objective_state_is_named(tmp_path):
+    checkpoint = saved_state(tmp_path, num_prototypes=2)
+    options = arguments(tmp_path, num_prototypes=2)
+    (checkpoint / OBJECTIVE_STATE_FILE).write_bytes((checkpoint / OBJECTIVE_STATE_FILE).read_bytes()[:40])
+    assert objective_state_problem(checkpoint, options).startswith(f"{OBJECTIVE_STATE_FILE} is damaged")
+    (checkpoint / OBJECTIVE_STATE_FILE).unlink()
+    problem = objective_state_problem(checkpoint, options)
+    assert problem.startswith(f"{OBJECTIVE_STATE_FILE} is missing, but this run's num_prototypes keep state in it")
+
+
+def test_a_prototype_dimension_of_another_model_is_refused_naming_the_tensor(tmp_path):
+    checkpoint = saved_state(tmp_path, num_prototypes=2)
+    wider = TrainingObjectives(arguments(tmp_path, num_prototypes=2), TwoWeights(), 3, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"prototypes\.prototypes has shape \(2, 2\), but this run's is \(2, 3\)"):
+        wider.load(checkpoint)
 
 
 @pytest.mark.parametrize(

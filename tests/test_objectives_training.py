@@ -1,13 +1,19 @@
 """The objective options inside RelSimTrainer: GradCache exactness, the queue's masking, training, resuming."""
 
+import re
+import shutil
+
 import pytest
 import torch
 from helpers import PATTERN_CAPTIONS, pattern_dataset
 from peft import get_peft_model
+from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from training.caption_text import normalize_caption
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
 from training.trainer.arguments import RelSimTrainingArguments
+from training.trainer.checkpoints import resolve_resume_checkpoint
 from training.trainer.collator import RelSimCollator
 from training.trainer.data import image_caption_dataset
 from training.trainer.lora import relsim_lora_config
@@ -156,29 +162,125 @@ def test_a_tiny_model_learns_with_every_objective(short_prompt_processor, captio
     assert "eval_loss_intra_image" not in metrics  # evaluation keeps the plain loss
 
 
-def test_resume_with_every_objective_continues_exactly(short_prompt_processor, caption_encoder, tmp_path):
+class RecordClippedGradients(TrainerCallback):
+    """What the optimizer steps with: the norm over every gradient (model and prototypes), after clipping."""
+
+    def __init__(self, objectives):
+        self.objectives = objectives
+        self.total_norms, self.prototype_norms = [], []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        prototypes = self.objectives.prototypes.prototypes.grad
+        gradients = [parameter.grad for parameter in model.parameters() if parameter.grad is not None]
+        self.total_norms.append(
+            float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in [*gradients, prototypes]])))
+        )
+        self.prototype_norms.append(float(prototypes.norm()))
+
+
+@pytest.mark.parametrize("micro_batch_size", [None, 2])
+def test_max_grad_norm_clips_the_prototypes_with_the_model(short_prompt_processor, caption_encoder, tmp_path,
+                                                           micro_batch_size):  # fmt: skip
+    patterns = image_caption_dataset(pattern_dataset(24, seed=0))
+    model = build_tiny_model(short_prompt_processor, seed=0)
+    trainer = make_trainer(model, short_prompt_processor, patterns, caption_encoder, tmp_path, max_steps=3,
+                           logging_steps=1, max_grad_norm=1e-3, contrastive_micro_batch_size=micro_batch_size,
+                           **EVERY_OPTION)  # fmt: skip
+    recorder = RecordClippedGradients(trainer.objectives)
+    trainer.add_callback(recorder)
+    trainer.train()
+    assert len(recorder.total_norms) == 3
+    for total, prototypes in zip(recorder.total_norms, recorder.prototype_norms, strict=True):
+        assert total <= 1e-3 + 1e-6  # the prototypes' gradient counts in the clipped norm ...
+        assert total >= 0.99e-3 and prototypes > 1e-5  # ... which was above the limit, the prototypes' share real
+    assert all(norm > 1e-3 for norm in logged(trainer, "grad_norm"))  # the logged norm is the one before clipping
+
+
+@pytest.fixture(scope="module")
+def every_option_run(tmp_path_factory, caption_encoder):
+    """A LoRA run with every option, 6 steps, checkpoints at steps 3 and 6; and how to build the same run again."""
+    work = tmp_path_factory.mktemp("objectives")
+    processor = build_tiny_processor(image_size=112, instruction=None, use_system_prompt=False)
     patterns = image_caption_dataset(pattern_dataset(64, seed=0))
 
     def lora_model():
-        return get_peft_model(build_tiny_model(short_prompt_processor, seed=0), relsim_lora_config(r=4, lora_alpha=8))
+        return get_peft_model(build_tiny_model(processor, seed=0), relsim_lora_config(r=4, lora_alpha=8))
 
-    settings = {
-        **EVERY_OPTION,
-        "max_steps": 6,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": 3,
-        "learning_rate": 1e-3,
-        "per_device_train_batch_size": 4,
-    }
-    first = make_trainer(lora_model(), short_prompt_processor, patterns, caption_encoder, tmp_path / "a", **settings)
+    def trainer(output_dir, **overrides):
+        settings = {**RESUMED_RUN, **overrides}
+        return make_trainer(lora_model(), processor, patterns, caption_encoder, output_dir, **settings)
+
+    first = trainer(work / "a")
     first.train()
-    checkpoint = tmp_path / "a" / "checkpoint-3"
+    return first, trainer, work
+
+
+RESUMED_RUN = {
+    **EVERY_OPTION,
+    "max_steps": 6,
+    "logging_steps": 1,
+    "save_strategy": "steps",
+    "save_steps": 3,
+    "learning_rate": 1e-3,
+    "per_device_train_batch_size": 4,
+}
+
+
+class RecordRestoredState(TrainerCallback):
+    """The objective state at the start of (resumed) training."""
+
+    def __init__(self, objectives):
+        self.objectives, self.state = objectives, {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.state = {name: value.detach().clone() for name, value in self.objectives.state().items()}
+
+
+def test_resume_with_every_objective_continues_exactly(every_option_run):
+    first, make, work = every_option_run
+    checkpoint = work / "a" / "checkpoint-3"
     assert (checkpoint / OBJECTIVE_STATE_FILE).is_file()
     assert all(name.startswith("base_model.") for name in first.objectives.teacher.weights)  # LoRA, query, ...
-    second = make_trainer(lora_model(), short_prompt_processor, patterns, caption_encoder, tmp_path / "b", **settings)
+    second = make(work / "b")
+    recorder = RecordRestoredState(second.objectives)
+    second.add_callback(recorder)
     second.train(resume_from_checkpoint=str(checkpoint))
+    # the queue, EMA weights and prototypes the first run had at step 3
+    saved = load_file(str(checkpoint / OBJECTIVE_STATE_FILE))
+    assert recorder.state.keys() == saved.keys() and {"queue.ids", "prototypes.prototypes"} <= saved.keys()
+    assert any(name.startswith("ema.") for name in saved) and int(saved["queue.filled"]) == 12
+    for name, value in saved.items():
+        torch.testing.assert_close(recorder.state[name], value, atol=1e-7, rtol=0, msg=name)
     assert logged(second, "loss") == pytest.approx(logged(first, "loss"), abs=1e-6)
     assert logged(second, "loss_prototype") == pytest.approx(logged(first, "loss_prototype"), abs=1e-6)
     for name, value in first.objectives.state().items():
-        torch.testing.assert_close(second.objectives.state()[name], value, msg=name)
+        torch.testing.assert_close(second.objectives.state()[name], value, atol=1e-7, rtol=0, msg=name)
+
+
+def test_resume_refuses_a_checkpoint_without_its_objective_state(every_option_run, tmp_path):
+    _, make, work = every_option_run
+    run = tmp_path / "run"
+    shutil.copytree(work / "a", run)
+    (run / "checkpoint-6" / OBJECTIVE_STATE_FILE).unlink()
+    options = RelSimTrainingArguments(output_dir=str(run), use_cpu=True, report_to=[], **EVERY_OPTION)
+    with pytest.raises(FileNotFoundError) as raised:
+        resolve_resume_checkpoint(str(run / "checkpoint-6"), run, options=options)
+    assert "checkpoint-6 is not a complete checkpoint: objective_state.safetensors is missing" in str(raised.value)
+    assert f"the run's last complete checkpoint is {run / 'checkpoint-3'}" in str(raised.value)
+    assert resolve_resume_checkpoint("last", run, options=options) == str(run / "checkpoint-3")
+    # the Trainer's own resume (the Python API) refuses it too, before touching the model
+    with pytest.raises(FileNotFoundError, match=r"objective_state\.safetensors is missing"):
+        make(tmp_path / "b").train(resume_from_checkpoint=str(run / "checkpoint-6"))
+
+
+def test_resume_refuses_another_prototype_count_naming_the_field(every_option_run, tmp_path):
+    _, make, work = every_option_run
+    checkpoint = work / "a" / "checkpoint-3"
+    options = {**EVERY_OPTION, "num_prototypes": 4}
+    arguments = RelSimTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **options)
+    message = "prototypes.prototypes has shape (3, 384), but this run has num_prototypes=4"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"objective_state.safetensors: {message}")):
+        resolve_resume_checkpoint(str(checkpoint), work / "a", options=arguments)
+    resumed = make(tmp_path / "b", num_prototypes=4)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resumed.train(resume_from_checkpoint=str(checkpoint))

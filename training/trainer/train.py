@@ -147,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     configure_logging("--debug" in argv)
     transformers.utils.logging.set_verbosity(training_arguments.get_process_log_level())
     # before any model is built: a bad checkpoint fails in a second, naming the file
-    resume_from = resolve_resume_checkpoint(training_arguments.resume_from_checkpoint, training_arguments.output_dir)
+    resume_from = resolve_resume_checkpoint(
+        training_arguments.resume_from_checkpoint, training_arguments.output_dir, options=training_arguments
+    )
     threads = set_torch_threads(training_arguments.torch_num_threads)
     chosen_by = "torch_num_threads" if training_arguments.torch_num_threads else "torch's default: one per core"
     logger.info("torch runs %d intra-op threads (%s)", threads, chosen_by)

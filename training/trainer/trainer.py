@@ -6,7 +6,8 @@ be split into GradCache micro-batches, run inside `compute_loss` and its backwar
 (loss scaling, accelerator backward, DDP/FSDP contexts, cache emptying) stays transformers' own. Checkpoints are the
 Trainer's (adapter or model, optimizer, scheduler, RNG) plus the state of the optional objectives
 (`training.trainer.objectives`: caption queue, EMA teacher, prototypes), so `resume_from_checkpoint` continues
-exactly; `export_model` writes the merged standalone model.
+exactly; `export_model` writes the merged standalone model. The objectives' own trainable parameters (the
+prototypes) live outside the model but are optimised and clipped (`max_grad_norm`) together with its parameters.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ class RelSimTrainer(Trainer):
                     "teacher swaps unsharded weights and their prototypes live outside the wrapped model"
                 )
             self.add_callback(ObjectiveStepCallback(self.objectives))
+            if self.objectives.parameters() and args.max_grad_norm > 0 and not hasattr(Trainer, "_clip_grad_norm"):
+                raise RuntimeError(
+                    "this transformers Trainer has no _clip_grad_norm to extend, so max_grad_norm would not clip the "
+                    "prototypes; upgrade transformers or set max_grad_norm 0"
+                )
             self._initialize_prototypes_from_captions(captions_of(self.train_dataset))
         self._batch_metrics: dict[str, defaultdict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -311,6 +317,24 @@ class RelSimTrainer(Trainer):
             optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
         return optimizer
 
+    def _clipped_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return [*model.parameters(), *self.objectives.parameters()]
+
+    def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
+        """Clips the model's and the prototypes' gradients as one vector to `max_grad_norm`; returns its norm before
+        clipping. The stock method clips `model.parameters()` only, and the prototypes live outside the model (DDP
+        and FSDP must not wrap them); the objective options run under DDP only, where accelerate's clip takes any
+        parameter list, and their gradients are already averaged over ranks when this runs."""
+        if not self.objectives.parameters():
+            return super()._clip_grad_norm(model)
+        return self.accelerator.clip_grad_norm_(self._clipped_parameters(model), self.args.max_grad_norm)
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: torch.Tensor | float | None = None):
+        """The logged `grad_norm`, over the prototypes too (see `_clip_grad_norm`)."""
+        if grad_norm is None and self.objectives.parameters():
+            grad_norm = self.accelerator.clip_grad_norm_(self._clipped_parameters(model), float("inf"))
+        return super()._get_grad_norm(model, grad_norm)
+
     def _save_checkpoint(self, model, trial) -> None:
         # written before the Trainer's files: a checkpoint whose trainer_state.json exists holds the objectives too
         if self.objectives.active and self.args.should_save:
@@ -319,8 +343,9 @@ class RelSimTrainer(Trainer):
         super()._save_checkpoint(model, trial)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # the objective state first: a checkpoint of other options is refused before the model's weights change
         self.objectives.load(resume_from_checkpoint)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """No weight decay on the temperature and the query vector (nor, as usual, on biases and norms)."""

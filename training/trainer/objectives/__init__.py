@@ -9,5 +9,6 @@
   swapped-prediction prototype alignment ([`prototypes.PrototypeAlignment`]).
 
 [`training_objectives.TrainingObjectives`] holds their state for the trainer (queue, EMA weights, prototypes),
-combines the terms and saves/restores that state with each checkpoint.
+combines the terms and saves/restores that state with each checkpoint; [`state_file.objective_state_problem`] checks a
+checkpoint's `objective_state.safetensors` against a run's options before resuming.
 """

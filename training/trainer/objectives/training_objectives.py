@@ -13,7 +13,8 @@ The training loss is
 Every rank holds the same state: the queue is filled with the gathered global batch, the EMA follows weights DDP
 keeps equal, the prototypes start from rank 0's k-means and their gradient is averaged over ranks (they live outside
 the DDP-wrapped model). The state is written to `objective_state.safetensors` in each checkpoint folder before the
-Trainer's own files, so a checkpoint the Trainer finished always holds it.
+Trainer's own files, so a checkpoint the Trainer finished always holds it; resuming checks it against the run's
+options first (`state_file.objective_state_problem`) and reads it with safetensors only.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from training.trainer.objectives.caption_queue import CaptionQueue
 from training.trainer.objectives.intra_image import intra_image_contrastive
 from training.trainer.objectives.momentum import DistillationTargets, MomentumTeacher, ramped_alpha
 from training.trainer.objectives.prototypes import PrototypeAlignment, assignment_nmi, usage_perplexity
+from training.trainer.objectives.state_file import OBJECTIVE_STATE_FILE, objective_state_problem
 
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVE_STATE_FILE = "objective_state.safetensors"
+__all__ = ["OBJECTIVE_STATE_FILE", "TrainingObjectives", "captions_of"]
 
 
 def _average_over_ranks(gradient: torch.Tensor) -> torch.Tensor:
@@ -65,6 +67,7 @@ class TrainingObjectives:
     """
 
     def __init__(self, arguments: Any, model: torch.nn.Module, dimension: int, device: torch.device) -> None:
+        self.arguments = arguments
         self.intra_image_weight = arguments.intra_image_weight
         self.prototype_weight = arguments.prototype_weight
         self.distill_alpha = arguments.distill_alpha
@@ -91,7 +94,8 @@ class TrainingObjectives:
         return bool(self.intra_image_weight or self.teacher or self.queue or self.prototypes)
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        """Trainable tensors of the objectives themselves (the prototypes), for the optimizer."""
+        """Trainable tensors of the objectives themselves (the prototypes): the trainer adds them to the optimizer
+        and to `max_grad_norm` clipping beside the model's (the EMA weights and the queue are not trained)."""
         return [self.prototypes.prototypes] if self.prototypes is not None else []
 
     # -- prototypes' initialisation ---------------------------------------------------------------------------------
@@ -223,15 +227,28 @@ class TrainingObjectives:
         return state
 
     def load_state(self, state: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> None:
+        """Copies `state` (names and shapes exactly as `state()`'s) into the queue, EMA weights and prototypes.
+
+        Raises:
+            ValueError: a tensor is missing, unexpected or of another shape, named with `source`.
+        """
+        expected = self.state()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"{source} does not match this run's objective options: missing {missing[:3]}, unexpected "
+                f"{unexpected[:3]}; resume with the options (and model, LoRA settings) it was trained with"
+            )
+        for name, value in expected.items():
+            if tuple(state[name].shape) != tuple(value.shape):
+                raise ValueError(
+                    f"{source}: {name} has shape {tuple(state[name].shape)}, but this run's is {tuple(value.shape)}; "
+                    "resume with the options it was trained with"
+                )
+
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}
 
-        for prefix, holder in (("prototypes.", self.prototypes), ("queue.", self.queue), ("ema.", self.teacher)):
-            found = part(prefix)
-            if holder is None and found:
-                raise ValueError(f"{source} holds {prefix.rstrip('.')} state, but this run has that option off")
-            if holder is not None and not found:
-                raise ValueError(f"{source} has no {prefix.rstrip('.')} state, but this run has that option on")
         if self.prototypes is not None:
             self.prototypes.load_state_dict(part("prototypes."))
         if self.queue is not None:
@@ -248,21 +265,19 @@ class TrainingObjectives:
         return atomic_write(Path(folder) / OBJECTIVE_STATE_FILE, lambda path: save_file(tensors, str(path)))
 
     def load(self, folder: str | Path) -> None:
-        """Restores the state a checkpoint folder holds.
+        """Restores the state a checkpoint folder holds, after checking it fits this run's options.
 
         Raises:
-            FileNotFoundError: an option is on but the checkpoint has no objective state.
-            ValueError: the state belongs to other options or sizes.
+            FileNotFoundError: an option keeps state but the checkpoint has no `objective_state.safetensors`.
+            ValueError: the file is damaged, or belongs to other options or sizes (the message names the field).
         """
         path = Path(folder) / OBJECTIVE_STATE_FILE
-        if not path.is_file():
-            if self.state():
-                raise FileNotFoundError(
-                    f"{path} is missing: this run's objectives (queue, EMA teacher or prototypes) have state, but the "
-                    "checkpoint was written without them; resume with the options it was trained with"
-                )
-            return
-        self.load_state(load_file(str(path)), source=str(path))
+        problem = objective_state_problem(folder, self.arguments)
+        if problem is not None:
+            error = FileNotFoundError if not path.is_file() else ValueError
+            raise error(f"cannot resume the objective options from {folder}: {problem}")
+        if path.is_file():
+            self.load_state(load_file(str(path)), source=str(path))
 
 
 def captions_of(dataset: Any) -> Sequence[str] | None:
