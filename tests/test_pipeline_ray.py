@@ -51,7 +51,9 @@ CHAT_PIXELS = 56 * 56
 
 @pytest.fixture(scope="module")
 def ray_address():
-    """Ray on 2 CPUs with a small object store, shared by this module's tests (one start, ~10 s)."""
+    """Ray on 2 CPUs with a small object store, shared by this module's tests (one start, ~10 s; the agent may take
+    longer to register on a loaded machine)."""
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     context = ray.init(num_cpus=2, object_store_memory=160 * 2**20, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield context.address_info["address"]
@@ -237,15 +239,20 @@ def test_killed_driver_rerun_redoes_only_missing_shards_without_duplicates(ray_a
     assert summary.stage("embed").computed_now == 80 - 20 * len(finished)
 
 
-def test_a_rerun_of_a_finished_output_recomputes_nothing_and_keeps_every_shard(full_run, models):
-    before = _fingerprints(full_run["output"])
+def _full_run_stages(models):
+    """The full run's stages and settings (another list is refused: test_pipeline_sharded); no model loads."""
     chat = {"device": "cpu", "max_pixels": CHAT_PIXELS}
-    stages = [  # the run's stages and settings (another list is refused: test_pipeline_sharded); no model loads
+    return [
         FilterStage(models["chat"], threshold=THRESHOLD, **chat),
         CaptionStage(models["chat"], decoding={"max_new_tokens": 3}, **chat),
         CheckStage(),
         EmbedStage(models["relsim"], device="cpu"),
     ]
+
+
+def test_a_rerun_of_a_finished_output_recomputes_nothing_and_keeps_every_shard(full_run, models):
+    before = _fingerprints(full_run["output"])
+    stages = _full_run_stages(models)
     summary = run_on_ray(full_run["input"], stages, full_run["output"], settings=RaySettings(shard_size=50),
                          show_progress=False)  # fmt: skip
     assert _fingerprints(full_run["output"]) == before
@@ -255,9 +262,10 @@ def test_a_rerun_of_a_finished_output_recomputes_nothing_and_keeps_every_shard(f
     ]
 
 
-def test_an_output_of_other_inputs_is_refused(full_run):
+def test_an_output_of_other_inputs_is_refused(full_run, models):
     with pytest.raises(ValueError, match=r"plan\.json records 5 shards of another input"):
-        run_on_ray(full_run["input"][:30], [], full_run["output"], settings=RaySettings(shard_size=50))
+        run_on_ray(full_run["input"][:30], _full_run_stages(models), full_run["output"],
+                   settings=RaySettings(shard_size=50))  # fmt: skip
 
 
 @pytest.mark.parametrize("output_format", ["webdataset", "parquet"])
@@ -280,7 +288,7 @@ def test_download_with_img2dataset_on_ray_reports_every_failed_url(ray_address, 
 
     summary = run_scaled(url_list, tmp_path / "out", ["download"], recipe, show_progress=False, executor="ray")
 
-    shards = read_scale_input(tmp_path / "out" / "download", tmp_path / "again")
+    shards = list(read_scale_input(tmp_path / "out" / "download", tmp_path / "again").shards)
     assert [len(shard) for shard in shards] == [4, 4, 2]
     rows = read_all_shards(tmp_path / "out", ShardPlan.from_shards(shards, 4))
     assert sorted(row["image_hash"] for row in rows) == sorted(url_image_hash(url) for url in urls)

@@ -2,9 +2,11 @@
 
 `download_shards` runs img2dataset over the rows' URLs: its own `ray` distributor when Ray is up (one Ray task per
 shard), its `multiprocessing` one otherwise; `incremental` mode, so a rerun fetches only the shards it has no stats
-for. `rows_from_image_shards` turns a folder of such shards (downloaded here or elsewhere) into rows, one list per
-shard: a successful image is written once to `images_dir/<image_hash>.jpg` (the stages read files), a failed one
-becomes a row with an `error` naming the URL and img2dataset's reason, so every URL is accounted for.
+for. The URLs stream into a folder of jsonl files of `url_file_shards` download shards each (img2dataset reads one
+input file whole, so no file is larger than that). `iter_image_shards` turns a folder of such shards (downloaded here
+or elsewhere) into rows, one list per shard, a shard at a time: a successful image is written once to
+`images_dir/<image_hash>.jpg` (the stages read files), a failed one becomes a row with an `error` naming the URL and
+img2dataset's reason, so every URL is accounted for.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import tarfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -28,20 +31,42 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_STAGE = "download"
 
 
-def download_shards(rows: list[Row], output_folder: str | Path, settings: DownloadSettings, on_ray: bool) -> Path:
-    """Fetches every row's `url` into img2dataset shards under `output_folder` (resumable); returns that folder."""
+def write_url_lists(rows: Iterable[Row], folder: str | Path, rows_per_file: int) -> Path:
+    """Streams the rows with a `url` into `folder/part-NNNNN.jsonl` files of `rows_per_file` rows each (old files
+    removed first); returns `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("part-*.jsonl"):
+        old.unlink()
+    batch: list[str] = []
+    written = 0
+    for row in rows:
+        if row.get("url"):
+            fields = {"url": row["url"], "image_hash": row["image_hash"], "source_caption": row.get("source_caption")}
+            batch.append(json.dumps(fields))
+        if len(batch) == rows_per_file:
+            atomic_write(folder / f"part-{written:05d}.jsonl", ("\n".join(batch) + "\n").encode("utf-8"))
+            batch, written = [], written + 1
+    if batch:
+        atomic_write(folder / f"part-{written:05d}.jsonl", ("\n".join(batch) + "\n").encode("utf-8"))
+    return folder
+
+
+def download_shards(
+    rows: Iterable[Row], output_folder: str | Path, settings: DownloadSettings, on_ray: bool
+) -> Path | None:
+    """Fetches every row's `url` into img2dataset shards under `output_folder` (resumable); returns that folder, or
+    None when no row has a URL."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise call the network
     from img2dataset import download
 
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    url_list = output_folder.parent / f"{output_folder.name}-urls.jsonl"
-    lines = [
-        json.dumps({"url": row["url"], "image_hash": row["image_hash"], "source_caption": row.get("source_caption")})
-        for row in rows
-        if row.get("url")
-    ]
-    atomic_write(url_list, ("\n".join(lines) + "\n").encode("utf-8"))
+    url_list = write_url_lists(
+        rows, output_folder.parent / f"{output_folder.name}-urls", settings.shard_size * settings.url_file_shards
+    )
+    if not any(url_list.glob("part-*.jsonl")):
+        return None
     download(
         url_list=str(url_list),
         input_format="jsonl",
@@ -90,20 +115,33 @@ def _shard_images(metadata_file: Path) -> dict[str, bytes]:
     tar = metadata_file.with_suffix(".tar")
     if tar.is_file():
         return _tar_images(tar)
-    table = pq.read_table(metadata_file)
-    if "jpg" not in table.column_names:
-        raise ValueError(f"{metadata_file}: neither a {tar.name} beside it nor a `jpg` column; not an image shard")
+    names = pq.read_schema(metadata_file).names
+    if "jpg" not in names or "key" not in names:
+        raise ValueError(
+            f"{metadata_file}: neither a {tar.name} beside it nor `key` and `jpg` columns (it has {names}); not an "
+            "image shard"
+        )
+    table = pq.read_table(metadata_file, columns=["key", "jpg"])
     return {key: data for key, data in zip(table["key"].to_pylist(), table["jpg"].to_pylist(), strict=True) if data}
 
 
 def rows_from_image_shards(folder: str | Path, images_dir: str | Path) -> list[list[Row]]:
+    """One list of rows per shard of `folder` (see `iter_image_shards`), all in memory: for small folders and tests."""
+    return list(iter_image_shards(folder, images_dir))
+
+
+def iter_image_shards(folder: str | Path, images_dir: str | Path) -> Iterator[list[Row]]:
     """One list of rows per shard of `folder` (img2dataset layout: `NNNNN.parquet` metadata, images in `NNNNN.tar`
-    or in the parquet's `jpg` column); ids are md5(url), or the shard's `image_hash` column when it has one."""
+    or in the parquet's `jpg` column), a shard at a time; ids are md5(url), or the shard's `image_hash` column when
+    it has one.
+
+    Raises:
+        ValueError: no shard in `folder`, or a shard without its images (named, with the columns it has).
+    """
     folder, images_dir = Path(folder), Path(images_dir)
     metadata_files = sorted(path for path in folder.glob("*.parquet") if path.stem.isdigit())
     if not metadata_files:
         raise ValueError(f"{folder}: no image shards (NNNNN.parquet, with NNNNN.tar for webdataset) found")
-    shards = []
     for metadata_file in metadata_files:
         columns = [name for name in pq.read_schema(metadata_file).names if name != "jpg"]
         records = pq.read_table(metadata_file, columns=columns).to_pylist()
@@ -129,5 +167,4 @@ def rows_from_image_shards(folder: str | Path, images_dir: str | Path) -> list[l
                 row = failed_row(row, url or str(metadata_file), str(reason))
                 row["error_stage"] = DOWNLOAD_STAGE
             rows.append(row)
-        shards.append(rows)
-    return shards
+        yield rows

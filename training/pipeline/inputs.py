@@ -8,6 +8,9 @@
   be read gets md5 of its path as written, and an `error`;
 - a `datasets` dataset (a saved folder or a Hub id) with an image column: images held as bytes are written once to
   `images_dir/<image_hash>.<ext>` so every row points at a file that any executor can read.
+
+Lists and datasets are also read as iterators (`iter_list_rows`, `iter_dataset_rows`, `iter_input_rows`): a row at a
+time, so a sharded run plans a list of any length without holding it (a folder is scanned whole first).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +54,12 @@ def _hash_of_file_or_name(path: Path, written: str | None = None) -> str:
         return url_image_hash(written if written is not None else str(path))
 
 
-def _list_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _list_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of each row of a `.csv` / `.jsonl` list, read a line at a time."""
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as file:
-            return [(number, dict(record)) for number, record in enumerate(csv.DictReader(file), start=2)]
-    records = []
+            yield from ((number, dict(record)) for number, record in enumerate(csv.DictReader(file), start=2))
+        return
     with path.open(encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -65,12 +70,16 @@ def _list_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from error
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append((number, record))
-    return records
+            yield number, record
 
 
 def rows_from_list(path: str | Path) -> list[Row]:
-    """One row per line of a `.jsonl` / `.csv` list (see the module docstring for the fields).
+    """One row per line of a `.jsonl` / `.csv` list (see `iter_list_rows`)."""
+    return list(iter_list_rows(path))
+
+
+def iter_list_rows(path: str | Path) -> Iterator[Row]:
+    """One row per line of a `.jsonl` / `.csv` list (see the module docstring for the fields), a line at a time.
 
     Raises:
         ValueError: `file:line` for malformed JSON, a row with neither `image`/`path` nor `url`, or an `image_hash`
@@ -79,7 +88,6 @@ def rows_from_list(path: str | Path) -> list[Row]:
     path = Path(path)
     if path.suffix.lower() not in LIST_SUFFIXES:
         raise ValueError(f"{path}: an image list must be .jsonl or .csv")
-    rows: list[Row] = []
     for number, record in _list_records(path):
         where = f"{path}:{number}"
         written = record.get("image") or record.get("path") or None
@@ -99,15 +107,31 @@ def rows_from_list(path: str | Path) -> list[Row]:
             row["image_hash"] = url_image_hash(str(url))
         else:
             row["image_hash"] = _hash_of_file_or_name(Path(row["image"]), str(written))
-        rows.append(row)
-    return rows
+        yield row
 
 
 def rows_from_dataset(
     name_or_path: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
 ) -> list[Row]:
-    """One row per example of a `datasets` dataset (a `save_to_disk` folder or a Hub id) with an image column;
-    a `url` column, when present, gives the id md5(url)."""
+    """One row per example of a `datasets` dataset (see `iter_dataset_rows`)."""
+    return list(iter_dataset_rows(name_or_path, images_dir, image_column, split))
+
+
+def iter_dataset_rows(
+    name_or_path: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
+) -> Iterator[Row]:
+    """One row per example of a `datasets` dataset (a `save_to_disk` folder or a Hub id) with an image column,
+    an example at a time (Arrow reads its memory-mapped files batch by batch); a `url` column, when present, gives
+    the id md5(url)."""
+    loaded = _load_image_dataset(name_or_path, image_column, split)
+    url_column = next((name for name in ("url", "url_link") if name in loaded.column_names), None)
+    images_dir = Path(images_dir)
+    for index, example in enumerate(loaded):
+        yield _dataset_row(example, index, image_column, url_column, images_dir, (str(name_or_path), split))
+
+
+def _load_image_dataset(name_or_path: str | Path, image_column: str, split: str) -> Any:
+    """The split, checked to have the image column, with its images left undecoded (bytes or paths)."""
     import datasets
 
     folder = Path(name_or_path)
@@ -125,32 +149,39 @@ def rows_from_dataset(
         raise ValueError(
             f"{name_or_path}: column {image_column!r} is not an image column ({loaded.features[image_column]})"
         )
-    loaded = loaded.cast_column(image_column, datasets.Image(decode=False))
-    url_column = next((name for name in ("url", "url_link") if name in loaded.column_names), None)
-    images_dir = Path(images_dir)
-    rows: list[Row] = []
-    for index, example in enumerate(loaded):
-        stored = example[image_column] or {}
-        url = example[url_column] if url_column else None
-        row: Row = {"url": url} if url else {}
-        data, source = stored.get("bytes"), stored.get("path")
-        if data:
-            content_hash = _bytes_hash(data)
-            row["image_hash"] = url_image_hash(url) if url else content_hash
-            suffix = Path(source).suffix.lower() if source else ""
-            file = images_dir / f"{content_hash}{suffix if suffix[1:].isalnum() else ''}"
-            if not file.is_file():
-                images_dir.mkdir(parents=True, exist_ok=True)
-                file.write_bytes(data)
-            row["image"] = str(file)
-        elif source:
-            row["image"] = source
-            row["image_hash"] = url_image_hash(url) if url else _hash_of_file_or_name(Path(source))
-        else:
-            row["image_hash"] = url_image_hash(url) if url else url_image_hash(f"{name_or_path}#{split}#{index}")
-            row = failed_row(row, f"{name_or_path}[{index}]", "no image in this example")
-        rows.append(row)
-    return rows
+    return loaded.cast_column(image_column, datasets.Image(decode=False))
+
+
+def _dataset_row(
+    example: dict[str, Any],
+    index: int,
+    image_column: str,
+    url_column: str | None,
+    images_dir: Path,
+    source: tuple[str, str],
+) -> Row:
+    """Example `index` of `source` (dataset name, split) as a row."""
+    stored = example[image_column] or {}
+    url = example[url_column] if url_column else None
+    row: Row = {"url": url} if url else {}
+    data, source = stored.get("bytes"), stored.get("path")
+    if data:
+        content_hash = _bytes_hash(data)
+        row["image_hash"] = url_image_hash(url) if url else content_hash
+        suffix = Path(source).suffix.lower() if source else ""
+        file = images_dir / f"{content_hash}{suffix if suffix[1:].isalnum() else ''}"
+        if not file.is_file():
+            images_dir.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(data)
+        row["image"] = str(file)
+    elif source:
+        row["image"] = source
+        row["image_hash"] = url_image_hash(url) if url else _hash_of_file_or_name(Path(source))
+    else:
+        name, split = source
+        row["image_hash"] = url_image_hash(url) if url else url_image_hash(f"{name}#{split}#{index}")
+        row = failed_row(row, f"{name}[{index}]", "no image in this example")
+    return row
 
 
 def _bytes_hash(data: bytes) -> str:
@@ -163,9 +194,16 @@ def read_input_rows(
     source: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
 ) -> list[Row]:
     """Input rows from a folder of images, a `.jsonl` / `.csv` list, or a `datasets` dataset (saved folder or id)."""
+    return list(iter_input_rows(source, images_dir, image_column, split))
+
+
+def iter_input_rows(
+    source: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
+) -> Iterator[Row]:
+    """`read_input_rows` as an iterator: lists and datasets a row at a time (a folder is scanned whole first)."""
     path = Path(source)
     if path.is_file():
-        return rows_from_list(path)
+        return iter_list_rows(path)
     if path.is_dir() and not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-        return rows_from_folder(path)
-    return rows_from_dataset(source, images_dir, image_column, split)
+        return iter(rows_from_folder(path))
+    return iter_dataset_rows(source, images_dir, image_column, split)

@@ -5,11 +5,13 @@
       num_cpus: null                 # only when Ray is started here (tests: 2)
       object_store_memory: null      # bytes, only when Ray is started here (tests: a few hundred MB)
       shard_size: 10000              # input rows per output shard (the unit of resume)
+      input_num_cpus: 0.25           # CPUs of each task reading a pending shard's input file (a light read)
       actors:                        # per stage: Ray resources, actor-pool size and rows per map_batches call
         filter:  {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 64}
         caption: {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 32}
         embed:   {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 64}
-    download: {output_format: webdataset, image_size: 448, processes: 16, threads: 64, shard_size: 10000}
+    download: {output_format: webdataset, image_size: 448, processes: 16, threads: 64, shard_size: 10000,
+               url_file_shards: 100}   # download shards per URL file handed to img2dataset (it reads a file whole)
     embed:    {model: runs/relsim/final, dtype: bfloat16, device: auto, batch_size: 64}
     index:    {factory: "IVF65536,PQ64", metric: inner_product, training_sample: 2000000, nprobe: 64,
                recall_queries: 100, recall_k: 10}   # recall@k against exact search, reported in summary.json
@@ -44,6 +46,7 @@ class RaySettings:
     num_cpus: int | None = None
     object_store_memory: int | None = None
     shard_size: int = 10_000
+    input_num_cpus: float = 0.25
     actors: dict[str, ActorSettings] = field(default_factory=dict)
 
     def actor(self, stage: str) -> ActorSettings:
@@ -63,6 +66,7 @@ class DownloadSettings:
     timeout: int = 10
     retries: int = 0
     shard_size: int = 10_000
+    url_file_shards: int = 100
 
 
 @dataclass
@@ -123,6 +127,8 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
     recipe.pipeline = recipe_from_dict(values, where)
     if ray.shard_size < 1:
         raise ValueError(f"{where}: ray.shard_size must be at least 1, got {ray.shard_size}")
+    if recipe.download.shard_size < 1 or recipe.download.url_file_shards < 1:
+        raise ValueError(f"{where}: download.shard_size and download.url_file_shards must be at least 1")
     if recipe.download.output_format not in DOWNLOAD_FORMATS:
         raise ValueError(f"{where}: download.output_format must be one of {DOWNLOAD_FORMATS}")
     if recipe.index.recall_queries < 0 or recipe.index.recall_k < 1:

@@ -4,7 +4,9 @@ one YAML recipe (`scale_recipe`). Both executors run the same stage classes and 
 (`training.pipeline.sharded_run`).
 
 Inputs (`--input`): a `.parquet` or `.jsonl`/`.csv` URL list (LAION-style `url`/`URL`, optional `caption`/`TEXT`), a
-folder of image shards (img2dataset's webdataset or parquet output), a folder of images, or a `datasets` dataset.
+folder of image shards (img2dataset's webdataset or parquet output), a folder of images, or a `datasets` dataset. The
+driver never holds the input: it streams it (parquet in batches, jsonl a line at a time, a dataset an example at a
+time, image shards a file at a time) into shards (`training.pipeline.shard_planning`).
 Outputs in `--output`: `shards/part-NNNNN.parquet` (one row per input row: image_hash, url, filter score, caption,
 embedding, error, ...; the unit of resume), `<stage>.jsonl` for every row stage but embed (whose vectors stay in the
 shards and the index), the captions jsonl the dataset builders read (`handoff/captions.jsonl` with the hand-off
@@ -14,10 +16,11 @@ stage, else `captions.jsonl`), `index/` with the index stage, `download/` with t
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.image_ids import require_image_hash, url_image_hash
@@ -32,27 +35,52 @@ CAPTIONS_FILE = "captions.jsonl"
 UNLOGGED_STAGES = ("embed",)  # no `<stage>.jsonl`: a stage whose output is vectors (kept in shards and index)
 
 
-def rows_from_parquet_list(path: str | Path) -> list[Row]:
-    """A LAION-style parquet URL list: `url` (or `URL`), optional `caption` (or `TEXT`) and `image_hash`."""
+@dataclass
+class ScaleInput:
+    """The input of a run, streamed: `rows` (a list, cut into shards of `ray.shard_size`, repeats left out) or
+    `shards` (a folder of image shards: one output shard each)."""
+
+    rows: Iterator[Row] | None = None
+    shards: Iterator[list[Row]] | None = None
+
+    def all_rows(self) -> Iterator[Row]:
+        return self.rows if self.rows is not None else (row for shard in self.shards for row in shard)
+
+
+def iter_parquet_list(path: str | Path, batch_rows: int = 4_096) -> Iterator[Row]:
+    """A LAION-style parquet URL list: `url` (or `URL`, `url_link`), optional `caption` (or `TEXT`, `text`) and
+    `image_hash`, read `batch_rows` rows at a time (only those columns).
+
+    Raises:
+        ValueError: the file has no URL column (its columns named), a row without a URL or with a malformed
+            `image_hash` (named by its row number, from 0).
+    """
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    url_column = next((name for name in ("url", "URL", "url_link") if name in table.column_names), None)
+    file = pq.ParquetFile(path)
+    names = file.schema_arrow.names
+    url_column = next((name for name in ("url", "URL", "url_link") if name in names), None)
     if url_column is None:
-        raise ValueError(f"{path}: a URL list needs a `url` (or `URL`) column; it has {table.column_names}")
-    caption_column = next((name for name in ("caption", "TEXT", "text") if name in table.column_names), None)
-    rows = []
-    for number, record in enumerate(table.to_pylist()):
-        url = record[url_column]
-        if not url:
-            raise ValueError(f"{path}: row {number} has no {url_column}")
-        given = record.get("image_hash")
-        row: Row = {"url": str(url), "image_hash": require_image_hash(given, f"{path}: row {number}: image_hash")
-                    if given else url_image_hash(str(url))}  # fmt: skip
-        if caption_column and record.get(caption_column):
-            row["source_caption"] = str(record[caption_column])
-        rows.append(row)
-    return rows
+        raise ValueError(f"{path}: a URL list needs a `url` (or `URL`, `url_link`) column; it has {names}")
+    caption_column = next((name for name in ("caption", "TEXT", "text") if name in names), None)
+    columns = [url_column, *(name for name in (caption_column, "image_hash") if name in names)]
+    number = 0
+    for batch in file.iter_batches(batch_size=batch_rows, columns=columns):
+        for record in batch.to_pylist():
+            yield _url_row(path, number, record, url_column, caption_column)
+            number += 1
+
+
+def _url_row(path: str | Path, number: int, record: dict, url_column: str, caption_column: str | None) -> Row:
+    url = record[url_column]
+    if not url:
+        raise ValueError(f"{path}: row {number} has no {url_column}")
+    given = record.get("image_hash")
+    row: Row = {"url": str(url), "image_hash": require_image_hash(given, f"{path}: row {number}: image_hash")
+                if given else url_image_hash(str(url))}  # fmt: skip
+    if caption_column and record.get(caption_column):
+        row["source_caption"] = str(record[caption_column])
+    return row
 
 
 def _is_image_shard_folder(path: Path) -> bool:
@@ -60,16 +88,16 @@ def _is_image_shard_folder(path: Path) -> bool:
 
 
 def read_scale_input(source: str | Path, output_dir: Path, image_column: str = "image", split: str = "train"):
-    """Input rows (a list), or one list of rows per shard for a folder of image shards."""
-    from training.pipeline.image_shards import rows_from_image_shards
-    from training.pipeline.inputs import read_input_rows
+    """The input as a stream of rows, or of shards for a folder of image shards (nothing is read until iterated)."""
+    from training.pipeline.image_shards import iter_image_shards
+    from training.pipeline.inputs import iter_input_rows
 
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".parquet":
-        return rows_from_parquet_list(path)
+        return ScaleInput(rows=iter_parquet_list(path))
     if _is_image_shard_folder(path):
-        return rows_from_image_shards(path, output_dir / "input_images")
-    return read_input_rows(source, output_dir / "input_images", image_column, split)
+        return ScaleInput(shards=iter_image_shards(path, output_dir / "input_images"))
+    return ScaleInput(rows=iter_input_rows(source, output_dir / "input_images", image_column, split))
 
 
 def build_scale_stages(names: Sequence[str], recipe: ScaleRecipe, output_dir: Path) -> list[Stage]:
@@ -79,28 +107,59 @@ def build_scale_stages(names: Sequence[str], recipe: ScaleRecipe, output_dir: Pa
     return build_stages(names, recipe.pipeline, output_dir, recipe.embed)
 
 
-def _download(rows: list[Row], output_dir: Path, recipe: ScaleRecipe, on_ray: bool) -> list[list[Row]]:
-    from training.pipeline.image_shards import download_shards, rows_from_image_shards
+def _download(scale_input: ScaleInput, output_dir: Path, recipe: ScaleRecipe, on_ray: bool) -> Iterator[list[Row]]:
+    """The shards after img2dataset: one per download shard (streamed), then the rows that had nothing to fetch (a
+    local image, or failed already), in shards of `ray.shard_size`, kept aside in a jsonl file meanwhile."""
+    from training.pipeline.image_shards import download_shards, iter_image_shards
 
-    to_fetch = [row for row in rows if row.get("url") and not row.get("image") and "error" not in row]
-    fetched = {id(row) for row in to_fetch}
-    local = [row for row in rows if id(row) not in fetched]
-    shards: list[list[Row]] = []
-    if to_fetch:
-        folder = download_shards(to_fetch, output_dir / DOWNLOAD_FOLDER, recipe.download, on_ray)
-        shards = rows_from_image_shards(folder, output_dir / "images")
-    size = recipe.ray.shard_size
-    return shards + [local[start : start + size] for start in range(0, len(local), size)]
+    local_file = output_dir / f"{DOWNLOAD_FOLDER}-local.jsonl"
+    with local_file.open("w", encoding="utf-8") as local:
+
+        def to_fetch() -> Iterator[Row]:
+            for row in scale_input.all_rows():
+                if row.get("url") and not row.get("image") and "error" not in row:
+                    yield row
+                else:
+                    local.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+        folder = download_shards(to_fetch(), output_dir / DOWNLOAD_FOLDER, recipe.download, on_ray)
+    if folder is not None:
+        yield from iter_image_shards(folder, output_dir / "images")
+    shard: list[Row] = []
+    with local_file.open(encoding="utf-8") as lines:
+        for line in lines:
+            shard.append(json.loads(line))
+            if len(shard) == recipe.ray.shard_size:
+                yield shard
+                shard = []
+    if shard:
+        yield shard
+    local_file.unlink()
 
 
-def _download_summary(shards: list[list[Row]]):
-    from training.pipeline.image_shards import DOWNLOAD_STAGE
-    from training.pipeline.runner import StageSummary
+class DownloadCounts:
+    """The download stage's counts, taken as its shards stream into the plan: rows with a URL, failed per reason."""
 
-    rows = [row for shard in shards for row in shard if row.get("url")]
-    failed = Counter(row.get("error_kind", "error") for row in rows if row.get("error_stage") == DOWNLOAD_STAGE)
-    kept = len(rows) - sum(failed.values())
-    return StageSummary(DOWNLOAD_STAGE, len(rows), len(rows), 0, kept, 0, dict(sorted(failed.items())))
+    def __init__(self) -> None:
+        self.rows_in, self.failed = 0, Counter()
+
+    def watch(self, shards: Iterable[list[Row]]) -> Iterator[list[Row]]:
+        from training.pipeline.image_shards import DOWNLOAD_STAGE
+
+        for shard in shards:
+            for row in shard:
+                if row.get("url"):
+                    self.rows_in += 1
+                    if row.get("error_stage") == DOWNLOAD_STAGE:
+                        self.failed[row.get("error_kind", "error")] += 1
+            yield shard
+
+    def summary(self):
+        from training.pipeline.image_shards import DOWNLOAD_STAGE
+        from training.pipeline.runner import StageSummary
+
+        kept = self.rows_in - sum(self.failed.values())
+        return StageSummary(DOWNLOAD_STAGE, self.rows_in, self.rows_in, 0, kept, 0, dict(sorted(self.failed.items())))
 
 
 def _captioned(rows: Iterable[Row]) -> Iterable[Row]:
@@ -130,9 +189,10 @@ def run_scaled(
     """
     from training.pipeline.handoff import write_captions_jsonl
     from training.pipeline.index_stage import build_shard_index
-    from training.pipeline.runner import unique_rows, write_summary
-    from training.pipeline.sharded_run import iter_shard_rows, run_sharded
-    from training.pipeline.shards import ShardPlan
+    from training.pipeline.runner import write_summary
+    from training.pipeline.shard_planning import plan_rows, plan_shards
+    from training.pipeline.sharded_run import iter_shard_rows, run_sharded, stage_settings
+    from training.pipeline.shards import check_stages
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -144,18 +204,17 @@ def run_scaled(
 
         started = ensure_ray(recipe.ray)
     try:
-        rows = read_scale_input(source, output_dir, image_column, split)
-        shards = rows if rows and isinstance(rows[0], list) else None
+        # refuse other stages before a long input is read; the input streams into shard files as it is planned
+        check_stages(output_dir, {stage.name: stage_settings(stage) for stage in row_stages})
+        scale_input = read_scale_input(source, output_dir, image_column, split)
+        downloads = DownloadCounts()
         if "download" in names:
-            flat = [row for shard in shards for row in shard] if shards else rows
-            shards = _download(flat, output_dir, recipe, on_ray=on_ray)
-        duplicates = 0
-        if shards is not None:
-            plan = ShardPlan.from_shards(shards, recipe.ray.shard_size)
+            shards = downloads.watch(_download(scale_input, output_dir, recipe, on_ray=on_ray))
+            plan = plan_shards(shards, output_dir, recipe.ray.shard_size)
+        elif scale_input.shards is not None:
+            plan = plan_shards(scale_input.shards, output_dir, recipe.ray.shard_size)
         else:
-            unique, duplicates = unique_rows(rows)
-            plan = ShardPlan.from_rows(unique, recipe.ray.shard_size)
-        del rows
+            plan = plan_rows(scale_input.rows, output_dir, recipe.ray.shard_size)
         logged = [stage.name for stage in row_stages if stage.name not in UNLOGGED_STAGES]
         summary = run_sharded(
             plan, row_stages, output_dir, batch_size or recipe.pipeline.batch_size, recipe.ray, executor,
@@ -166,9 +225,8 @@ def run_scaled(
             import ray
 
             ray.shutdown()
-    summary.duplicate_inputs = duplicates
     if "download" in names:
-        summary.stages.insert(0, _download_summary(shards))
+        summary.stages.insert(0, downloads.summary())
     if "caption" in names and "handoff" not in names:
         write_captions_jsonl(_captioned(iter_shard_rows(output_dir, plan)), output_dir / CAPTIONS_FILE)
     if "index" in names:

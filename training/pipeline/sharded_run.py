@@ -1,6 +1,7 @@
 """The sharded run: the row stages over the input in shards, each shard's output written once, atomically, resumable.
 
-The input rows are split into shards (`training.pipeline.shards`); the shards not finished by an earlier run are
+The input rows are split into shards as they stream by (`training.pipeline.shard_planning`: each shard's rows go to
+`shards/inputs/` and are read back only when the shard is computed); the shards not finished by an earlier run are
 computed by an executor, which only decides where a shard's rows go through the stages: `local` runs them in this
 process, shard after shard; `ray` as Ray Data `map_batches` actor pools (`training.pipeline.ray_executor`). Both run
 the same `Stage` objects through the same row rule (`run_stage_on_carried`): every row flows through every stage, a
@@ -28,18 +29,24 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from training.pipeline.runner import DEFAULT_BATCH_SIZE, RunSummary, StageSummary, unique_rows, write_summary
+from training.pipeline.runner import DEFAULT_BATCH_SIZE, RunSummary, StageSummary, write_summary
 from training.pipeline.scale_recipe import RaySettings
 from training.pipeline.shards import (
+    INPUTS_FOLDER,
     PASSES_COLUMN,
     POSITION_COLUMN,
     ROW_SCHEMA,
     SHARD_COLUMN,
+    SHARDS_FOLDER,
     ShardPlan,
     check_plan,
+    check_stages,
     is_finished,
     read_shard,
+    read_shard_input,
+    shard_input_path,
     write_shard,
+    write_shard_input,
 )
 from training.pipeline.stages import Row, Stage, passes_on
 from training.store import atomic_write
@@ -59,25 +66,36 @@ def stage_settings(stage: Stage) -> dict[str, Any]:
     return json.loads(json.dumps(stage.output_settings(), sort_keys=True, default=str))
 
 
-def carried_rows(plan: ShardPlan, index: int) -> list[Row]:
-    """Shard `index`'s input rows with the columns the stages carry: shard, position, whether the row still passes
-    (rows that arrived failed do not, and keep which step failed them)."""
-    return [
-        {
-            **row,
-            SHARD_COLUMN: index,
-            POSITION_COLUMN: position,
-            PASSES_COLUMN: "error" not in row,
-            **({"error_stage": row.get("error_stage", INPUT_STAGE)} if "error" in row else {}),
-        }
-        for position, row in enumerate(plan.rows[index])
-    ]
+def start_carrying(row: Row) -> Row:
+    """A shard input row (with its shard and position) as the first stage takes it: whether it passes (a row that
+    arrived failed does not, and keeps which step failed it)."""
+    if PASSES_COLUMN in row:
+        return row
+    failed = {"error_stage": row.get("error_stage", INPUT_STAGE)} if "error" in row else {}
+    return {**row, PASSES_COLUMN: "error" not in row, **failed}
+
+
+def ensure_shard_inputs(plan: ShardPlan, pending: Sequence[int], output_dir: Path) -> None:
+    """Writes the input file of each pending shard of a plan held in memory (a streamed plan wrote them already)."""
+    if plan.rows is not None:
+        for index in pending:
+            write_shard_input(output_dir, plan.specs[index], plan.rows[index])
+
+
+def remove_shard_inputs(plan: ShardPlan, output_dir: Path) -> None:
+    """Deletes the shard input files once every shard is finished (a rerun plans again and rewrites what it needs)."""
+    for spec in plan.specs:
+        shard_input_path(output_dir, spec.index).unlink(missing_ok=True)
+    folder = output_dir / SHARDS_FOLDER / INPUTS_FOLDER
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def run_stage_on_carried(stage: Stage, rows: list[Row]) -> list[Row]:
-    """One stage over a batch of carried rows: the rows still passing go through `stage.process`, every row comes
-    back (in order) with its carried columns; a new error names the stage in `error_stage`."""
-    rows = list(rows)
+    """One stage over a batch of carried rows (or shard input rows, which start being carried here): the rows still
+    passing go through `stage.process`, every row comes back (in order) with its carried columns; a new error names
+    the stage in `error_stage`."""
+    rows = [start_carrying(row) for row in rows]
     todo = [position for position, row in enumerate(rows) if row.get(PASSES_COLUMN)]
     if not todo:
         return rows
@@ -115,7 +133,7 @@ def compute_shards_locally(
     total = sum(plan.specs[index].count for index in pending)
     with tqdm(total=total, desc="shards", unit="row", disable=not show_progress) as bar:
         for index in pending:
-            rows = carried_rows(plan, index)
+            rows = read_shard_input(output_dir, plan.specs[index])
             for stage in stages:
                 size = stage_batch_size(stage, settings, batch_size)
                 rows = [
@@ -228,8 +246,8 @@ def run_sharded(
     """Runs `stages` over the shards not finished yet (see the module docstring) and writes the summary.
 
     Args:
-        input_rows: rows (repeated image hashes are left out), or a `ShardPlan` (e.g. one shard per downloaded
-            img2dataset shard).
+        input_rows: rows (repeated image hashes are left out; streamed into shards, never held whole), or a
+            `ShardPlan` (e.g. `shard_planning.plan_shards`: one shard per downloaded img2dataset shard).
         settings: shard size, and for `ray` the cluster and the actors' resources, pool sizes and batch sizes.
         executor: "local" (this process) or "ray".
         stage_logs: the stages whose `<stage>.jsonl` to write (the local runner's per-stage files).
@@ -242,16 +260,19 @@ def run_sharded(
         raise ValueError(f"stage names must be unique, got {names}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    duplicates = 0
+    recorded_stages = {stage.name: stage_settings(stage) for stage in stages}
     if isinstance(input_rows, ShardPlan):
         plan = input_rows
     else:
-        rows, duplicates = unique_rows(input_rows)
-        plan = ShardPlan.from_rows(rows, settings.shard_size)
-    check_plan(plan, output_dir, {stage.name: stage_settings(stage) for stage in stages})
+        from training.pipeline.shard_planning import plan_rows
+
+        check_stages(output_dir, recorded_stages)
+        plan = plan_rows(input_rows, output_dir, settings.shard_size)
+    check_plan(plan, output_dir, recorded_stages)
     pending = [spec.index for spec in plan.specs if not is_finished(output_dir, spec)]
     finished_before = {spec.index for spec in plan.specs} - set(pending)
     logger.info("%d of %d shards to compute in %s (%s executor)", len(pending), len(plan.specs), output_dir, executor)
+    ensure_shard_inputs(plan, pending, output_dir)
     if pending and stages and executor == "ray":
         from training.pipeline.ray_executor import compute_on_ray
 
@@ -260,8 +281,9 @@ def run_sharded(
         compute_shards_locally(plan, pending, stages, output_dir, settings, batch_size, show_progress)
     else:
         for index in pending:
-            write_shard(output_dir, plan.specs[index], plan.rows[index])
-    summary = summarize(output_dir, plan, stages, finished_before, duplicates)
+            write_shard(output_dir, plan.specs[index], output_rows(read_shard_input(output_dir, plan.specs[index])))
+    remove_shard_inputs(plan, output_dir)
+    summary = summarize(output_dir, plan, stages, finished_before, plan.duplicates)
     for position, stage in enumerate(stages):
         if _overrides_finish(stage):
             stage.finish(reached_rows(output_dir, plan, stages, position), str(output_dir))

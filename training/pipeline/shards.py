@@ -1,8 +1,11 @@
 """The scaled-out pipeline's output shards: one parquet file per input shard, written once, atomically.
 
 A run splits its input rows into shards of `shard_size` rows (in input order), each with a fingerprint (md5 of its
-image hashes). `shards/part-00003.parquet` holds shard 3's rows (every input row once: kept, dropped by the filter
-or failed) and carries the shard's fingerprint in its parquet metadata. It is written under a hidden temporary name
+image hashes). A shard's input rows are written once to `shards/inputs/part-00003.parquet` (as the planner streams
+the input, `training.pipeline.shard_planning`, or from a plan held in memory) and read back only when that shard is
+computed, so no step holds more than a few shards of rows; a run removes them once every shard is finished.
+`shards/part-00003.parquet` holds shard 3's output rows (every input row once: kept, dropped by the filter or failed)
+and carries the shard's fingerprint in its parquet metadata. It is written under a hidden temporary name
 and renamed when complete (`training.store.atomic_write`), so it exists only whole: a rerun takes a shard as
 finished when its file exists and its fingerprint matches the plan, and recomputes every other shard. `plan.json`
 records the shards of the run and its stages with their settings; a rerun over other input rows, another shard size,
@@ -34,6 +37,7 @@ from training.store import atomic_write
 logger = logging.getLogger(__name__)
 
 SHARDS_FOLDER = "shards"
+INPUTS_FOLDER = "inputs"
 PLAN_FILE = "plan.json"
 FINGERPRINT_KEY = b"relsim.shard_fingerprint"
 JSON_COLUMNS = ("check", "extra")
@@ -69,14 +73,15 @@ _NAMED = set(CARRIED_SCHEMA.names) - {"extra"}
 def rows_to_table(rows: Sequence[Row], schema: pa.Schema = CARRIED_SCHEMA) -> pa.Table:
     """Rows (dicts) as a table of `schema`: dict/list fields of `JSON_COLUMNS` as JSON text, unknown fields in
     `extra`. Missing fields are nulls."""
-    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
-    for row in rows:
-        extra = {key: value for key, value in row.items() if key not in _NAMED}
-        for name in schema.names:
-            value = extra or None if name == "extra" else row.get(name)
-            if name in JSON_COLUMNS and value is not None:
-                value = json.dumps(value, sort_keys=True)
-            columns[name].append(value)
+    columns: dict[str, list[Any]] = {}
+    for name in schema.names:
+        if name == "extra":
+            values = [{key: value for key, value in row.items() if key not in _NAMED} or None for row in rows]
+        else:
+            values = [row.get(name) for row in rows]
+        if name in JSON_COLUMNS:
+            values = [None if value is None else json.dumps(value, sort_keys=True) for value in values]
+        columns[name] = values
     return pa.table(columns, schema=schema)
 
 
@@ -115,11 +120,14 @@ class ShardSpec:
 
 @dataclass
 class ShardPlan:
-    """The input rows in shards; `rows[i]` are shard i's rows."""
+    """The input in shards: `rows[i]` are shard i's rows when the plan holds them (small inputs, tests); a streamed
+    plan (`rows` None) has them in `shards/inputs/` (`read_shard_input`). `duplicates`: repeated image hashes left
+    out while planning."""
 
     shard_size: int
     specs: list[ShardSpec]
-    rows: list[list[Row]]
+    rows: list[list[Row]] | None = None
+    duplicates: int = 0
 
     @classmethod
     def from_rows(cls, rows: Sequence[Row], shard_size: int) -> ShardPlan:
@@ -143,6 +151,29 @@ def shard_path(output_dir: str | Path, index: int) -> Path:
     return Path(output_dir) / SHARDS_FOLDER / f"part-{index:05d}.parquet"
 
 
+def shard_input_path(output_dir: str | Path, index: int) -> Path:
+    return Path(output_dir) / SHARDS_FOLDER / INPUTS_FOLDER / f"part-{index:05d}.parquet"
+
+
+def plan_path(output_dir: str | Path) -> Path:
+    return Path(output_dir) / SHARDS_FOLDER / PLAN_FILE
+
+
+def recorded_plan(output_dir: str | Path) -> dict[str, Any] | None:
+    """What a previous run recorded in `shards/plan.json` (None when nothing was)."""
+    path = plan_path(output_dir)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def other_input_error(output_dir: str | Path, previous: dict[str, Any], this_run: str) -> ValueError:
+    """The refusal of a run whose shards differ from the recorded ones (`this_run` says how)."""
+    return ValueError(
+        f"{plan_path(output_dir)} records {len(previous.get('shards', []))} shards of another input or shard size "
+        f"({previous.get('shard_size')}); {this_run}. Use a new --output folder, or the same input and recipe as the "
+        "run that wrote it"
+    )
+
+
 def check_plan(plan: ShardPlan, output_dir: str | Path, stages: dict[str, Any] | None = None) -> None:
     """Records the plan (and `stages`: stage name -> the settings that change its output) in `shards/plan.json`, or
     checks them against the ones a previous run recorded.
@@ -151,19 +182,25 @@ def check_plan(plan: ShardPlan, output_dir: str | Path, stages: dict[str, Any] |
         ValueError: the output folder holds shards of other input rows, another shard size, or other stages or
             stage settings (finished shards of one would be mixed with new shards of the other).
     """
-    path = Path(output_dir) / SHARDS_FOLDER / PLAN_FILE
+    path = plan_path(output_dir)
     recorded = {"shard_size": plan.shard_size, "shards": [asdict(spec) for spec in plan.specs], "stages": stages or {}}
-    if not path.is_file():
+    previous = recorded_plan(output_dir)
+    if previous is None:
         atomic_write(path, (json.dumps(recorded, indent=1) + "\n").encode("utf-8"))
         return
-    previous = json.loads(path.read_text(encoding="utf-8"))
     if (previous.get("shard_size"), previous.get("shards")) != (recorded["shard_size"], recorded["shards"]):
-        raise ValueError(
-            f"{path} records {len(previous.get('shards', []))} shards of another input or shard size "
-            f"({previous.get('shard_size')}); this run has {len(plan.specs)} of size {plan.shard_size}. Use a new "
-            "--output folder, or the same input and recipe as the run that wrote it"
-        )
-    before, now = previous.get("stages", {}), recorded["stages"]
+        raise other_input_error(output_dir, previous, f"this run has {len(plan.specs)} of size {plan.shard_size}")
+    check_stages(output_dir, recorded["stages"])
+
+
+def check_stages(output_dir: str | Path, stages: dict[str, Any]) -> None:
+    """Refuses stages or stage settings other than the ones `shards/plan.json` records (nothing recorded: no check).
+    Called before planning too, so a long input is not read for a run that would be refused."""
+    previous = recorded_plan(output_dir)
+    if previous is None:
+        return
+    path = plan_path(output_dir)
+    before, now = previous.get("stages", {}), stages
     if before != now:
         differ = sorted(name for name in {*before, *now} if before.get(name) != now.get(name))
         raise ValueError(
@@ -188,17 +225,9 @@ def _differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def is_finished(output_dir: str | Path, spec: ShardSpec) -> bool:
-    """Whether the shard's file exists whole with this shard's fingerprint and row count."""
-    path = shard_path(output_dir, spec.index)
-    if not path.is_file():
-        return False
-    try:
-        metadata = pq.read_metadata(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        logger.warning("%s is unreadable (%s); it is computed again", path, error)
-        return False
-    stored = (metadata.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
-    return stored == spec.fingerprint and metadata.num_rows == spec.count
+    """Whether the shard's output file exists whole with this shard's fingerprint and row count (an unreadable one
+    is computed again)."""
+    return _has_fingerprint(shard_path(output_dir, spec.index), spec)
 
 
 def write_shard(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) -> Path:
@@ -213,6 +242,42 @@ def write_shard(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) ->
 def read_shard(output_dir: str | Path, index: int, columns: Sequence[str] | None = None) -> list[Row]:
     """Shard `index`'s rows (only `columns` when given)."""
     return table_to_rows(pq.read_table(shard_path(output_dir, index), columns=list(columns) if columns else None))
+
+
+def write_shard_input(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) -> Path:
+    """Writes shard `spec`'s input rows (with their shard and position, the columns the stages carry) once, atomically;
+    a file already there with this shard's fingerprint is kept."""
+    path = shard_input_path(output_dir, spec.index)
+    if _has_fingerprint(path, spec):
+        return path
+    carried = [{**row, SHARD_COLUMN: spec.index, POSITION_COLUMN: position} for position, row in enumerate(rows)]
+    table = rows_to_table(carried).replace_schema_metadata({FINGERPRINT_KEY: spec.fingerprint.encode()})
+    return atomic_write(path, lambda temporary: pq.write_table(table, temporary))
+
+
+def read_shard_input(output_dir: str | Path, spec: ShardSpec) -> list[Row]:
+    """Shard `spec`'s input rows as `write_shard_input` wrote them (with shard and position).
+
+    Raises:
+        FileNotFoundError: the file is missing or belongs to another plan (rerun the command: planning writes it).
+    """
+    path = shard_input_path(output_dir, spec.index)
+    if not _has_fingerprint(path, spec):
+        raise FileNotFoundError(f"{path}: shard {spec.index}'s input is missing or of another plan; run again")
+    return table_to_rows(pq.read_table(path))
+
+
+def _has_fingerprint(path: Path, spec: ShardSpec) -> bool:
+    """Whether `path` exists whole with this shard's fingerprint and row count."""
+    if not path.is_file():
+        return False
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        logger.warning("%s is unreadable (%s); it is written again", path, error)
+        return False
+    stored = (metadata.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+    return stored == spec.fingerprint and metadata.num_rows == spec.count
 
 
 def read_all_shards(output_dir: str | Path, plan: ShardPlan) -> list[Row]:
