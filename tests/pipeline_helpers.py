@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+
 import numpy as np
 import PIL.Image
 
@@ -56,3 +59,13 @@ def write_images(folder, sizes: list[tuple[int, int]]) -> list:
         PIL.Image.fromarray(pixels).save(path)
         paths.append(path)
     return paths
+
+
+def peak_traced_bytes(function: Callable[[], object]) -> int:
+    """The peak Python heap (tracemalloc) while `function` runs: what the bounded-memory tests compare."""
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

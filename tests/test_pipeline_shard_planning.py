@@ -2,12 +2,12 @@
 memory, the streamed plan equal to the whole-list plan, errors naming file and line or columns, an early refusal."""
 
 import json
-import tracemalloc
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.pipeline_helpers import peak_traced_bytes
 from training.image_ids import url_image_hash
 from training.pipeline.inputs import rows_from_list
 from training.pipeline.recipe import PipelineRecipe
@@ -43,15 +43,6 @@ def _recipe(shard_size):
     return ScaleRecipe(pipeline=PipelineRecipe(), ray=RaySettings(shard_size=shard_size))
 
 
-def _peak_bytes(function):
-    tracemalloc.start()
-    try:
-        function()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
 def test_a_100k_row_url_list_is_planned_holding_one_shard_not_the_list(tmp_path, kind):
     urls = _urls(100_000)
@@ -66,7 +57,7 @@ def test_a_100k_row_url_list_is_planned_holding_one_shard_not_the_list(tmp_path,
     warm_up = _write_jsonl(tmp_path / "one.jsonl", [{"url": last_url}])
     run_scaled(warm_up, tmp_path / "warm-up", [], _recipe(10), stages=[], show_progress=False)  # lazy imports
 
-    peak = _peak_bytes(lambda: run_scaled(source, output, [], _recipe(1_000), stages=[], show_progress=False))
+    peak = peak_traced_bytes(lambda: run_scaled(source, output, [], _recipe(1_000), stages=[], show_progress=False))
 
     # holding the list (the driver before streaming: every row dict, then the unique rows) peaked at 72 MB (jsonl) and
     # 65 MB (parquet) here; streamed, one shard of 1,000 rows and one 4,096-row parquet batch at a time: 0.9 and 2.4 MB

@@ -3,12 +3,11 @@ recipe's folder, an interrupted run, a driver that streams its shards, and the i
 
 import hashlib
 import json
-import tracemalloc
 
 import numpy as np
 import pytest
 
-from tests.pipeline_helpers import ImageSizeStage, WideFilterStage, write_images
+from tests.pipeline_helpers import ImageSizeStage, WideFilterStage, peak_traced_bytes, write_images
 from training.pipeline.index_stage import build_shard_index, exact_neighbours
 from training.pipeline.inputs import rows_from_folder
 from training.pipeline.model_stages import CheckStage
@@ -114,15 +113,6 @@ class BlobTagStage(Stage):
         return [{**row, "tag": row["blob"][:8]} for row in rows]
 
 
-def _peak_bytes(function):
-    tracemalloc.start()
-    try:
-        function()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_the_driver_holds_one_shard_of_output_rows_not_the_whole_run(tmp_path):
     blob_rows = [
         {"image_hash": hashlib.md5(str(number).encode()).hexdigest(), "blob": f"{number:08d}" + "x" * 20_000}
@@ -134,7 +124,7 @@ def test_the_driver_holds_one_shard_of_output_rows_not_the_whole_run(tmp_path):
     def run():
         _sharded(blob_rows, [BlobTagStage()], output, shard_size=10, stage_logs=["tag"])
 
-    first, rerun = _peak_bytes(run), _peak_bytes(run)  # compute and write; then only read back (summary, files)
+    first, rerun = peak_traced_bytes(run), peak_traced_bytes(run)  # compute and write; then only read back
     # materialising every output row (as the driver once did to count and finish) peaks at 4.3 MB here; one shard
     # at a time, at 0.5 MB
 
