@@ -33,28 +33,16 @@ from training.cli import (
     run_program,
 )
 from training.errors import import_extra, loading_model
+from training.evaluation.method_names import METHOD_NAMES
 
 
 if TYPE_CHECKING:
     from training.evaluation.layout import EvalLayout
     from training.evaluation.pool import PoolItem
 
+
 MODULE = "training.evaluation"
 logger = logging.getLogger("relsim.eval")
-# the methods by name, kept here as plain strings (the methods package imports torch); a test checks they agree
-METHOD_NAMES = (
-    "relsim",
-    "tuned-clip",
-    "tuned-dino",
-    "clip-i",
-    "dino",
-    "dreamsim",
-    "lpips",
-    "clip-t",
-    "qwen-t",
-    "pixel",
-    "colour-histogram",
-)
 DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 

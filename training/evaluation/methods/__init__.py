@@ -7,22 +7,8 @@ from pathlib import Path
 
 import torch
 
+from training.evaluation.method_names import METHOD_NAMES
 from training.evaluation.methods.base import METRICS, EmbeddingMethod, embed_image_list
-
-
-METHOD_NAMES = (
-    "relsim",
-    "tuned-clip",
-    "tuned-dino",
-    "clip-i",
-    "dino",
-    "dreamsim",
-    "lpips",
-    "clip-t",
-    "qwen-t",
-    "pixel",
-    "colour-histogram",
-)
 
 
 @dataclass
