@@ -7,6 +7,8 @@ This file travels as remote code next to saved weights, so it imports only torch
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +32,19 @@ USER_TURN_START = "<|im_start|>user"
 
 
 IMAGE_BACKENDS = ("auto", "pil", "torchvision")
+# `from_pretrained` keywords that say where files come from: every part of the processor is loaded with them.
+FILE_LOCATING_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "token",
+    "revision",
+    "subfolder",
+    "proxies",
+    "trust_remote_code",
+    "_from_auto",
+    "_commit_hash",
+)
 
 
 def _image_processor_class(image_backend: str) -> type:
@@ -109,20 +124,38 @@ class RelSimProcessor(ProcessorMixin):
         self.max_image_pixels = max_image_pixels
 
     @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, image_backend: str = "auto", **kwargs: Any
+    ) -> RelSimProcessor:
         """Loads the image processor of `image_backend` (`"auto"`: torchvision when installed, else PIL).
+
+        Each part comes through its own public `from_pretrained` and the saved settings through `get_processor_dict`,
+        so no private `ProcessorMixin` step is overridden (those change between transformers minor releases). Keyword
+        arguments that locate files (`revision`, `token`, `subfolder`, ...) go to every part; any other keyword
+        overrides a saved setting (`instruction=`, `image_size=`, ...), and an unknown one is refused by `__init__`.
 
         Resizing is always this processor's own (PIL, LANCZOS, in `prepare_image`); the image processor only
         rescales, normalises and patchifies, where the two backends agree to 1e-6. (Their resizing differs by up to
         0.3, which is why it is never theirs.) So the faster torchvision backend cannot shift the embeddings.
         """
-        subfolder = kwargs.pop("subfolder", "")
-        image_processor_class = _image_processor_class(kwargs.pop("image_backend", "auto"))
-        image_processor = image_processor_class.from_pretrained(
-            pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+        image_processor_class = _image_processor_class(image_backend)
+        kwargs.pop("return_unused_kwargs", None)
+        loading = {name: kwargs.pop(name) for name in FILE_LOCATING_KWARGS if name in kwargs}
+        image_processor = kwargs.pop("image_processor", None) or image_processor_class.from_pretrained(
+            pretrained_model_name_or_path, **loading
         )
-        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
-        return [image_processor, tokenizer]
+        tokenizer = kwargs.pop("tokenizer", None) or AutoTokenizer.from_pretrained(
+            pretrained_model_name_or_path, **loading
+        )
+        processor_dict, _ = cls.get_processor_dict(pretrained_model_name_or_path, **loading)
+        settings = {name: processor_dict[name] for name in cls.saved_setting_names() if name in processor_dict}
+        return cls(image_processor=image_processor, tokenizer=tokenizer, **{**settings, **kwargs})
+
+    @classmethod
+    def saved_setting_names(cls) -> tuple[str, ...]:
+        """The `__init__` arguments a saved processor config may hold (the parts are loaded on their own)."""
+        names = inspect.signature(cls.__init__).parameters
+        return tuple(name for name in names if name not in ("self", "image_processor", "tokenizer"))
 
     @property
     def query_token_id(self) -> int:
