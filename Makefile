@@ -17,7 +17,8 @@ TORCHVISION_VENV ?= .venv-torchvision
 # Its lock file pins torch==2.14.1, torchvision==0.29.1 and transformers==5.17.0.
 MODEL_TESTS := tests/test_modeling.py tests/test_fast_path_compat.py tests/test_vision_attention.py \
 	tests/test_vision_layout.py tests/test_processing.py tests/test_remote_code.py tests/test_from_backbone.py \
-	tests/test_peft.py tests/test_convert_official.py tests/test_pairwise.py tests/test_sentence_transformers.py
+	tests/test_peft.py tests/test_convert_official.py tests/test_pairwise.py tests/test_sentence_transformers.py \
+	tests/test_image_backends.py tests/test_trainer_hooks.py
 DEMO_OUTPUT ?= relsim-demo
 # The web-app tests drive Debian's chromium through Playwright (Playwright's own browser download is not reachable
 # from these machines); CI runs as root on Debian, so `make test` installs it with apt when it is missing.

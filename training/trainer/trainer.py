@@ -35,6 +35,7 @@ from training.trainer.losses import ContrastiveLoss, caption_id, relational_info
 from training.trainer.objectives.momentum import DistillationTargets
 from training.trainer.objectives.training_objectives import TrainingObjectives, captions_of
 from training.trainer.sentence_transformers_files import write_sentence_transformers_files
+from training.trainer.trainer_hooks import trainer_step_mismatches
 
 
 logger = logging.getLogger(__name__)
@@ -123,10 +124,12 @@ class RelSimTrainer(Trainer):
                     "teacher swaps unsharded weights and their prototypes live outside the wrapped model"
                 )
             self.add_callback(ObjectiveStepCallback(self.objectives))
-            if self.objectives.parameters() and args.max_grad_norm > 0 and not hasattr(Trainer, "_clip_grad_norm"):
+            mismatches = trainer_step_mismatches()
+            if mismatches:
                 raise RuntimeError(
-                    "this transformers Trainer has no _clip_grad_norm to extend, so max_grad_norm would not clip the "
-                    "prototypes; upgrade transformers or set max_grad_norm 0"
+                    "the objective options (queue, distillation, prototypes, intra-image) extend private Trainer "
+                    f"steps that this transformers changed: {'; '.join(mismatches)}. Train without them (the paper's "
+                    "method needs none) or use a transformers relsim is tested on (see the README's supported range)"
                 )
             self._initialize_prototypes_from_captions(captions_of(self.train_dataset))
         self._batch_metrics: dict[str, defaultdict[str, list[float]]] = {
