@@ -13,7 +13,7 @@ from training.image_ids import file_image_hash, url_image_hash
 from training.pipeline.__main__ import main
 from training.pipeline.handoff import HandoffStage
 from training.pipeline.recipe import PipelineRecipe
-from training.pipeline.scale_recipe import DownloadSettings, RaySettings, ScaleRecipe
+from training.pipeline.scale_recipe import DownloadSettings, RaySettings, ScaleRecipe, scale_recipe_from_dict
 from training.pipeline.scale_run import run_scaled
 from training.pipeline.shards import table_to_rows
 from training.pipeline.stages import Stage
@@ -92,6 +92,16 @@ def test_the_command_line_opt_in_fetches_file_urls(tmp_path):
 
     download = summary.stage("download")
     assert (download.rows_in, download.kept, download.failed) == (2, 1, {"URL scheme refused": 1})
+
+
+def test_the_recipe_opts_in_to_schemes_by_list_or_comma_string_and_names_a_bad_value():
+    for value in (["file", "ftp"], "file,ftp"):
+        policy = scale_recipe_from_dict({"download": {"allow_url_schemes": value}}).download.fetch_policy()
+        assert policy.schemes == ("http", "https", "file", "ftp") and policy.max_image_bytes == 32 * 2**20
+    with pytest.raises(ValueError, match=r"recipe: download: 'file ftp' is not a URL scheme"):
+        scale_recipe_from_dict({"download": {"allow_url_schemes": ["file ftp"]}})
+    with pytest.raises(ValueError, match=r"recipe: download: max_image_bytes must be at least 1, got -1"):
+        scale_recipe_from_dict({"download": {"max_image_bytes": -1}})
 
 
 @pytest.mark.parametrize("stages", [["download", "caption"], ["caption"]])

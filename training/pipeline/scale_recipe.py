@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from training.pipeline.recipe import PipelineRecipe, build_settings, recipe_from_dict
-from training.url_fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy
+from training.url_fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, parse_url_schemes
 
 
 @dataclass
@@ -75,7 +75,7 @@ class DownloadSettings:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
     def fetch_policy(self) -> FetchPolicy:
-        return FetchPolicy(tuple(self.allow_url_schemes), self.max_image_bytes)
+        return FetchPolicy(parse_url_schemes(self.allow_url_schemes), self.max_image_bytes)
 
 
 @dataclass
