@@ -1,4 +1,5 @@
-"""build -> download (img2dataset on local file:// URLs) -> export -> load_dataset, cards and push."""
+"""build -> download (img2dataset on local file:// URLs, opted in; http(s) only otherwise) -> export -> load_dataset,
+cards and push."""
 
 import json
 
@@ -8,6 +9,7 @@ import PIL.Image
 import pytest
 from huggingface_hub import DatasetCard
 
+from tests.url_server_helpers import serve_folder
 from training.hub_data import publish
 from training.hub_data.__main__ import main
 from training.hub_data.export import export_hub_folder
@@ -58,9 +60,8 @@ def pipeline(sources, tmp_path_factory):
     main(["build", "anonymous-captions", *captions, "--output", str(built)])
     main(["build", "random-pool", "--input", str(sources / "pool.jsonl"), "--output", str(built)])
     main(["build", "filter-labels", "--input", str(sources / "labels.csv"), "--output", str(built)])
-    main(
-        ["download", "--built", str(built), "--output", str(work / "downloads"), "--image-size", "32", "--threads", "2"]
-    )
+    main(["download", "--built", str(built), "--output", str(work / "downloads"), "--image-size", "32",
+          "--threads", "2", "--allow-url-schemes", "file"])  # fmt: skip
     main(["export", "--built", str(built), "--output", str(work / "hub"), "--repo-id", "relsim/test-data"])
     return work
 
@@ -81,6 +82,38 @@ def test_download_statistics_and_missing_images_are_reported(pipeline):
         ("filter_labels", "gone.png"),
     }
     assert any("Image decoding error" in row["reason"] for row in report["missing"])
+
+
+def test_download_fetches_http_only_and_reports_each_refused_url_with_its_reason(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    PIL.Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(served / "a.png")
+    outside = tmp_path / "outside.png"
+    PIL.Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(outside)
+    with serve_folder(served) as server:
+        urls = [server.url("a.png"), "file:///etc/passwd", outside.as_uri(), server.redirect(outside.as_uri()),
+                server.url("huge.jpg")]  # fmt: skip
+        (tmp_path / "pool.jsonl").write_text(
+            "".join(json.dumps({"image_hash": url_image_hash(url), "url_link": url}) + "\n" for url in urls)
+        )
+        main(["build", "random-pool", "--input", str(tmp_path / "pool.jsonl"), "--output", str(tmp_path / "built")])
+        main(["download", "--built", str(tmp_path / "built"), "--output", str(tmp_path / "downloads"), "--image-size",
+              "32", "--threads", "2", "--max-image-bytes", "1000000"])  # fmt: skip
+
+    report = json.loads((tmp_path / "downloads" / "download_report.json").read_text())
+    assert (report["count"], report["successes"], report["failed_to_download"]) == (5, 1, 4)
+    refusal = "URL scheme refused: file URLs are not fetched (only http, https; --allow-url-schemes file opts in)"
+    assert report["refused"] == [
+        {"url": url, "image_hash": url_image_hash(url), "reason": refusal} for url in (urls[1], urls[2])
+    ]
+    assert {row["url"]: row["reason"] for row in report["missing"]} == {
+        urls[1]: refusal,
+        urls[2]: refusal,
+        urls[3]: f"redirect refused: {urls[3]} redirects to {outside.as_uri()} (only http, https followed)",
+        urls[4]: f"image over the byte cap: {urls[4]} declares Content-Length 2000000000, more than 1000000 bytes",
+    }
+    pool = load_built(tmp_path / "built")["random_pool"]["train"]
+    assert [row["image"] is not None for row in pool] == [True, False, False, False, False]
 
 
 def test_images_are_attached_by_hash(pipeline):

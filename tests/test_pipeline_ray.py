@@ -20,6 +20,7 @@ import pytest
 import ray
 
 from tests.ray_pipeline_helpers import CrashOnceEmbedStage, write_image_folder
+from tests.url_server_helpers import serve_folder
 from training.image_ids import url_image_hash
 from training.pipeline.__main__ import main
 from training.pipeline.embed_stage import EmbedStage
@@ -278,29 +279,32 @@ def test_download_with_img2dataset_on_ray_reports_every_failed_url(ray_address, 
         urls.append(f"file://{sources / f'{index}.png'}")
     (sources / "broken.png").write_bytes(b"not an image")
     urls += [f"file://{sources / 'gone.png'}", f"file://{sources / 'broken.png'}"]
-    url_list = tmp_path / "urls.parquet"
-    pq.write_table(pa.table({"URL": urls, "TEXT": [f"alt {index}" for index in range(len(urls))]}), url_list)
     recipe = ScaleRecipe(
         pipeline=PipelineRecipe(),
         ray=RaySettings(shard_size=4),
-        download=DownloadSettings(output_format=output_format, image_size=32, threads=2, shard_size=4),
-    )
-
-    summary = run_scaled(url_list, tmp_path / "out", ["download"], recipe, show_progress=False, executor="ray")
+        download=DownloadSettings(output_format, 32, threads=2, shard_size=4, allow_url_schemes=["file"],
+                                  max_image_bytes=2**20),
+    )  # fmt: skip
+    with serve_folder(sources) as server:  # the byte cap holds in img2dataset's Ray tasks too
+        urls.append(server.url("huge.jpg"))
+        url_list = tmp_path / "urls.parquet"
+        pq.write_table(pa.table({"URL": urls, "TEXT": [f"alt {index}" for index in range(len(urls))]}), url_list)
+        summary = run_scaled(url_list, tmp_path / "out", ["download"], recipe, show_progress=False, executor="ray")
 
     shards = list(read_scale_input(tmp_path / "out" / "download", tmp_path / "again").shards)
-    assert [len(shard) for shard in shards] == [4, 4, 2]
+    assert [len(shard) for shard in shards] == [4, 4, 3]
     rows = read_all_shards(tmp_path / "out", ShardPlan.from_shards(shards, 4))
     assert sorted(row["image_hash"] for row in rows) == sorted(url_image_hash(url) for url in urls)
     failed = {row["url"].rsplit("/", 1)[1]: row for row in rows if "error" in row}
-    assert set(failed) == {"gone.png", "broken.png"} and all(
+    assert set(failed) == {"gone.png", "broken.png", "huge.jpg"} and all(
         row["error_stage"] == "download" for row in failed.values()
     )
+    assert failed["huge.jpg"]["error_kind"] == "image over the byte cap"
     fetched = [row for row in rows if "error" not in row]
     assert len(fetched) == 8 and all(PIL.Image.open(row["image"]).size == (48, 32) for row in fetched)
     assert {row["source_caption"] for row in fetched} == {f"alt {index}" for index in range(8)}
     download = summary.stage("download")
-    assert (download.rows_in, download.kept, sum(download.failed.values())) == (10, 8, 2)
+    assert (download.rows_in, download.kept, sum(download.failed.values())) == (11, 8, 3)
 
 
 def test_run_command_with_the_ray_executor_embeds_and_indexes(ray_address, models, tmp_path):
@@ -360,7 +364,7 @@ def test_run_command_writes_the_same_output_on_the_local_and_the_ray_executor(ra
     (tmp_path / "recipe.yaml").write_text(json.dumps({
         "device": "cpu", "filter": {**chat, "threshold": THRESHOLD}, "caption": caption,
         "embed": {"model": models["relsim"], "device": "cpu"}, "index": {"factory": "Flat"},
-        "download": {"image_size": 32, "threads": 2, "shard_size": 8},
+        "download": {"image_size": 32, "threads": 2, "shard_size": 8, "allow_url_schemes": ["file"]},
         "ray": {"shard_size": 8, "actors": actors},
     }))  # fmt: skip
     command = ["run", "--input", str(tmp_path / "urls.parquet"), "--recipe", str(tmp_path / "recipe.yaml"),

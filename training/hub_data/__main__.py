@@ -7,6 +7,7 @@
   python -m training.hub_data build random-pool --input random_pool.jsonl --output built
   python -m training.hub_data build filter-labels --input labels.csv --output built
   python -m training.hub_data download --built built --output downloads --processes 8 --threads 64
+      # http(s) URLs only (--allow-url-schemes file,ftp opts in to more), at most --max-image-bytes an image
   python -m training.hub_data export --built built --output hub/relsim-data --repo-id ORG/relsim-data
   python -m training.hub_data push --folder hub/relsim-data --repo-id ORG/relsim-data [--no-dry-run]
 
@@ -68,12 +69,15 @@ def download(args: argparse.Namespace) -> None:
 
     from training.hub_data.images import attach_images, download_images, downloaded_images, unique_urls
     from training.hub_data.store import load_built, save_built
+    from training.url_fetch import FetchPolicy, parse_url_schemes
 
+    policy = FetchPolicy(parse_url_schemes(args.allow_url_schemes), args.max_image_bytes)
     built = load_built(args.built)
     report = download_images(
-        unique_urls(built), args.output, args.image_size, args.processes, args.threads, args.timeout
+        unique_urls(built), args.output, args.image_size, args.processes, args.threads, args.timeout, policy
     )
     files, failures = downloaded_images(args.output / "images")
+    failures.update({row["image_hash"]: row["reason"] for row in report.refused})
     for config, splits in tqdm(built.items(), desc="attaching images", unit="config"):
         save_built(args.built, config, attach_images(config, splits, files, failures, report))
     path = args.output / "download_report.json"
@@ -128,6 +132,13 @@ def parser() -> argparse.ArgumentParser:
     downloading.add_argument("--processes", type=int, default=1, help="img2dataset processes")
     downloading.add_argument("--threads", type=int, default=16, help="img2dataset threads per process")
     downloading.add_argument("--timeout", type=int, default=10, help="seconds per download")
+    downloading.add_argument(
+        "--allow-url-schemes", default="", metavar="SCHEMES",
+        help="also fetch URLs of these schemes, comma-separated, e.g. file,ftp (default: http and https only)",
+    )  # fmt: skip
+    downloading.add_argument(
+        "--max-image-bytes", type=int, default=32 * 2**20, help="bytes one image may have (default 32 MiB)"
+    )
     downloading.set_defaults(run=download)
 
     exporting = add_command(steps, "export", "write parquet shards and the dataset card")

@@ -1,15 +1,16 @@
 """Fetching the images of built datasets with img2dataset and attaching them to the rows by image hash.
 
 img2dataset downloads in parallel, resizes, resumes an interrupted run (`incremental` mode) and records the status
-of every URL. Rows whose image could not be fetched keep an empty image and are listed, with the reason, in
-`download_report.json`; nothing is replaced by a stand-in image.
+of every URL. URLs are fetched under a `training.url_fetch.FetchPolicy`: http(s) only unless the operator opts in to
+more schemes (a refused URL is counted as failed to download, with its reason), redirects held to the same schemes,
+at most `max_image_bytes` per image. Rows whose image could not be fetched keep an empty image and are listed, with
+the reason, in `download_report.json`; nothing is replaced by a stand-in image.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pandas as pd
 
 from training.hub_data.features import ANONYMOUS_CAPTIONS, IMAGE_COLUMNS, SEED_GROUPS
 from training.image_ids import url_image_hash
+from training.url_fetch import FetchPolicy, download_with_policy
 
 
 logger = logging.getLogger(__name__)
@@ -26,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DownloadReport:
-    """img2dataset's totals plus every row left without its image."""
+    """img2dataset's totals (the refused URLs counted as failed to download) plus every row left without its image;
+    `refused`: the URLs the fetch policy did not hand to img2dataset, each with its image hash and reason."""
 
     count: int = 0
     successes: int = 0
@@ -34,6 +37,7 @@ class DownloadReport:
     failed_to_resize: int = 0
     status: dict[str, int] = field(default_factory=dict)
     missing: list[dict[str, str]] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
 
 
 def unique_urls(built: dict[str, datasets.DatasetDict]) -> list[dict[str, str]]:
@@ -53,37 +57,48 @@ def download_images(
     processes: int = 1,
     threads: int = 16,
     timeout: int = 10,
+    policy: FetchPolicy | None = None,
 ) -> DownloadReport:
     """Downloads (or resumes downloading) `urls` into `output_folder/images` and sums img2dataset's statistics.
 
     Images are resized so their shorter side is at most `image_size` (aspect ratio kept; never enlarged): the
-    relsim processor crops and resizes them later.
+    relsim processor crops and resizes them later. The URLs `policy` (default: http(s), 32 MiB an image) refuses are
+    not handed to img2dataset: they are the report's `refused`, counted as failed to download.
     """
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise call the network
-    from img2dataset import download
-
+    policy = policy or FetchPolicy()
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    url_list = output_folder / "urls.jsonl"
-    url_list.write_text("".join(json.dumps(row) + "\n" for row in urls), encoding="utf-8")
-    download(
-        url_list=str(url_list),
-        input_format="jsonl",
-        url_col="url",
-        save_additional_columns=["image_hash"],
-        output_format="files",
-        output_folder=str(output_folder / "images"),
-        image_size=image_size,
-        resize_mode="keep_ratio",
-        resize_only_if_bigger=True,
-        processes_count=processes,
-        thread_count=threads,
-        timeout=timeout,
-        enable_wandb=False,
-        incremental_mode="incremental",
-        number_sample_per_shard=10_000,
-    )
     report = DownloadReport()
+    fetched = []
+    for row in urls:
+        reason = policy.refusal(row["url"])
+        if reason is None:
+            fetched.append(row)
+        else:
+            report.refused.append({**row, "reason": reason})
+            report.status[reason] = report.status.get(reason, 0) + 1
+    report.count = report.failed_to_download = len(report.refused)
+    url_list = output_folder / "urls.jsonl"
+    url_list.write_text("".join(json.dumps(row) + "\n" for row in fetched), encoding="utf-8")
+    if fetched:
+        download_with_policy(
+            policy,
+            url_list=str(url_list),
+            input_format="jsonl",
+            url_col="url",
+            save_additional_columns=["image_hash"],
+            output_format="files",
+            output_folder=str(output_folder / "images"),
+            image_size=image_size,
+            resize_mode="keep_ratio",
+            resize_only_if_bigger=True,
+            processes_count=processes,
+            thread_count=threads,
+            timeout=timeout,
+            enable_wandb=False,
+            incremental_mode="incremental",
+            number_sample_per_shard=10_000,
+        )
     for stats_file in sorted((output_folder / "images").glob("*_stats.json")):
         stats = json.loads(stats_file.read_text())
         report.count += stats["count"]

@@ -156,6 +156,14 @@ def parser() -> argparse.ArgumentParser:
         "--stages", default="filter,caption,check,handoff",
         help="comma-separated, in the order download,filter,caption,check,embed,handoff,index",
     )  # fmt: skip
+    run_parser.add_argument(
+        "--allow-url-schemes", metavar="SCHEMES",
+        help="download: also fetch URLs of these schemes, comma-separated, e.g. file,ftp (default: the recipe's "
+        "download.allow_url_schemes; http and https only)",
+    )  # fmt: skip
+    run_parser.add_argument(
+        "--max-image-bytes", type=int, help="download: bytes one image may have (default: the recipe's, 32 MiB)"
+    )
     run_parser.set_defaults(run=run_pipeline)
 
     filter_parser = add_command(commands, "filter", "the relational filter: train, score, evaluate")

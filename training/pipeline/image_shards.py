@@ -6,14 +6,15 @@ for. The URLs stream into a folder of jsonl files of `url_file_shards` download 
 input file whole, so no file is larger than that). `iter_image_shards` turns a folder of such shards (downloaded here
 or elsewhere) into rows, one list per shard, a shard at a time: a successful image is written once to
 `images_dir/<image_hash>.jpg` (the stages read files), a failed one becomes a row with an `error` naming the URL and
-img2dataset's reason, so every URL is accounted for.
+img2dataset's reason, so every URL is accounted for. URLs are fetched under the recipe's `training.url_fetch`
+policy: http(s) only unless opted in (a refused URL is a failed row: `refused_download_row`), redirects held to the
+same schemes, at most `download.max_image_bytes` per image.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from training.image_ids import url_image_hash
 from training.pipeline.scale_recipe import DownloadSettings
 from training.pipeline.stages import Row, failed_row
 from training.store import atomic_write
+from training.url_fetch import FetchPolicy, download_with_policy
 
 
 logger = logging.getLogger(__name__)
@@ -55,11 +57,9 @@ def write_url_lists(rows: Iterable[Row], folder: str | Path, rows_per_file: int)
 def download_shards(
     rows: Iterable[Row], output_folder: str | Path, settings: DownloadSettings, on_ray: bool
 ) -> Path | None:
-    """Fetches every row's `url` into img2dataset shards under `output_folder` (resumable); returns that folder, or
-    None when no row has a URL."""
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would otherwise call the network
-    from img2dataset import download
-
+    """Fetches every row's `url` into img2dataset shards under `output_folder` (resumable) under the settings'
+    `FetchPolicy` (schemes, redirects, bytes per image); returns that folder, or None when no row has a URL. Rows the
+    policy refuses are the caller's to leave out first (`refused_download_row`): here they would fail in img2dataset."""
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
     url_list = write_url_lists(
@@ -67,7 +67,8 @@ def download_shards(
     )
     if not any(url_list.glob("part-*.jsonl")):
         return None
-    download(
+    download_with_policy(
+        settings.fetch_policy(),
         url_list=str(url_list),
         input_format="jsonl",
         url_col="url",
@@ -87,6 +88,18 @@ def download_shards(
         distributor="ray" if on_ray else "multiprocessing",
     )
     return output_folder
+
+
+def download_failed_row(row: Row, source: str, reason: str) -> Row:
+    """`row` as failed in the download stage, with `reason` (counted per kind in the run summary)."""
+    return {**failed_row(row, source, reason), "error_stage": DOWNLOAD_STAGE}
+
+
+def refused_download_row(row: Row, policy: FetchPolicy) -> Row | None:
+    """`row` failed with the reason its URL is not fetched (a scheme the policy does not allow), or None when its URL
+    may be fetched."""
+    reason = policy.refusal(row["url"])
+    return None if reason is None else download_failed_row(row, row["url"], reason)
 
 
 def download_statistics(folder: str | Path) -> dict[str, int]:
@@ -164,7 +177,6 @@ def iter_image_shards(folder: str | Path, images_dir: str | Path) -> Iterator[li
                 row["image"] = str(file)
             else:
                 reason = record.get("error_message") or record.get("status") or "no image in the shard"
-                row = failed_row(row, url or str(metadata_file), str(reason))
-                row["error_stage"] = DOWNLOAD_STAGE
+                row = download_failed_row(row, url or str(metadata_file), str(reason))
             rows.append(row)
         yield rows

@@ -11,7 +11,8 @@
         caption: {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 32}
         embed:   {num_gpus: 1, num_cpus: 4, concurrency: 8, batch_size: 64}
     download: {output_format: webdataset, image_size: 448, processes: 16, threads: 64, shard_size: 10000,
-               url_file_shards: 100}   # download shards per URL file handed to img2dataset (it reads a file whole)
+               url_file_shards: 100,   # download shards per URL file handed to img2dataset (it reads a file whole)
+               allow_url_schemes: [], max_image_bytes: 33554432}  # http(s) only unless opted in; 32 MiB per image
     embed:    {model: runs/relsim/final, dtype: bfloat16, device: auto, batch_size: 64}
     index:    {factory: "IVF65536,PQ64", metric: inner_product, training_sample: 2000000, nprobe: 64,
                recall_queries: 100, recall_k: 10}   # recall@k against exact search, reported in summary.json
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from training.pipeline.recipe import PipelineRecipe, build_settings, recipe_from_dict
+from training.url_fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, parse_url_schemes
 
 
 @dataclass
@@ -56,7 +58,9 @@ class RaySettings:
 @dataclass
 class DownloadSettings:
     """img2dataset's settings: `output_format` "webdataset" or "parquet" (images inside the shards), resizing,
-    parallelism (`processes` x `threads` on the local distributor; one Ray task per shard on Ray)."""
+    parallelism (`processes` x `threads` on the local distributor; one Ray task per shard on Ray). URLs are fetched
+    over http(s) only, plus the schemes in `allow_url_schemes` (an opt-in, e.g. ["file"]), and an image may have at
+    most `max_image_bytes` (`training.url_fetch`)."""
 
     output_format: str = "webdataset"
     image_size: int = 448
@@ -67,6 +71,11 @@ class DownloadSettings:
     retries: int = 0
     shard_size: int = 10_000
     url_file_shards: int = 100
+    allow_url_schemes: list[str] = field(default_factory=list)
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(parse_url_schemes(self.allow_url_schemes), self.max_image_bytes)
 
 
 @dataclass
@@ -129,6 +138,10 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
         raise ValueError(f"{where}: ray.shard_size must be at least 1, got {ray.shard_size}")
     if recipe.download.shard_size < 1 or recipe.download.url_file_shards < 1:
         raise ValueError(f"{where}: download.shard_size and download.url_file_shards must be at least 1")
+    try:
+        recipe.download.fetch_policy()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: download: {error}") from None
     if recipe.download.output_format not in DOWNLOAD_FORMATS:
         raise ValueError(f"{where}: download.output_format must be one of {DOWNLOAD_FORMATS}")
     if recipe.index.recall_queries < 0 or recipe.index.recall_k < 1:

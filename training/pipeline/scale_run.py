@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 DOWNLOAD_FOLDER = "download"
 CAPTIONS_FILE = "captions.jsonl"
+REPEATS_SCRATCH = "input-seen.sqlite"  # the image hashes met while reading, on the download and image-shard routes
 UNLOGGED_STAGES = ("embed",)  # no `<stage>.jsonl`: a stage whose output is vectors (kept in shards and index)
 
 
@@ -107,20 +108,54 @@ def build_scale_stages(names: Sequence[str], recipe: ScaleRecipe, output_dir: Pa
     return build_stages(names, recipe.pipeline, output_dir, recipe.embed)
 
 
-def _download(scale_input: ScaleInput, output_dir: Path, recipe: ScaleRecipe, on_ray: bool) -> Iterator[list[Row]]:
-    """The shards after img2dataset: one per download shard (streamed), then the rows that had nothing to fetch (a
-    local image, or failed already), in shards of `ray.shard_size`, kept aside in a jsonl file meanwhile."""
-    from training.pipeline.image_shards import download_shards, iter_image_shards
+class RepeatedInputs:
+    """Leaves out the rows that repeat an earlier row's image_hash (the first is kept), counting them, on the routes
+    that plan shards as given (download, a folder of image shards), as `plan_rows` does on the others: every route
+    gives one row per image and the same `duplicate_inputs`. The hashes met are kept on disk (`SeenHashes`)."""
 
+    def __init__(self, scratch: Path) -> None:
+        self.scratch, self.count, self.position = scratch, 0, 0
+
+    def shards(self, shards: Iterable[list[Row]]) -> Iterator[list[Row]]:
+        from training.pipeline.shard_planning import SeenHashes
+
+        with SeenHashes(self.scratch) as seen:
+            for shard in shards:
+                kept = []
+                for row in shard:
+                    where = f"input row {self.position}: image_hash"
+                    self.position += 1
+                    if seen.add(require_image_hash(row.get("image_hash"), where)):
+                        kept.append(row)
+                self.count += len(shard) - len(kept)
+                yield kept
+
+    def rows(self, rows: Iterable[Row]) -> Iterator[Row]:
+        for kept in self.shards([row] for row in rows):
+            yield from kept
+
+
+def _download(
+    scale_input: ScaleInput, output_dir: Path, recipe: ScaleRecipe, on_ray: bool, repeats: RepeatedInputs
+) -> Iterator[list[Row]]:
+    """The shards after img2dataset: one per download shard (streamed), then the rows that had nothing to fetch (a
+    local image, a URL the fetch policy refuses, or failed already), in shards of `ray.shard_size`, kept aside in a
+    jsonl file meanwhile. Repeated images are left out before anything is fetched."""
+    from training.pipeline.image_shards import download_shards, iter_image_shards, refused_download_row
+
+    policy = recipe.download.fetch_policy()
     local_file = output_dir / f"{DOWNLOAD_FOLDER}-local.jsonl"
     with local_file.open("w", encoding="utf-8") as local:
 
         def to_fetch() -> Iterator[Row]:
-            for row in scale_input.all_rows():
+            for row in repeats.rows(scale_input.all_rows()):
                 if row.get("url") and not row.get("image") and "error" not in row:
-                    yield row
-                else:
-                    local.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    refused = refused_download_row(row, policy)
+                    if refused is None:
+                        yield row
+                        continue
+                    row = refused
+                local.write(json.dumps(row, ensure_ascii=False) + "\n")
 
         folder = download_shards(to_fetch(), output_dir / DOWNLOAD_FOLDER, recipe.download, on_ray)
     if folder is not None:
@@ -208,11 +243,14 @@ def run_scaled(
         check_stages(output_dir, {stage.name: stage_settings(stage) for stage in row_stages})
         scale_input = read_scale_input(source, output_dir, image_column, split)
         downloads = DownloadCounts()
+        repeats = RepeatedInputs(output_dir / REPEATS_SCRATCH)
         if "download" in names:
-            shards = downloads.watch(_download(scale_input, output_dir, recipe, on_ray=on_ray))
+            shards = downloads.watch(_download(scale_input, output_dir, recipe, on_ray, repeats))
             plan = plan_shards(shards, output_dir, recipe.ray.shard_size)
+            plan.duplicates = repeats.count
         elif scale_input.shards is not None:
-            plan = plan_shards(scale_input.shards, output_dir, recipe.ray.shard_size)
+            plan = plan_shards(repeats.shards(scale_input.shards), output_dir, recipe.ray.shard_size)
+            plan.duplicates = repeats.count
         else:
             plan = plan_rows(scale_input.rows, output_dir, recipe.ray.shard_size)
         logged = [stage.name for stage in row_stages if stage.name not in UNLOGGED_STAGES]
@@ -239,12 +277,18 @@ def run_command(args) -> None:
     """The `run` command on either executor: `args` as `training.pipeline.__main__` parses them."""
     from training.pipeline.build import parse_stage_names
     from training.pipeline.scale_recipe import load_scale_recipe
+    from training.url_fetch import parse_url_schemes
 
     recipe = load_scale_recipe(args.recipe)
     if args.device is not None:
         recipe.pipeline.device = recipe.embed.device = args.device
     if args.ray_address:
         recipe.ray.address = args.ray_address
+    if args.allow_url_schemes is not None:
+        recipe.download.allow_url_schemes = list(parse_url_schemes(args.allow_url_schemes))
+    if args.max_image_bytes is not None:
+        recipe.download.max_image_bytes = args.max_image_bytes
+    recipe.download.fetch_policy()  # a bad value is refused before the input is read
     executor = "ray" if args.executor == "ray" or args.ray_address else "local"
     summary = run_scaled(
         args.input, args.output, parse_stage_names(args.stages), recipe, batch_size=args.batch_size,

@@ -5,11 +5,15 @@ be read, each with its reason. Nothing outside what the user pointed at is read:
 that lead outside the folder, and a list file's relative paths must stay inside the list's folder. URLs in a list
 are fetched by img2dataset (the project's downloader, through `training.hub_data.images`) into the index's own
 `downloads/` folder when the index gives one, and reported as unreadable with img2dataset's reason when they fail.
+They follow the downloaders' one rule (`training.url_fetch`): http(s) only unless the caller's policy opts in to more
+schemes (a `file://`, `ftp://`, `s3://` line is reported as refused, never read), redirects held to the same schemes,
+at most 32 MiB an image.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +21,10 @@ from typing import Any
 
 from training.image_folder import ImageFile, scan_image_folder, verify_image_file
 from training.image_ids import file_image_hash_and_sha256
+from training.url_fetch import FetchPolicy
 
 
-URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "ftp://")
+URL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # any scheme: those not fetched are refused, not read
 
 
 @dataclass(frozen=True)
@@ -99,11 +104,14 @@ def from_folder(folder: str | Path, known: Mapping[str, IndexEntry] | None = Non
 
 
 def _is_url(text: str) -> bool:
-    return text.lower().startswith(URL_SCHEMES)
+    return URL_PATTERN.match(text) is not None
 
 
-def download_urls(urls: Sequence[str], folder: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Fetches `urls` with img2dataset into `folder` and returns (url -> file, url -> failure reason).
+def download_urls(
+    urls: Sequence[str], folder: str | Path, policy: FetchPolicy | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Fetches `urls` with img2dataset into `folder` under `policy` (default: http(s), 32 MiB an image) and returns
+    (url -> file, url -> failure reason, a refused scheme's included).
 
     Each call downloads only the URLs no earlier call fetched, into a sub-folder named by that set of URLs, so a list
     that grows later fetches just its new lines (img2dataset's own resume works per shard of one URL list).
@@ -123,16 +131,21 @@ def download_urls(urls: Sequence[str], folder: str | Path) -> tuple[dict[str, Pa
             failures.update(failed)
         return files, failures
 
+    policy = policy or FetchPolicy()
+    _, refused = policy.split(urls)
     files, failures = fetched()
-    missing = sorted(image_hash for image_hash in by_hash if image_hash not in files and image_hash not in failures)
+    missing = sorted(
+        image_hash for image_hash in by_hash
+        if image_hash not in files and image_hash not in failures and by_hash[image_hash] not in refused
+    )  # fmt: skip
     if missing:
         batch = hashlib.md5("\n".join(missing).encode()).hexdigest()
         download_images([{"url": by_hash[image_hash], "image_hash": image_hash} for image_hash in missing],
-                        folder / batch, processes=1, threads=4)  # fmt: skip
+                        folder / batch, processes=1, threads=4, policy=policy)  # fmt: skip
         files, failures = fetched()
     return (
-        {by_hash[key]: path for key, path in files.items() if key in by_hash},
-        {by_hash[key]: reason for key, reason in failures.items() if key in by_hash},
+        {by_hash[key]: path for key, path in files.items() if key in by_hash and by_hash[key] not in refused},
+        {**{by_hash[key]: reason for key, reason in failures.items() if key in by_hash}, **refused},
     )
 
 
@@ -141,20 +154,24 @@ def from_paths(
     base: str | Path | None = None,
     known: Mapping[str, IndexEntry] | None = None,
     download_folder: str | Path | None = None,
+    policy: FetchPolicy | None = None,
 ) -> Collected:
     """Image files named one by one. With `base` (the folder of a list file), relative paths are read from there and
     must stay inside it: a `../x` line or a link out of that folder is reported, never read.
 
-    URLs (http, https, s3, gs, ftp) are fetched by img2dataset into `download_folder` and indexed from there; one
-    that fails is reported with img2dataset's reason. Without `download_folder` they are reported, not fetched.
+    URLs (`scheme://...`) that `policy` fetches (default: http and https, 32 MiB an image) are fetched by img2dataset
+    into `download_folder` and indexed from there; one that fails is reported with img2dataset's reason, one of
+    another scheme (file, ftp, s3, ...) with the refusal. Without `download_folder` they are reported, not fetched.
     """
     collected = Collected()
     root = Path(base).resolve() if base is not None else None
     known = known or {}
-    urls = [str(raw).strip() for raw in paths if _is_url(str(raw).strip())]
+    policy = policy or FetchPolicy()
+    urls, refused = policy.split(str(raw).strip() for raw in paths if _is_url(str(raw).strip()))
+    collected.unreadable += list(refused.items())
     downloaded: dict[str, Path] = {}
     if urls and download_folder is not None:
-        downloaded, failures = download_urls(urls, download_folder)
+        downloaded, failures = download_urls(urls, download_folder, policy)
         collected.unreadable += [(url, f"download failed: {reason}") for url, reason in failures.items()]
     for raw in paths:
         text = str(raw).strip()
@@ -163,7 +180,7 @@ def from_paths(
                 fetched = from_paths([downloaded[text]], known=known)
                 collected.entries += fetched.entries
                 collected.unreadable += [(text, reason) for _, reason in fetched.unreadable]
-            elif download_folder is None:
+            elif download_folder is None and text not in refused:
                 collected.unreadable.append((text, "a URL, and no download folder was given to fetch it into"))
             continue
         path = Path(text)
