@@ -132,11 +132,23 @@ def test_files_of_another_generation_are_refused_by_name_not_answered_from(tmp_p
     (tmp_path / "idx" / VECTORS_FILE).write_bytes(original)
     assert hit_rows(tmp_path / "idx", search_model, query) == hits
 
+    # a record that points a shard outside the embeddings folder
+    info_path = tmp_path / "idx" / INDEX_FILE
+    recorded = info_path.read_text()
+    info = json.loads(recorded)
+    info["shards"][0] = "../../other/embeddings/" + info["shards"][0]
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(DamagedIndexError, match=r"index\.json: shards\[0\]: '\.\./\.\./other/.*' is not a shard file"):
+        SearchIndex(tmp_path / "idx")
+    info_path.write_text(recorded)
+
     # a manifest of the same length from elsewhere
     manifest = tmp_path / "idx" / MANIFEST_FILE
     manifest.write_text(manifest.read_text().replace("img01.png", "img99.png"))
     with pytest.raises(DamagedIndexError, match=rf"{MANIFEST_FILE}: not the file index.json records"):
         SearchIndex(tmp_path / "idx")
+    report = index_collection(tmp_path / "idx", search_model, folder=tmp_path / "photos", show_progress=False)
+    assert report.embedded == 0 and hit_rows(tmp_path / "idx", search_model, query) == hits
 
 
 def test_an_index_without_the_generation_record_is_refused_until_a_rerun_upgrades_it(tmp_path, search_model):

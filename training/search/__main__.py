@@ -8,9 +8,10 @@ two images match.
         --captions seed_group.json
     python -m training.search app --index photos.index            # the web app on http://127.0.0.1:7860
 
-`index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out)
-and resumes after an interruption. `search` and `why` use the model recorded in the index unless `--model` names
-another folder of the same weights; a different model is refused. Console script: `relsim-search`.
+`index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out;
+`--verify` hashes every file again) and resumes after an interruption; rerunning it also repairs an index whose files
+`search` or `why` report missing or damaged. `search` and `why` use the model recorded in the index unless `--model`
+names another folder of the same weights; a different model is refused. Console script: `relsim-search`.
 """
 
 from __future__ import annotations

@@ -121,6 +121,15 @@ def _recorded_files(folder: Path, info: dict[str, Any]) -> dict[str, dict[str, A
             "files were recorded together, which cannot be checked; rerun `index` with the same source and --output "
             "to upgrade it (stored embeddings are reused)"
         )
+    for name in (VECTORS_FILE, VECTORS_SIDECAR, MANIFEST_FILE):
+        record = files.get(name)
+        if not (
+            isinstance(record, dict) and isinstance(record.get("size"), int) and isinstance(record.get("sha256"), str)
+        ):
+            raise DamagedIndexError(folder / INDEX_FILE, f"files.{name}: missing, or without its size and sha256")
+    for number, name in enumerate(info["shards"]):
+        if not (isinstance(name, str) and name.startswith("shard-") and Path(name).name == name):
+            raise DamagedIndexError(folder / INDEX_FILE, f"shards[{number}]: {name!r} is not a shard file name")
     return files
 
 
@@ -315,7 +324,10 @@ def index_collection(
     identity = model.identity()
     info_path = output / INDEX_FILE
     if info_path.is_file():
-        _check_model(output, _read_info(output)["model"], identity)
+        try:
+            _check_model(output, _read_info(output)["model"], identity)
+        except DamagedIndexError as error:  # the store's own identity still refuses another model's rows
+            logger.warning("%s: %s; this run writes it anew", error.path, error.reason)
     previous = {entry.path: entry for entry in _committed_manifest(output)}
     collected, source = _collect(
         folder, paths, dataset, image_column, {} if verify else previous, output / "downloads",
