@@ -164,6 +164,12 @@ def test_an_index_without_the_generation_record_is_refused_until_a_rerun_upgrade
     report = index_collection(tmp_path / "idx", search_model, folder=tmp_path / "photos", show_progress=False)
     assert (report.embedded, report.reused, len(SearchIndex(tmp_path / "idx"))) == (0, 3, 3)
 
+    info_path.write_text('{"format": "relsim-search-index-2", "mod')  # a record cut short
+    with pytest.raises(DamagedIndexError, match=r"index\.json: malformed JSON .*; rerun `index`"):
+        SearchIndex(tmp_path / "idx")
+    report = index_collection(tmp_path / "idx", search_model, folder=tmp_path / "photos", show_progress=False)
+    assert (report.embedded, report.reused, len(SearchIndex(tmp_path / "idx"))) == (0, 3, 3)
+
 
 def test_verify_embeds_again_a_file_replaced_under_the_same_size_and_modification_time(tmp_path, search_model):
     # BMP files of one shape have one size, so a swap keeps the size; os.utime puts the old time back
