@@ -12,10 +12,11 @@ An index folder holds:
 - `vectors.faiss` (+ `vectors.faiss.json`): the FAISS index (`training.vector_index`), rebuilt from the store on
   every run (cheap next to embedding), so deleted files drop out and the ids always follow the manifest.
 
-`index.json` is written last, atomically, and records the generation: the size and sha256 of `vectors.faiss`, its
-sidecar and the manifest, and the shards the manifest points into. `SearchIndex` checks every file against it, so a
-torn update (an interrupted run, a file copied in from another index) is a `DamagedIndexError` naming the file, never
-wrong answers; an index written before the record existed is refused until `index` is rerun on it.
+`index.json` is written last, atomically, and records the generation (`training.search.generation`): the size and
+sha256 of `vectors.faiss`, its sidecar and the manifest, and the shards the manifest points into. `SearchIndex` checks
+every file against it, so a torn update (an interrupted run, a file copied in from another index) is a
+`DamagedIndexError` naming the file, never wrong answers; an index written before the record existed is refused until
+`index` is rerun on it.
 
 Rerunning on a grown or changed collection embeds only images whose bytes the store does not hold yet (a file is
 read again only when its size or modification time changed; `verify=True` reads every file again, for files replaced
@@ -24,7 +25,6 @@ under the same size and modification time).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -35,7 +35,16 @@ from typing import Any
 
 import torch
 
-from training.image_ids import file_sha256
+from training.search.generation import (
+    INDEX_FILE,
+    INDEX_FORMAT,
+    DamagedIndexError,
+    check_size,
+    file_record,
+    read_info,
+    read_recorded,
+    recorded_files,
+)
 from training.search.model import SearchModel
 from training.search.sources import (
     URL_SCHEMES,
@@ -52,23 +61,12 @@ from training.vector_index import VectorIndex, sidecar_path
 
 logger = logging.getLogger(__name__)
 
-INDEX_FORMAT = "relsim-search-index-2"
-INDEX_FILE = "index.json"
 MANIFEST_FILE = "manifest.jsonl"
 UNREADABLE_FILE = "unreadable.jsonl"
 VECTORS_FILE = "vectors.faiss"
 VECTORS_SIDECAR = sidecar_path(VECTORS_FILE).name
 EMBEDDINGS_FOLDER = "embeddings"
-REPAIR = "rerun `index` with the same source and --output to repair it (stored embeddings are reused)"
-
-
-class DamagedIndexError(ValueError):
-    """A file of an index folder that is missing, damaged, or not the one `index.json` records; the message names
-    the file and the repair."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}; {REPAIR}")
-        self.path, self.reason = path, reason
+RECORDED_FILES = (VECTORS_FILE, VECTORS_SIDECAR, MANIFEST_FILE)
 
 
 @dataclass
@@ -94,66 +92,6 @@ def _check_model(folder: Path, stored: dict[str, Any], wanted: dict[str, Any]) -
             f"{wanted.get('model')} ({wanted.get('weights')}); they differ in {', '.join(fields)}. Use the model that "
             "made the index, or index into a new folder"
         )
-
-
-def _read_info(folder: Path, data: bytes | None = None) -> dict[str, Any]:
-    path = folder / INDEX_FILE
-    try:
-        info = json.loads(path.read_bytes() if data is None else data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DamagedIndexError(path, f"malformed JSON ({error})") from error
-    if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
-        raise DamagedIndexError(path, "not a search index record (no model identity)")
-    return info
-
-
-def _recorded_files(folder: Path, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """What the record of `info` says each file of the generation is: `{name: {"size", "sha256"}}`.
-
-    Raises:
-        ValueError: an index written before the record existed (or by another program): its files cannot be
-            checked against each other.
-    """
-    files = info.get("files")
-    if info.get("format") != INDEX_FORMAT or not isinstance(files, dict) or not isinstance(info.get("shards"), list):
-        raise ValueError(
-            f"{folder / INDEX_FILE}: format {info.get('format')!r}, not {INDEX_FORMAT!r}: an index written before its "
-            "files were recorded together, which cannot be checked; rerun `index` with the same source and --output "
-            "to upgrade it (stored embeddings are reused)"
-        )
-    for name in (VECTORS_FILE, VECTORS_SIDECAR, MANIFEST_FILE):
-        record = files.get(name)
-        if not (
-            isinstance(record, dict) and isinstance(record.get("size"), int) and isinstance(record.get("sha256"), str)
-        ):
-            raise DamagedIndexError(folder / INDEX_FILE, f"files.{name}: missing, or without its size and sha256")
-    for number, name in enumerate(info["shards"]):
-        if not (isinstance(name, str) and name.startswith("shard-") and Path(name).name == name):
-            raise DamagedIndexError(folder / INDEX_FILE, f"shards[{number}]: {name!r} is not a shard file name")
-    return files
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def _check_size(path: Path, recorded: dict[str, Any]) -> None:
-    if not path.is_file():
-        raise DamagedIndexError(path, f"missing (the index's record {INDEX_FILE} names it)")
-    size = path.stat().st_size
-    if size != recorded["size"]:
-        raise DamagedIndexError(
-            path, f"{size} bytes where {INDEX_FILE} records {recorded['size']} (truncated, or replaced)"
-        )
-
-
-def _read_recorded(path: Path, recorded: dict[str, Any]) -> bytes:
-    """The bytes of `path`, checked against its record (size, sha256) before anything is parsed."""
-    _check_size(path, recorded)
-    data = path.read_bytes()
-    if len(data) != recorded["size"] or hashlib.sha256(data).hexdigest() != recorded["sha256"]:
-        raise DamagedIndexError(path, f"not the file {INDEX_FILE} records (its sha256 differs: replaced or edited)")
-    return data
 
 
 def _read_jsonl(path: Path, data: bytes | None = None) -> list[dict[str, Any]]:
@@ -204,8 +142,8 @@ def _committed_manifest(folder: Path) -> list[IndexEntry]:
     if not path.is_file():
         return []
     try:
-        info = _read_info(folder)
-        rows = _read_jsonl(path, _read_recorded(path, _recorded_files(folder, info)[MANIFEST_FILE]))
+        info = read_info(folder)
+        rows = _read_jsonl(path, read_recorded(path, recorded_files(folder, info, RECORDED_FILES)[MANIFEST_FILE]))
         return _manifest_entries(path, rows)
     except (OSError, ValueError, KeyError) as error:
         logger.warning("%s cannot be trusted (%s); every file is read and hashed again", path, error)
@@ -325,7 +263,7 @@ def index_collection(
     info_path = output / INDEX_FILE
     if info_path.is_file():
         try:
-            _check_model(output, _read_info(output)["model"], identity)
+            _check_model(output, read_info(output)["model"], identity)
         except DamagedIndexError as error:  # the store's own identity still refuses another model's rows
             logger.warning("%s: %s; this run writes it anew", error.path, error.reason)
     previous = {entry.path: entry for entry in _committed_manifest(output)}
@@ -359,7 +297,7 @@ def index_collection(
     )
     _write_jsonl(output / UNREADABLE_FILE, [{"path": path, "reason": reason} for path, reason in unreadable])
     # the commit: written last, it names the one generation of files that belong together
-    files = {name: _file_record(output / name) for name in (VECTORS_FILE, VECTORS_SIDECAR, MANIFEST_FILE)}
+    files = {name: file_record(output / name) for name in RECORDED_FILES}
     info = {"format": INDEX_FORMAT, "model": identity, "factory": factory, "count": len(ordered), "source": source,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files, "shards": shards}  # fmt: skip
     atomic_write(info_path, json.dumps(info, indent=2).encode())
@@ -435,10 +373,10 @@ class SearchIndex:
 
     def _open(self) -> None:
         self._info_bytes = (self.folder / INDEX_FILE).read_bytes()
-        self.info = _read_info(self.folder, self._info_bytes)
-        files = _recorded_files(self.folder, self.info)
+        self.info = read_info(self.folder, self._info_bytes)
+        files = recorded_files(self.folder, self.info, RECORDED_FILES)
         manifest = self.folder / MANIFEST_FILE
-        rows = _read_jsonl(manifest, _read_recorded(manifest, files[MANIFEST_FILE]))
+        rows = _read_jsonl(manifest, read_recorded(manifest, files[MANIFEST_FILE]))
         self.entries = _manifest_entries(manifest, rows)
         shards = self.info["shards"]
         self._shard_of = [row.get("shard") for row in rows]
@@ -446,8 +384,8 @@ class SearchIndex:
             if not (isinstance(shard, int) and 0 <= shard < len(shards)):
                 raise DamagedIndexError(manifest, f"line {number}: shard {shard!r} is not one of the recorded shards")
         vectors = self.folder / VECTORS_FILE
-        _read_recorded(self.folder / VECTORS_SIDECAR, files[VECTORS_SIDECAR])
-        _check_size(vectors, files[VECTORS_FILE])  # a truncated file is named before FAISS reads it
+        read_recorded(self.folder / VECTORS_SIDECAR, files[VECTORS_SIDECAR])
+        check_size(vectors, files[VECTORS_FILE])  # a truncated file is named before FAISS reads it
         try:
             self.vectors = VectorIndex.load(vectors, sha256=files[VECTORS_FILE]["sha256"])
         except ValueError as error:
