@@ -1,4 +1,7 @@
-"""A briefly trained tiny relsim shared by the search tests (relation text, "why" labels, Sentence Transformers, the
+"""What the search tests share: a model that counts the images it embeds, test photos, and a briefly trained tiny
+relsim.
+
+The trained tiny relsim is shared by the search tests (relation text, "why" labels, Sentence Transformers, the
 web app): trained once per test session by `training.trainer.train.main` on the tiny-cpu recipe, shortened.
 
 Cost: TRAINING_STEPS steps of batch 32 at the recipe's 112 pixels; at the demo's idle rate (0.15 s a step on 2 cores)
@@ -14,6 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import random_image
+
+from training.search.model import SearchModel
+
 
 RECIPE = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-cpu.yaml"
 TRAINING_STEPS = 160
@@ -26,6 +33,29 @@ TRAINING_OVERRIDES = [
     "--synthetic-eval-num-per-family", "2",
     "--logging-steps", "40",
 ]  # fmt: skip
+
+
+class CountingModel(SearchModel):
+    """Counts the images sent to the model; `fail_after` calls, raises as an interrupted run would."""
+
+    def __init__(self, *args, fail_after=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.embedded = 0
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def embed_images(self, images, show_progress=False):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("interrupted")
+        self.calls += 1
+        self.embedded += len(images)
+        return super().embed_images(images, show_progress)
+
+
+def write_images(folder, seeds, size=(40, 56), suffix=".png"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        random_image(*size, seed).save(folder / f"img{seed:02d}{suffix}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 from conftest import random_image
+from search_helpers import CountingModel, write_images
 
 from training.search.__main__ import main as search_cli
 from training.search.index import INDEX_FILE, SearchIndex, index_collection, read_manifest
@@ -18,29 +19,6 @@ from training.search.query import hits_as_json, query_vector, search
 from training.search.synthetic_metrics import IMAGE_MAP, RELATION_TEXT_MAP, WHY_ACCURACY, synthetic_search_metrics
 from training.search.why import CaptionBank, read_caption_bank, why
 from training.tiny_backbone import build_tiny_model
-
-
-class CountingModel(SearchModel):
-    """Counts the images sent to the model; `fail_after` calls, raises as an interrupted run would."""
-
-    def __init__(self, *args, fail_after=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.embedded = 0
-        self.calls = 0
-        self.fail_after = fail_after
-
-    def embed_images(self, images, show_progress=False):
-        if self.fail_after is not None and self.calls >= self.fail_after:
-            raise KeyboardInterrupt("interrupted")
-        self.calls += 1
-        self.embedded += len(images)
-        return super().embed_images(images, show_progress)
-
-
-def write_images(folder, seeds, size=(40, 56)):
-    folder.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        random_image(*size, seed).save(folder / f"img{seed:02d}.png")
 
 
 @pytest.fixture

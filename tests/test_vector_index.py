@@ -76,3 +76,21 @@ def test_bad_input_is_named():
         VectorIndex(2).add(np.array([[0.0, np.nan]], np.float32))
     with pytest.raises(ValueError, match="cannot train FAISS index 'IVF64,Flat' on 10 vectors"):
         VectorIndex(32, "IVF64,Flat").train(unit_vectors(10))
+
+
+def test_a_truncated_index_file_is_named_instead_of_faiss_raw_error(tmp_path):
+    path = build_index([unit_vectors(30)], dim=32).save(tmp_path / "vectors.faiss")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"vectors\.faiss: FAISS cannot read it \(truncated, or not a FAISS index"):
+        VectorIndex.load(path)
+
+
+def test_a_recorded_checksum_is_checked_on_the_bytes_that_are_read(tmp_path):
+    import hashlib
+
+    path = build_index([unit_vectors(30)], dim=32).save(tmp_path / "vectors.faiss")
+    recorded = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert VectorIndex.load(path, sha256=recorded).count == 30
+    build_index([unit_vectors(30, seed=5)], dim=32).save(path)  # same count, same size, other vectors
+    with pytest.raises(ValueError, match=rf"vectors\.faiss: its sha256 .* is not the recorded one \({recorded[:12]}"):
+        VectorIndex.load(path, sha256=recorded)

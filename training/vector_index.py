@@ -15,6 +15,7 @@ faiss is imported on first use, so importing this module costs nothing where no 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -161,12 +162,17 @@ class VectorIndex:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> VectorIndex:
+    def load(cls, path: str | Path, sha256: str | None = None) -> VectorIndex:
         """An index written by `save`.
+
+        Args:
+            sha256: the checksum recorded for the file; the file is hashed and parsed through one open file, so the
+                bytes checked are the bytes read (a file replaced in between cannot slip in).
 
         Raises:
             FileNotFoundError: the index or its sidecar is missing.
-            ValueError: the sidecar is malformed or disagrees with the index (count, dim): a half-replaced pair.
+            ValueError: the sidecar is malformed or disagrees with the index (count, dim): a half-replaced pair; the
+                file is not one FAISS can read (truncated, foreign); or its sha256 is not `sha256`.
         """
         path = Path(path)
         sidecar = sidecar_path(path)
@@ -180,7 +186,23 @@ class VectorIndex:
             raise ValueError(f"{sidecar}: format {info.format!r}, metric {info.metric!r}; expected {SIDECAR_FORMAT}")
         index = cls.__new__(cls)
         index.dim, index.factory, index.metric = info.dim, info.factory, info.metric
-        index.index = _faiss().read_index(str(path))
+        faiss = _faiss()
+        with path.open("rb") as file:
+            if sha256 is not None:
+                found = hashlib.file_digest(file, "sha256").hexdigest()
+                if found != sha256:
+                    raise ValueError(
+                        f"{path}: its sha256 ({found[:12]}...) is not the recorded one ({sha256[:12]}...): replaced "
+                        "or damaged since it was written"
+                    )
+                file.seek(0)
+            try:
+                index.index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
+            except RuntimeError as error:
+                reason = str(error).strip().splitlines()[0].rsplit("Error: ", 1)[-1] if str(error).strip() else "?"
+                raise ValueError(
+                    f"{path}: FAISS cannot read it (truncated, or not a FAISS index: {reason}); build it again"
+                ) from error
         if index.count != info.count or index.index.d != info.dim:
             raise ValueError(
                 f"{path} holds {index.count} vectors of dim {index.index.d}, but {sidecar.name} says {info.count} of "

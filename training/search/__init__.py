@@ -11,7 +11,8 @@ why two images match.
     labels = why(bank, model.embed_image("photos/q.png"), index.stored_vectors([hits[0].id])[0])
 
 Modules: `model` (the relsim model + its text encoder), `sources` (folder / list / dataset inputs), `index` (the
-index folder: embeddings store, manifest, FAISS), `query` (search by image, text or both), `why` (caption-bank
+index folder: embeddings store, manifest, FAISS), `generation` (the record that makes its files one generation),
+`query` (search by image, text or both), `why` (caption-bank
 labels), `synthetic_metrics` (relation-text mAP and why accuracy on the synthetic benchmark), `pairwise` (scores of
 image pairs, the official quick start's one call), `official_example` (the check of the official README's table). The
 names below are imported on first use, so `python -m training.search --help` stays instant.
@@ -26,6 +27,7 @@ from typing import Any
 _EXPORTS = {
     "SearchModel": "training.search.model",
     "IndexEntry": "training.search.sources",
+    "DamagedIndexError": "training.search.generation",
     "IndexReport": "training.search.index",
     "SearchIndex": "training.search.index",
     "index_collection": "training.search.index",

@@ -8,9 +8,10 @@ two images match.
         --captions seed_group.json
     python -m training.search app --index photos.index            # the web app on http://127.0.0.1:7860
 
-`index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out)
-and resumes after an interruption. `search` and `why` use the model recorded in the index unless `--model` names
-another folder of the same weights; a different model is refused. Console script: `relsim-search`.
+`index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out;
+`--verify` hashes every file again) and resumes after an interruption; rerunning it also repairs an index whose files
+`search` or `why` report missing or damaged. `search` and `why` use the model recorded in the index unless `--model`
+names another folder of the same weights; a different model is refused. Console script: `relsim-search`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def run_index(args: argparse.Namespace) -> None:
         image_column=args.image_column,
         factory=args.factory,
         shard_size=args.shard_size,
+        verify=args.verify,
+        allow_outside_list_folder=args.allow_outside_list_folder,
     )
     for path, reason in report.unreadable:
         logger.warning("unreadable: %s: %s", path, reason)
@@ -196,7 +199,8 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--images", help="a folder of images (searched recursively)")
     source.add_argument(
         "--list",
-        help="a text file of image paths (relative to its folder) or URLs (fetched by img2dataset), one per line",
+        help="a text file of image paths (relative to its folder) or URLs (fetched by img2dataset), one per line; "
+        "a path leading outside the list's folder is left out unless --allow-outside-list-folder",
     )
     source.add_argument("--dataset", help="a datasets dataset: a saved folder (load_from_disk) or a Hub id")
     index.add_argument("--split", default="train", help="--dataset: the split")
@@ -204,6 +208,17 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument("--output", required=True, help="the index folder (created, or updated when it exists)")
     index.add_argument("--factory", default="Flat", help="FAISS index factory: Flat (exact) or e.g. IVF1024,PQ32")
     index.add_argument("--shard-size", type=int, default=256, help="images per saved shard of embeddings")
+    index.add_argument(
+        "--verify",
+        action="store_true",
+        help="read and hash every file again (a rerun otherwise trusts a file whose size and modification time are "
+        "unchanged); files replaced under the same size and time are embedded again",
+    )
+    index.add_argument(
+        "--allow-outside-list-folder",
+        action="store_true",
+        help="--list: also read paths outside the list's folder (absolute or ../ ones); off by default",
+    )
     index.add_argument("--batch-size", type=int, default=32, help="images per forward")
     index.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
     _model_options(index, required=True)

@@ -85,21 +85,17 @@ def from_folder(folder: str | Path, known: Mapping[str, IndexEntry] | None = Non
     Raises:
         NotADirectoryError: `folder` is not a folder.
     """
-    folder = Path(folder)
-    root = folder.resolve()
-    # the scan names files as `folder / relative`; the manifest holds `root / relative` (links inside the folder keep
-    # their own name)
-    known_files = {
-        folder / path.relative_to(root): image
-        for path, image in _known_files(known).items()
-        if path.is_relative_to(root)
-    }
-    scan = scan_image_folder(folder, drop_duplicates=False, with_sha256=True, known=known_files)
+    if not Path(folder).is_dir():
+        raise NotADirectoryError(f"{folder} is not a folder of images")
+    # the resolved folder is scanned, so the scan's names are the manifest's (`root / relative`; links inside the
+    # folder keep their own name) however the folder was given: relative, absolute, through a link
+    root = Path(folder).resolve()
+    known_files = {path: image for path, image in _known_files(known).items() if path.is_relative_to(root)}
+    scan = scan_image_folder(root, drop_duplicates=False, with_sha256=True, known=known_files)
     entries = [
-        IndexEntry(str(root / image.path.relative_to(folder)), image.image_hash, image.sha256 or "", image.size,
-                   image.mtime_ns)
+        IndexEntry(str(image.path), image.image_hash, image.sha256 or "", image.size, image.mtime_ns)
         for image in scan.images
-    ]  # fmt: skip
+    ]
     return Collected(entries, [(str(path), why) for path, why in scan.unreadable])
 
 
@@ -218,8 +214,17 @@ def read_path_list(list_file: str | Path) -> list[str]:
     Raises:
         FileNotFoundError: the list file is missing.
     """
+    return [text for _, text in read_numbered_path_list(list_file)]
+
+
+def read_numbered_path_list(list_file: str | Path) -> list[tuple[int, str]]:
+    """`(line number, path)` of the non-empty, non-comment lines of a list file, for messages that name the line."""
     lines = Path(list_file).read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        (number, line.strip())
+        for number, line in enumerate(lines, start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def from_dataset(dataset: Any, image_column: str = "image", name: str = "dataset") -> Collected:

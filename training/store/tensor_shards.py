@@ -228,9 +228,18 @@ class TensorShardStore:
         Raises:
             DamagedShardError: a shard changed or broke since the store was opened (never used silently).
         """
+        for _, keys, rows in self.iter_shard_files():
+            yield keys, rows
+
+    def iter_shard_files(self) -> Iterator[tuple[Path, list[str], torch.Tensor]]:
+        """`(shard file, keys, rows)` as `iter_shards`, for a reader that records which file holds which row."""
         for index, manifest in enumerate(self._manifests):
             live = [row for row, key in enumerate(manifest.keys) if self._rows[key][:2] == (index, row)]
             if not live:
                 continue
             _, rows = read_shard(manifest.path)
-            yield [manifest.keys[row] for row in live], rows if len(live) == rows.shape[0] else rows[live]
+            yield (
+                manifest.path,
+                [manifest.keys[row] for row in live],
+                rows if len(live) == rows.shape[0] else rows[live],
+            )
