@@ -100,6 +100,25 @@ def test_stages_asking_for_more_cpus_than_the_cluster_has_are_refused_at_once_na
     assert stages[0].processed_hashes == [] and not list((tmp_path / "out" / "shards").glob("part-*.parquet"))
 
 
+def test_the_run_command_refuses_a_plan_larger_than_the_cluster_in_one_line_before_reading_input(
+    local_ray, rows, tmp_path, capsys
+):
+    (tmp_path / "recipe.yaml").write_text("ray: {shard_size: 2, actors: {check: {num_cpus: 1, concurrency: 2}}}\n")
+    argv = ["run", "--executor", "ray", "--input", str(tmp_path / "images"), "--output", str(tmp_path / "out"),
+            "--stages", "check", "--recipe", str(tmp_path / "recipe.yaml")]  # fmt: skip
+    with time_limit(120):
+        status = run_program(main, argv, prog="relsim-pipeline", has_commands=True)
+
+    assert status == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "relsim-pipeline run: error: the stages ask for 2.25 CPUs at once (check 2 x 1, reading inputs 0.25: actors x "
+        "CPUs each) but the Ray cluster has 2, so Ray would wait for the rest without end: lower "
+        "ray.actors.<stage>.num_cpus (fractions such as 0.5 are allowed) or ray.actors.<stage>.concurrency in the "
+        "recipe, or use a larger cluster"
+    ]
+    assert not (tmp_path / "out" / "shards" / "inputs").exists()  # refused before the input was planned
+    assert ray.is_initialized()  # the Ray this process had is left as it was
+
+
 def test_the_ray_route_uses_no_deprecated_ray_data_api_and_writes_the_local_output(local_ray, rows, tmp_path):
     half = ActorSettings(num_cpus=0.5, batch_size=2)
     settings = RaySettings(shard_size=3, actors={"size": half, "wide": half, "check": half})  # 1.75 of 2 CPUs
