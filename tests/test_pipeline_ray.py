@@ -320,7 +320,7 @@ def test_run_command_with_the_ray_executor_embeds_and_indexes(ray_address, model
 
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [(stage["stage"], stage["rows_in"], stage["kept"]) for stage in written["stages"]] == [("embed", 21, 20)]
-    assert sorted(path.name for path in (tmp_path / "out" / "shards").glob("part-*")) == [
+    assert sorted(path.name for path in (tmp_path / "out" / "shards").glob("part-*.parquet")) == [
         "part-00000.parquet", "part-00001.parquet", "part-00002.parquet",
     ]  # fmt: skip
     assert VectorIndex.load(tmp_path / "out" / "index" / "embeddings.faiss").count == 20

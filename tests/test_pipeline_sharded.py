@@ -1,10 +1,15 @@
-"""The sharded run with the local executor (no Ray, no model): the local runner's files, a truncated shard, another
-recipe's folder, an interrupted run, a driver that streams its shards, and the index stage's exact neighbours."""
+"""The sharded run with the local executor (no Ray, no model): the local runner's files, a truncated or damaged
+shard, another recipe's folder, an interrupted run, a driver that streams its shards, and the index stage's exact
+neighbours."""
 
 import hashlib
 import json
+import logging
+import re
+import struct
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from tests.pipeline_helpers import ImageSizeStage, WideFilterStage, peak_traced_bytes, write_images
@@ -69,6 +74,64 @@ def test_a_truncated_shard_is_computed_again_and_the_finished_ones_are_untouched
     }
     assert read_all_shards(output, ShardPlan.from_rows(rows, 2)) == first
     assert (summary.stage("size").computed_now, summary.stage("size").done_before) == (2, 6)
+
+
+def _damage_data_pages(path, where="page header"):
+    """Overwrites bytes of a parquet file's data, before its footer, which stays intact (so the row count and metadata
+    still read back): 32 bytes in the middle of the data ("page header": a page header there), or 4 bytes near the
+    end of the `image` column's dictionary page ("compressed values": the snappy-compressed paths)."""
+    data = bytearray(path.read_bytes())
+    (footer_length,) = struct.unpack("<I", data[-8:-4])
+    data_end = len(data) - 8 - footer_length
+    if where == "page header":
+        middle = (4 + data_end) // 2
+        data[middle - 16 : middle + 16] = b"\xa5" * 32
+    else:
+        metadata = pq.read_metadata(path)
+        chunk = metadata.row_group(0).column(metadata.schema.names.index("image"))
+        data[chunk.data_page_offset - 6 : chunk.data_page_offset - 2] = b"ZZZZ"
+    path.write_bytes(bytes(data))
+    return data_end
+
+
+@pytest.mark.parametrize("where", ["page header", "compressed values"])
+def test_a_shard_with_damaged_data_and_an_intact_footer_is_named_and_computed_again(rows, tmp_path, caplog, where):
+    _sharded(rows, [ImageSizeStage(), WideFilterStage()], tmp_path / "clean")
+    output = tmp_path / "out"
+    _sharded(rows, [ImageSizeStage(), WideFilterStage()], output)
+    before = _files(output)
+    damaged = shard_path(output, 1)
+    data_end = _damage_data_pages(damaged, where)
+    assert data_end > 200 and pq.read_metadata(damaged).num_rows == 2  # the footer still says "2 rows, finished"
+
+    again = ImageSizeStage()
+    with caplog.at_level(logging.WARNING, logger="training.pipeline.shards"):
+        summary = _sharded(rows, [again, WideFilterStage()], output)
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        f"{damaged} is damaged: its bytes do not match the sha256 recorded in part-00001.parquet.sha256 when it was "
+        "written (damaged or edited); shard 1 is removed and computed again"
+    ]
+    assert again.processed_hashes == [row["image_hash"] for row in rows[2:4]]
+    plan = ShardPlan.from_rows(rows, 2)
+    assert read_all_shards(output, plan) == read_all_shards(tmp_path / "clean", plan)
+    after = _files(output)
+    assert {name: after[name] for name in before if name != damaged.name} == {
+        name: stamp for name, stamp in before.items() if name != damaged.name
+    }
+    assert after[damaged.name][1] == before[damaged.name][1]  # the recomputed shard has the clean shard's bytes
+    assert (summary.stage("size").computed_now, summary.stage("size").done_before) == (2, 6)
+    assert read_stage_rows(output, "wide") == read_stage_rows(tmp_path / "clean", "wide")
+
+
+def test_a_shard_read_after_it_was_damaged_is_named_in_the_error(rows, tmp_path):
+    output = tmp_path / "out"
+    _sharded(rows, [ImageSizeStage()], output)
+    _damage_data_pages(shard_path(output, 2))
+
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(shard_path(output, 2)))}: unreadable shard \("):
+        read_all_shards(output, ShardPlan.from_rows(rows, 2))
 
 
 def test_an_output_of_another_recipe_or_other_stages_is_refused_naming_the_difference(rows, tmp_path):

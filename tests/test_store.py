@@ -18,9 +18,11 @@ from training.store import (
     RecordLog,
     TensorShardStore,
     atomic_write,
+    checksum_problem,
     read_shard,
     tensors_fingerprint,
     weights_fingerprint,
+    write_with_checksum,
 )
 
 
@@ -51,6 +53,21 @@ def test_atomic_write_replaces_whole_files_and_leaves_nothing_when_the_writer_fa
     atomic_write(path, lambda temporary: save_file({"x": torch.ones(2)}, str(temporary)))
     torch.testing.assert_close(load_file(str(path))["x"], torch.ones(2))
     assert os.listdir(path.parent) == ["out.json"]
+
+
+def test_a_file_written_with_its_checksum_is_trusted_until_its_bytes_change(tmp_path):
+    path = write_with_checksum(tmp_path / "part-00000.parquet", b"0123456789")
+    recorded = tmp_path / "part-00000.parquet.sha256"
+    assert recorded.read_text() == hashlib.sha256(b"0123456789").hexdigest() + "  part-00000.parquet\n"
+    assert checksum_problem(path) is None
+
+    path.write_bytes(b"0123X56789")  # same size, one byte changed
+    assert checksum_problem(path) == (
+        "its bytes do not match the sha256 recorded in part-00000.parquet.sha256 when it was written "
+        "(damaged or edited)"
+    )
+    recorded.unlink()
+    assert checksum_problem(path) == "no sha256 was recorded when it was written (part-00000.parquet.sha256 is missing)"
 
 
 def test_shards_are_named_by_their_content_and_never_overwritten(tmp_path):

@@ -3,7 +3,7 @@
   python -m training.pipeline run --input IMAGES --output OUT --stages filter,caption,check,handoff \
       --recipe training/configs/pipeline-qwen2.5-vl-7b.yaml      # resumes; OUT/summary.json, OUT/handoff/
   python -m training.pipeline run --input urls.parquet --output OUT --stages download,filter,caption,embed,index \
-      --recipe RECIPE.yaml [--ray-address auto]                  # the same stages on Ray Data
+      --recipe RECIPE.yaml --executor ray                        # on Ray (--ray-address auto: a running cluster)
   python -m training.pipeline filter train --recipe FILTER_SFT.yaml --labels built/filter_labels
   python -m training.pipeline filter score --input IMAGES --output OUT --recipe PIPELINE.yaml
   python -m training.pipeline filter evaluate --scores OUT/filter.jsonl --labels labels.csv --output filter-report
@@ -138,8 +138,13 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--input", required=True, help="image folder, .jsonl/.csv list, or datasets dataset")
     command.add_argument("--output", type=Path, required=True, help="output folder (a rerun resumes there)")
     command.add_argument("--recipe", type=Path, help="pipeline recipe (YAML), e.g. training/configs/pipeline-*.yaml")
-    command.add_argument("--executor", choices=EXECUTORS, default="local", help="where the stages run")
-    command.add_argument("--ray-address", help="run on this Ray cluster (implies --executor ray), e.g. auto")
+    command.add_argument(
+        "--executor", choices=EXECUTORS, default="local", help="where the stages run (ray: a local Ray started here)"
+    )
+    command.add_argument(
+        "--ray-address",
+        help="join this running Ray cluster, e.g. auto (`ray start --head` first; implies --executor ray)",
+    )
     command.add_argument("--batch-size", type=int, help="rows per stage call (default: the recipe's)")
     command.add_argument("--device", help="override the recipe's device: auto, cpu, cuda, cuda:1")
     command.add_argument("--image-column", default="image", help="datasets input: the image column")

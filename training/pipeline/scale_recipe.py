@@ -1,7 +1,7 @@
 """The recipe sections of the scaled-out pipeline (issue 15), beside the local pipeline's (`recipe.py`):
 
     ray:
-      address: null                  # null: start Ray on this machine; "auto" / "ray://host:10001": join a cluster
+      address: null                  # null: start Ray here; "auto" / "ray://host:10001": join a running cluster
       num_cpus: null                 # only when Ray is started here (tests: 2)
       object_store_memory: null      # bytes, only when Ray is started here (tests: a few hundred MB)
       shard_size: 10000              # input rows per output shard (the unit of resume)
@@ -33,13 +33,13 @@ from training.url_fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, parse_url_s
 
 @dataclass
 class ActorSettings:
-    """One stage's Ray actors: resources each, how many (`concurrency`), rows per call, restarts after a crash."""
+    """One stage's Ray actors: resources each, how many (`concurrency`), rows per call. A crashed actor is restarted
+    and its task retried by Ray Data's defaults (its non-deprecated API has no setting for them)."""
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     concurrency: int = 1
     batch_size: int | None = None
-    max_restarts: int = 3
 
 
 @dataclass

@@ -237,7 +237,7 @@ def run_scaled(
     if on_ray:
         from training.pipeline.ray_executor import ensure_ray
 
-        started = ensure_ray(recipe.ray)
+        started = ensure_ray(recipe.ray, row_stages)
     try:
         # refuse other stages before a long input is read; the input streams into shard files as it is planned
         check_stages(output_dir, {stage.name: stage_settings(stage) for stage in row_stages})

@@ -76,6 +76,7 @@ class _Planner:
         self.output_dir, self.shard_size = Path(output_dir), shard_size
         self.previous = recorded_plan(self.output_dir)
         self.specs: list[ShardSpec] = []
+        self.finished: set[int] = set()
 
     def add(self, rows: Sequence[Row]) -> None:
         spec = ShardSpec(len(self.specs), len(rows), fingerprint(row["image_hash"] for row in rows))
@@ -88,7 +89,9 @@ class _Planner:
                     self.output_dir, self.previous,
                     f"this run's shard {spec.index} ({spec.count} rows of size {self.shard_size}) is not among them",
                 )  # fmt: skip
-        if not is_finished(self.output_dir, spec):
+        if is_finished(self.output_dir, spec):
+            self.finished.add(spec.index)
+        else:
             write_shard_input(self.output_dir, spec, rows)
         self.specs.append(spec)
         if len(self.specs) % 100 == 0:
@@ -118,7 +121,7 @@ def plan_rows(rows: Iterable[Row], output_dir: str | Path, shard_size: int) -> S
             planner.add(shard)
     if duplicates:
         logger.info("%d input rows repeat an earlier row's image_hash and are left out", duplicates)
-    return ShardPlan(shard_size, planner.specs, duplicates=duplicates)
+    return ShardPlan(shard_size, planner.specs, duplicates=duplicates, finished=frozenset(planner.finished))
 
 
 def plan_shards(shards: Iterable[Sequence[Row]], output_dir: str | Path, shard_size: int) -> ShardPlan:
@@ -128,4 +131,4 @@ def plan_shards(shards: Iterable[Sequence[Row]], output_dir: str | Path, shard_s
     for shard in shards:
         if shard:
             planner.add(shard)
-    return ShardPlan(shard_size, planner.specs)
+    return ShardPlan(shard_size, planner.specs, finished=frozenset(planner.finished))

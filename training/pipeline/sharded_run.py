@@ -41,7 +41,7 @@ from training.pipeline.shards import (
     ShardPlan,
     check_plan,
     check_stages,
-    is_finished,
+    pending_shards,
     read_shard,
     read_shard_input,
     shard_input_path,
@@ -269,7 +269,7 @@ def run_sharded(
         check_stages(output_dir, recorded_stages)
         plan = plan_rows(input_rows, output_dir, settings.shard_size)
     check_plan(plan, output_dir, recorded_stages)
-    pending = [spec.index for spec in plan.specs if not is_finished(output_dir, spec)]
+    pending = pending_shards(plan, output_dir)
     finished_before = {spec.index for spec in plan.specs} - set(pending)
     logger.info("%d of %d shards to compute in %s (%s executor)", len(pending), len(plan.specs), output_dir, executor)
     ensure_shard_inputs(plan, pending, output_dir)

@@ -6,8 +6,11 @@ the input, `training.pipeline.shard_planning`, or from a plan held in memory) an
 computed, so no step holds more than a few shards of rows; a run removes them once every shard is finished.
 `shards/part-00003.parquet` holds shard 3's output rows (every input row once: kept, dropped by the filter or failed)
 and carries the shard's fingerprint in its parquet metadata. It is written under a hidden temporary name
-and renamed when complete (`training.store.atomic_write`), so it exists only whole: a rerun takes a shard as
-finished when its file exists and its fingerprint matches the plan, and recomputes every other shard. `plan.json`
+and renamed when complete (`training.store.atomic_write`), so it exists only whole, and the sha256 of its bytes is
+recorded beside it (`part-00003.parquet.sha256`, `training.store.write_with_checksum`): a rerun takes a shard as
+finished when its bytes match that checksum and its fingerprint matches the plan. A shard damaged after it was
+written (e.g. data pages changed under an intact footer, which would read as whole until decoded) is named in a
+warning, removed and computed again, with every other unfinished shard. `plan.json`
 records the shards of the run and its stages with their settings; a rerun over other input rows, another shard size,
 other stages or other stage settings is refused rather than mixed.
 
@@ -23,7 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from training.pipeline.stages import Row
-from training.store import atomic_write
+from training.store import atomic_write, checksum_problem, remove_with_checksum, write_with_checksum
 
 
 logger = logging.getLogger(__name__)
@@ -122,12 +125,14 @@ class ShardSpec:
 class ShardPlan:
     """The input in shards: `rows[i]` are shard i's rows when the plan holds them (small inputs, tests); a streamed
     plan (`rows` None) has them in `shards/inputs/` (`read_shard_input`). `duplicates`: repeated image hashes left
-    out while planning."""
+    out while planning. `finished`: the shards a streamed plan found finished (verified once, while planning; None:
+    not checked yet)."""
 
     shard_size: int
     specs: list[ShardSpec]
     rows: list[list[Row]] | None = None
     duplicates: int = 0
+    finished: frozenset[int] | None = field(default=None, compare=False)
 
     @classmethod
     def from_rows(cls, rows: Sequence[Row], shard_size: int) -> ShardPlan:
@@ -225,9 +230,24 @@ def _differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def is_finished(output_dir: str | Path, spec: ShardSpec) -> bool:
-    """Whether the shard's output file exists whole with this shard's fingerprint and row count (an unreadable one
-    is computed again)."""
-    return _has_fingerprint(shard_path(output_dir, spec.index), spec)
+    """Whether the shard's output file exists with the bytes written (its recorded sha256), this shard's fingerprint
+    and row count. A damaged one is named in a warning and removed, so it is computed again (and warned about once)."""
+    path = shard_path(output_dir, spec.index)
+    if not path.is_file():
+        return False
+    problem = checksum_problem(path)
+    if problem is not None:
+        logger.warning("%s is damaged: %s; shard %d is removed and computed again", path, problem, spec.index)
+        remove_with_checksum(path)
+        return False
+    return _has_fingerprint(path, spec)
+
+
+def pending_shards(plan: ShardPlan, output_dir: str | Path) -> list[int]:
+    """The shards of `plan` to compute: those not finished (as the planner found them, else checked now)."""
+    if plan.finished is not None:
+        return [spec.index for spec in plan.specs if spec.index not in plan.finished]
+    return [spec.index for spec in plan.specs if not is_finished(output_dir, spec)]
 
 
 def write_shard(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) -> Path:
@@ -236,12 +256,25 @@ def write_shard(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) ->
         raise RuntimeError(f"shard {spec.index} has {len(rows)} rows, expected {spec.count}")
     table = rows_to_table(rows, ROW_SCHEMA)
     table = table.replace_schema_metadata({FINGERPRINT_KEY: spec.fingerprint.encode()})
-    return atomic_write(shard_path(output_dir, spec.index), lambda temporary: pq.write_table(table, temporary))
+    written = pa.BufferOutputStream()
+    pq.write_table(table, written)
+    return write_with_checksum(shard_path(output_dir, spec.index), written.getvalue().to_pybytes())
 
 
 def read_shard(output_dir: str | Path, index: int, columns: Sequence[str] | None = None) -> list[Row]:
-    """Shard `index`'s rows (only `columns` when given)."""
-    return table_to_rows(pq.read_table(shard_path(output_dir, index), columns=list(columns) if columns else None))
+    """Shard `index`'s rows (only `columns` when given).
+
+    Raises:
+        ValueError: the file cannot be decoded (damaged since this run checked it), naming it.
+    """
+    path = shard_path(output_dir, index)
+    try:
+        table = pq.read_table(path, columns=list(columns) if columns else None)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowInvalid, OSError) as error:  # pyarrow reports damaged data as either
+        raise ValueError(f"{path}: unreadable shard ({error}); rerun the command to compute it again") from error
+    return table_to_rows(table)
 
 
 def write_shard_input(output_dir: str | Path, spec: ShardSpec, rows: Sequence[Row]) -> Path:

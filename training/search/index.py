@@ -47,12 +47,12 @@ from training.search.generation import (
 )
 from training.search.model import SearchModel
 from training.search.sources import (
-    URL_SCHEMES,
     Collected,
     IndexEntry,
     from_dataset,
     from_folder,
     from_paths,
+    is_url,
     read_numbered_path_list,
 )
 from training.store import DamagedShardError, IdentityMismatchError, TensorShardStore, atomic_write, read_shard
@@ -158,7 +158,7 @@ def _from_list_file(
     root = list_file.parent.resolve()
     kept, refused = [], []
     for number, text in read_numbered_path_list(list_file):
-        if text.lower().startswith(URL_SCHEMES):
+        if is_url(text):
             kept.append(text)
             continue
         path = root / text  # an absolute `text` stays itself

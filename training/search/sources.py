@@ -99,7 +99,7 @@ def from_folder(folder: str | Path, known: Mapping[str, IndexEntry] | None = Non
     return Collected(entries, [(str(path), why) for path, why in scan.unreadable])
 
 
-def _is_url(text: str) -> bool:
+def is_url(text: str) -> bool:
     return URL_PATTERN.match(text) is not None
 
 
@@ -163,7 +163,7 @@ def from_paths(
     root = Path(base).resolve() if base is not None else None
     known = known or {}
     policy = policy or FetchPolicy()
-    urls, refused = policy.split(str(raw).strip() for raw in paths if _is_url(str(raw).strip()))
+    urls, refused = policy.split(str(raw).strip() for raw in paths if is_url(str(raw).strip()))
     collected.unreadable += list(refused.items())
     downloaded: dict[str, Path] = {}
     if urls and download_folder is not None:
@@ -171,7 +171,7 @@ def from_paths(
         collected.unreadable += [(url, f"download failed: {reason}") for url, reason in failures.items()]
     for raw in paths:
         text = str(raw).strip()
-        if _is_url(text):
+        if is_url(text):
             if text in downloaded:
                 fetched = from_paths([downloaded[text]], known=known)
                 collected.entries += fetched.entries

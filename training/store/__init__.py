@@ -11,11 +11,14 @@ fixed per store folder, and each row carries the sha256 of its input file beside
   is overwritten), each with a manifest of row keys and content keys, verified whole on open and on every read
   (checksum, row count, finite values). A damaged shard is named in a warning and its rows count as missing; a
   rerun computes again exactly the missing, damaged and changed rows.
+- `write_with_checksum` / `checksum_problem`: a fixed-name file's sha256 recorded beside it (`<name>.sha256`) when it
+  is written and checked before the file is trusted (the pipeline's parquet shards).
 - `RecordLog`: append-only JSON lines, each record fsynced as it arrives; a half-written last line is recovered
   (skipped, then cut before the next append), any other damaged line is an error naming file and line.
 """
 
 from training.store.atomic import atomic_write
+from training.store.checksums import checksum_path, checksum_problem, remove_with_checksum, write_with_checksum
 from training.store.fingerprint import tensors_fingerprint, weights_fingerprint
 from training.store.record_log import RecordLog
 from training.store.tensor_shards import (
@@ -33,8 +36,12 @@ __all__ = [
     "RecordLog",
     "TensorShardStore",
     "atomic_write",
+    "checksum_path",
+    "checksum_problem",
     "read_identity",
     "read_shard",
+    "remove_with_checksum",
     "tensors_fingerprint",
     "weights_fingerprint",
+    "write_with_checksum",
 ]
