@@ -3,10 +3,13 @@ never read), redirects held to http(s), a byte cap per image."""
 
 import numpy as np
 import PIL.Image
+from search_helpers import CountingModel, write_images
 
 from tests.url_server_helpers import serve_folder
+from training.search.__main__ import parser
+from training.search.index import index_collection
 from training.search.sources import from_paths
-from training.url_fetch import FetchPolicy
+from training.url_fetch import FetchPolicy, policy_from_options
 
 
 def test_list_urls_other_than_http_are_refused_with_their_reason_and_never_read(tmp_path):
@@ -40,3 +43,26 @@ def test_a_file_url_is_refused_even_without_a_download_folder(tmp_path):
         ("file:///etc/passwd", "URL scheme refused: file URLs are not fetched (only http, https; --allow-url-schemes "
          "file opts in)")
     ]  # fmt: skip
+
+
+def test_the_index_command_opts_in_to_file_urls_only_when_told(tmp_path, model, processor):
+    write_images(tmp_path / "elsewhere", [7])
+    listing = tmp_path / "list.txt"
+    listing.write_text((tmp_path / "elsewhere" / "img07.png").as_uri() + "\n")
+    search_model = CountingModel(model, processor, name="tiny")
+    plain = parser().parse_args(["index", "--list", str(listing), "--output", "o", "--model", "m"])
+    opted = parser().parse_args(
+        ["index", "--list", str(listing), "--output", "o", "--model", "m", "--allow-url-schemes", "file",
+         "--max-image-bytes", "100000"]
+    )  # fmt: skip
+    assert policy_from_options(plain) == FetchPolicy()
+    assert policy_from_options(opted) == FetchPolicy(("file",), 100_000)
+
+    refused = index_collection(tmp_path / "idx", search_model, paths=listing, fetch_policy=policy_from_options(plain),
+                               show_progress=False)  # fmt: skip
+    assert refused.indexed == 0 and [reason for _, reason in refused.unreadable] == [
+        "URL scheme refused: file URLs are not fetched (only http, https; --allow-url-schemes file opts in)"
+    ]
+    fetched = index_collection(tmp_path / "idx2", search_model, paths=listing, fetch_policy=policy_from_options(opted),
+                               show_progress=False)  # fmt: skip
+    assert (fetched.indexed, fetched.unreadable) == (1, [])

@@ -15,6 +15,7 @@ that downloader.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import re
@@ -235,3 +236,25 @@ def download_with_policy(policy: FetchPolicy, **settings: Any) -> None:
             img2dataset_main.download(**settings)
         finally:
             img2dataset_main.Downloader = original
+
+
+def add_fetch_options(parser: argparse.ArgumentParser, recipe_defaults: bool = False) -> None:
+    """The command-line opt-in to more URL schemes and the byte cap, the same on every command that downloads.
+
+    Both default to None: `policy_from_options` fills in http(s) and 32 MiB, or a recipe's `download` section decides
+    (`recipe_defaults`) unless a flag is given.
+    """
+    source = "the recipe's download section, else " if recipe_defaults else ""
+    parser.add_argument(
+        SCHEME_OPTION,
+        dest="allow_url_schemes",
+        metavar="SCHEMES",
+        help=f"also fetch URLs of these schemes, comma-separated, e.g. file,ftp (default: {source}http and https only)",
+    )
+    parser.add_argument("--max-image-bytes", type=int, help=f"bytes one image may have (default: {source}32 MiB)")
+
+
+def policy_from_options(args: argparse.Namespace) -> FetchPolicy:
+    """The `FetchPolicy` of `add_fetch_options`' flags, with the defaults for those not given."""
+    max_image_bytes = DEFAULT_MAX_IMAGE_BYTES if args.max_image_bytes is None else args.max_image_bytes
+    return FetchPolicy(parse_url_schemes(args.allow_url_schemes or ""), max_image_bytes)

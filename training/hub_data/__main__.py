@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+from training.url_fetch import add_fetch_options, policy_from_options
 
 
 MODULE = "training.hub_data"
@@ -69,9 +70,8 @@ def download(args: argparse.Namespace) -> None:
 
     from training.hub_data.images import attach_images, download_images, downloaded_images, unique_urls
     from training.hub_data.store import load_built, save_built
-    from training.url_fetch import FetchPolicy, parse_url_schemes
 
-    policy = FetchPolicy(parse_url_schemes(args.allow_url_schemes), args.max_image_bytes)
+    policy = policy_from_options(args)
     built = load_built(args.built)
     report = download_images(
         unique_urls(built), args.output, args.image_size, args.processes, args.threads, args.timeout, policy
@@ -132,13 +132,7 @@ def parser() -> argparse.ArgumentParser:
     downloading.add_argument("--processes", type=int, default=1, help="img2dataset processes")
     downloading.add_argument("--threads", type=int, default=16, help="img2dataset threads per process")
     downloading.add_argument("--timeout", type=int, default=10, help="seconds per download")
-    downloading.add_argument(
-        "--allow-url-schemes", default="", metavar="SCHEMES",
-        help="also fetch URLs of these schemes, comma-separated, e.g. file,ftp (default: http and https only)",
-    )  # fmt: skip
-    downloading.add_argument(
-        "--max-image-bytes", type=int, default=32 * 2**20, help="bytes one image may have (default 32 MiB)"
-    )
+    add_fetch_options(downloading)
     downloading.set_defaults(run=download)
 
     exporting = add_command(steps, "export", "write parquet shards and the dataset card")

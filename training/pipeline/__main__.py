@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+from training.url_fetch import add_fetch_options
 
 
 MODULE = "training.pipeline"
@@ -161,14 +162,7 @@ def parser() -> argparse.ArgumentParser:
         "--stages", default="filter,caption,check,handoff",
         help="comma-separated, in the order download,filter,caption,check,embed,handoff,index",
     )  # fmt: skip
-    run_parser.add_argument(
-        "--allow-url-schemes", metavar="SCHEMES",
-        help="download: also fetch URLs of these schemes, comma-separated, e.g. file,ftp (default: the recipe's "
-        "download.allow_url_schemes; http and https only)",
-    )  # fmt: skip
-    run_parser.add_argument(
-        "--max-image-bytes", type=int, help="download: bytes one image may have (default: the recipe's, 32 MiB)"
-    )
+    add_fetch_options(run_parser, recipe_defaults=True)
     run_parser.set_defaults(run=run_pipeline)
 
     filter_parser = add_command(commands, "filter", "the relational filter: train, score, evaluate")

@@ -33,6 +33,7 @@ from training.cli import (
     resolve_dtype,
     run_program,
 )
+from training.url_fetch import add_fetch_options, policy_from_options
 
 
 MODULE = "training.search"
@@ -83,6 +84,7 @@ def run_index(args: argparse.Namespace) -> None:
         shard_size=args.shard_size,
         verify=args.verify,
         allow_outside_list_folder=args.allow_outside_list_folder,
+        fetch_policy=policy_from_options(args),
     )
     for path, reason in report.unreadable:
         logger.warning("unreadable: %s: %s", path, reason)
@@ -219,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--list: also read paths outside the list's folder (absolute or ../ ones); off by default",
     )
+    add_fetch_options(index)
     index.add_argument("--batch-size", type=int, default=32, help="images per forward")
     index.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
     _model_options(index, required=True)

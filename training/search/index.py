@@ -56,6 +56,7 @@ from training.search.sources import (
     read_numbered_path_list,
 )
 from training.store import DamagedShardError, IdentityMismatchError, TensorShardStore, atomic_write, read_shard
+from training.url_fetch import FetchPolicy
 from training.vector_index import VectorIndex, sidecar_path
 
 
@@ -151,7 +152,11 @@ def _committed_manifest(folder: Path) -> list[IndexEntry]:
 
 
 def _from_list_file(
-    list_file: Path, known: dict, download_folder: Path, allow_outside_list_folder: bool = False
+    list_file: Path,
+    known: dict,
+    download_folder: Path,
+    allow_outside_list_folder: bool = False,
+    fetch_policy: FetchPolicy | None = None,
 ) -> Collected:
     """The images a list file names. Every path, relative or absolute, must lead inside the list's folder (links
     resolved) unless `allow_outside_list_folder`: one that leads out is reported with its line and left out."""
@@ -167,7 +172,7 @@ def _from_list_file(
         else:
             reason = f"leads outside {root}, the folder of the list; left out (--allow-outside-list-folder reads it)"
             refused.append((text, f"{list_file}:{number}: {reason}"))
-    collected = from_paths(kept, known=known, download_folder=download_folder)
+    collected = from_paths(kept, known=known, download_folder=download_folder, policy=fetch_policy)
     collected.unreadable = refused + collected.unreadable
     return collected
 
@@ -180,6 +185,7 @@ def _collect(
     known: dict,
     download_folder: Path,
     allow_outside_list_folder: bool = False,
+    fetch_policy: FetchPolicy | None = None,
 ) -> tuple[Collected, dict[str, Any]]:
     given = [name for name, value in (("folder", folder), ("paths", paths), ("dataset", dataset)) if value is not None]
     if len(given) != 1:
@@ -191,9 +197,10 @@ def _collect(
             "dataset": getattr(dataset, "info", None) and dataset.info.dataset_name
         }
     if isinstance(paths, str | Path):  # a list file: one path per line, relative ones read from its folder
-        collected = _from_list_file(Path(paths), known, download_folder, allow_outside_list_folder)
+        collected = _from_list_file(Path(paths), known, download_folder, allow_outside_list_folder, fetch_policy)
         return collected, {"list": str(Path(paths).resolve())}
-    return from_paths(paths, known=known, download_folder=download_folder), {"paths": len(paths)}
+    collected = from_paths(paths, known=known, download_folder=download_folder, policy=fetch_policy)
+    return collected, {"paths": len(paths)}
 
 
 def _embed_missing(
@@ -234,6 +241,7 @@ def index_collection(
     show_progress: bool = True,
     verify: bool = False,
     allow_outside_list_folder: bool = False,
+    fetch_policy: FetchPolicy | None = None,
 ) -> IndexReport:
     """Builds or updates the search index in `output` from one source.
 
@@ -250,6 +258,8 @@ def index_collection(
         verify: read and hash every file again instead of trusting an unchanged size and modification time, so a
             file replaced under the same size and time is embedded again.
         allow_outside_list_folder: let a list file name images outside its own folder (absolute or `../` paths).
+        fetch_policy: which URL schemes are fetched and how many bytes an image may have (default: http and https,
+            32 MiB); a URL of another scheme is listed as unreadable with its reason, never read.
 
     Returns:
         counts of indexed, newly embedded, reused and dropped images, and the unreadable ones with their reasons.
@@ -269,7 +279,7 @@ def index_collection(
     previous = {entry.path: entry for entry in _committed_manifest(output)}
     collected, source = _collect(
         folder, paths, dataset, image_column, {} if verify else previous, output / "downloads",
-        allow_outside_list_folder,
+        allow_outside_list_folder, fetch_policy,
     )  # fmt: skip
     try:
         store = TensorShardStore(output / EMBEDDINGS_FOLDER, identity)
