@@ -10,6 +10,8 @@ from transformers import Trainer
 import training.trainer.objectives.trainer as objective_trainer_module
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
 from training.trainer.data import image_caption_dataset
+from training.trainer.objectives.trainer import ObjectiveTrainer
+from training.trainer.trainer import RelSimTrainer
 from training.trainer.trainer_hooks import EXTENDED_STEPS, trainer_step_mismatches
 
 
@@ -32,6 +34,11 @@ class NeverCalledSteps:
     def _save_checkpoint(self, model, trial): ...
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None): ...
+
+
+def test_only_the_options_trainer_extends_private_trainer_steps():
+    assert [name for name in EXTENDED_STEPS if name in vars(RelSimTrainer)] == []
+    assert [name for name in EXTENDED_STEPS if name in vars(ObjectiveTrainer)] == list(EXTENDED_STEPS)
 
 
 def test_the_installed_trainer_has_every_step_the_options_extend():

@@ -117,7 +117,8 @@ def _without_debug_flag(argv: list[str]) -> list[str]:
 
 
 def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, RelSimTrainingArguments]:
-    """The three argument dataclasses from `--config RECIPE.yaml` (if given) overridden by `--field value` pairs.
+    """The three argument dataclasses from `--config RECIPE.yaml` (if given) overridden by `--field value` pairs; the
+    training arguments are `ObjectiveTrainingArguments` when the two set any objective option field.
 
     Raises:
         ValueError: for an unknown recipe key or option, or a recipe that is not a mapping.
