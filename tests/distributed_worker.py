@@ -5,11 +5,12 @@ the number of gradient all-reduces DDP ran.
 The global batch holds 8 examples in order; example 6 is unreadable, so under two processes rank 0 trains on 4
 images and rank 1 on 3, exercising uneven gathers.
 
-The `*-options` configs turn on every objective option and train two steps (plain SGD, so tiny gradient differences
-stay tiny) on 16 examples: the second global batch meets a queue filled by the first and an EMA teacher that has
-moved. Their files also hold the prototypes' gradient (`objective.prototypes`) and the objectives' final state
-(`state.*`: queue, EMA weights, prototypes), which must match across runs too. `gradcache-options-clipped` is the
-same under a tiny `max_grad_norm`: its gradients are recorded after clipping, prototypes included.
+The `*-options` configs train with ObjectiveTrainer, turn on every objective option and train two steps (plain SGD,
+so tiny gradient differences stay tiny) on 16 examples: the second global batch meets a queue filled by the first and
+an EMA teacher that has moved. Their files also hold the prototypes' gradient (`objective.prototypes`) and the
+objectives' final state (`state.*`: queue, EMA weights, prototypes), which must match across runs too.
+`gradcache-options-clipped` is the same under a tiny `max_grad_norm`: its gradients are recorded after clipping,
+prototypes included.
 """
 
 import io
@@ -31,6 +32,8 @@ from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.caption_encoder import CaptionEncoder
 from training.trainer.collator import RelSimCollator
 from training.trainer.distributed import world
+from training.trainer.objectives.arguments import ObjectiveTrainingArguments
+from training.trainer.objectives.trainer import ObjectiveTrainer
 from training.trainer.trainer import RelSimTrainer
 
 
@@ -52,7 +55,7 @@ CONFIGS = {
 }
 
 
-class InOrderTrainer(RelSimTrainer):
+class InOrder:
     """Reads the batch in order, and counts DDP's gradient all-reduces (one per bucket of each synced backward)."""
 
     allreduce_calls = 0
@@ -65,6 +68,14 @@ class InOrderTrainer(RelSimTrainer):
             model.register_comm_hook(self, count_allreduce)
             model.counted = True
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+class InOrderTrainer(InOrder, RelSimTrainer):
+    pass
+
+
+class InOrderObjectiveTrainer(InOrder, ObjectiveTrainer):
+    pass
 
 
 def count_allreduce(trainer, bucket):
@@ -85,7 +96,7 @@ class RecordGradients(TrainerCallback):
             for name, parameter in model.named_parameters()
             if parameter.grad is not None
         }
-        if self.objectives.prototypes is not None:
+        if self.objectives is not None and self.objectives.prototypes is not None:
             self.gradients["objective.prototypes"] = self.objectives.prototypes.prototypes.grad.detach().clone()
 
 
@@ -124,7 +135,8 @@ def main(output_dir: str) -> None:
     for name, config in CONFIGS.items():
         recorder = RecordGradients()
         options = config.get("options", {})
-        arguments = RelSimTrainingArguments(
+        arguments_class = ObjectiveTrainingArguments if options else RelSimTrainingArguments
+        arguments = arguments_class(
             output_dir=str(output / name),
             per_device_train_batch_size=GLOBAL_BATCH // world_size,
             max_steps=2 if options else 1,
@@ -142,7 +154,7 @@ def main(output_dir: str) -> None:
             max_unreadable_fraction=0.5,
             **options,
         )
-        trainer = InOrderTrainer(
+        trainer = (InOrderObjectiveTrainer if options else InOrderTrainer)(
             model=build_tiny_model(processor, seed=0),
             args=arguments,
             train_dataset=two_global_batches() if options else global_batch(),
@@ -151,11 +163,11 @@ def main(output_dir: str) -> None:
             caption_encoder=encoder,
             callbacks=[recorder],
         )
-        recorder.objectives = trainer.objectives
+        recorder.objectives = getattr(trainer, "objectives", None)
         trainer.train()
         assert world() == (rank, world_size)
         loss = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry][-1]
-        state = {f"state.{key}": value for key, value in trainer.objectives.state().items()}
+        state = {f"state.{key}": value for key, value in (recorder.objectives.state() if options else {}).items()}
         save_file(
             {key: value.detach().contiguous() for key, value in {**recorder.gradients, **state}.items()},
             output / f"rank{rank}-of{world_size}-{name}.safetensors",

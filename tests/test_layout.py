@@ -168,3 +168,44 @@ def test_speed_benchmarks_need_only_what_the_gpu_machine_has():
             elif top not in GPU_MACHINE_PACKAGES and top not in _standard_library():
                 outside.setdefault(top, f"{path.relative_to(ROOT)}:{line}")
     assert outside == {}
+
+
+# The one module of training.trainer outside objectives/ that may import it: the train CLI picks ObjectiveTrainer
+# for a recipe with option fields. (__main__ reaches it only through train, lazily, and is exempt with it.)
+TRAINER_COMPOSITION = {"training.trainer.train", "training.trainer.__main__"}
+
+
+def _trainer_core_modules() -> list[str]:
+    return [
+        module_name(path)
+        for path in sorted((ROOT / "training" / "trainer").glob("*.py"))
+        if module_name(path) not in TRAINER_COMPOSITION
+    ]
+
+
+def objective_imports_reached(module: str) -> list[str]:
+    """The `training.trainer.objectives` imports `module` reaches through training.trainer modules (lazy ones too),
+    each as `file:line imports X`."""
+    pending, seen, found = [module], set(), []
+    while pending:
+        current = pending.pop()
+        path = _file_of(current)
+        if path is None or current in seen:
+            continue
+        seen.add(current)
+        for line, imported in imported_modules(path):
+            if imported == "training.trainer.objectives" or imported.startswith("training.trainer.objectives."):
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
+            elif imported.startswith("training.trainer"):
+                pending.append(imported)
+    return found
+
+
+@pytest.mark.parametrize("module", _trainer_core_modules())
+def test_the_papers_trainer_imports_nothing_of_the_objective_options(module):
+    assert objective_imports_reached(module) == []
+
+
+def test_the_objective_rule_finds_an_import_of_the_options():
+    # the train CLI does import them: the check must see it
+    assert any("training.trainer.objectives" in found for found in objective_imports_reached("training.trainer.train"))

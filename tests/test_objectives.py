@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.losses import relational_info_nce
+from training.trainer.objectives.arguments import ObjectiveTrainingArguments
 from training.trainer.objectives.caption_queue import CaptionQueue, queued_negatives
+from training.trainer.objectives.contrastive import queued_distilled_info_nce
 from training.trainer.objectives.intra_image import intra_image_contrastive
 from training.trainer.objectives.momentum import DistillationTargets, MomentumTeacher, ramped_alpha
 from training.trainer.objectives.prototypes import (
@@ -67,12 +68,27 @@ def test_queued_negatives_enter_the_loss_but_not_a_queued_copy_of_the_positive()
     caption_embeds = torch.stack([unit(1.0, 0.0), unit(0.0, 1.0)])
     # queue: a copy of image 0's own caption (id 1), a new caption id 3 twice, and image 1's caption (id 2)
     queue = (torch.stack([unit(1.0, 0.0), unit(0.6, 0.8), unit(0.6, 0.8), unit(0.0, 1.0)]), torch.tensor([1, 3, 3, 2]))
-    result = relational_info_nce(image_embeds, caption_embeds, torch.tensor([1, 2]), torch.tensor(0.0),
-                                 queued_captions=queue)  # fmt: skip
+    result = queued_distilled_info_nce(image_embeds, caption_embeds, torch.tensor([1, 2]), torch.tensor(0.0),
+                                       queued_captions=queue)  # fmt: skip
     # columns: caption 1, caption 2, queued caption 3 (once)
     image_0 = -(1.0 - log_sum_exp(1.0, 0.0, 0.6))
     image_1 = -(1.0 - log_sum_exp(0.0, 1.0, 0.8))
     assert result.loss.item() == pytest.approx((image_0 + image_1) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_without_queue_or_teacher_the_options_loss_is_the_papers_loss(symmetric):
+    generator = torch.Generator().manual_seed(0)
+    image_embeds = torch.nn.functional.normalize(torch.randn(5, 3, generator=generator), dim=-1).requires_grad_()
+    caption_embeds = torch.nn.functional.normalize(torch.randn(5, 3, generator=generator), dim=-1)
+    ids, logit_scale = torch.tensor([4, 1, 4, 2, 1]), torch.tensor(1.5, requires_grad=True)
+    paper = relational_info_nce(image_embeds, caption_embeds, ids, logit_scale, symmetric=symmetric)
+    paper_gradients = torch.autograd.grad(paper.loss, (image_embeds, logit_scale))
+    options = queued_distilled_info_nce(image_embeds, caption_embeds, ids, logit_scale, symmetric=symmetric)
+    option_gradients = torch.autograd.grad(options.loss, (image_embeds, logit_scale))
+    assert options.loss.item() == paper.loss.item() and options.accuracy.item() == paper.accuracy.item()
+    for option_gradient, paper_gradient in zip(option_gradients, paper_gradients, strict=True):
+        assert torch.equal(option_gradient, paper_gradient)
 
 
 def test_queue_is_a_ring_buffer_of_the_latest_rows():
@@ -94,8 +110,8 @@ def test_distillation_mixes_teacher_softmax_into_the_targets():
     image_embeds = torch.stack([unit(1.0, 0.0), unit(0.0, 1.0)])
     caption_embeds = image_embeds.clone()
     teacher = DistillationTargets(torch.stack([unit(0.6, 0.8), unit(0.8, 0.6)]), torch.tensor(math.log(2.0)), 0.4)
-    result = relational_info_nce(image_embeds, caption_embeds, torch.tensor([1, 2]), torch.tensor(0.0),
-                                 distillation=teacher)  # fmt: skip
+    result = queued_distilled_info_nce(image_embeds, caption_embeds, torch.tensor([1, 2]), torch.tensor(0.0),
+                                             distillation=teacher)  # fmt: skip
 
     def image_loss(student, teacher_logits, positive):
         soft = [math.exp(value - log_sum_exp(*teacher_logits)) for value in teacher_logits]
@@ -115,8 +131,8 @@ def test_distillation_with_alpha_zero_is_the_hard_loss():
     ids = torch.tensor([1, 2, 1])
     teacher = DistillationTargets(caption_embeds.flip(0), torch.tensor(1.0), 0.0)
     plain = relational_info_nce(image_embeds, caption_embeds, ids, torch.tensor(1.0), symmetric=True)
-    zero = relational_info_nce(image_embeds, caption_embeds, ids, torch.tensor(1.0), symmetric=True,
-                               distillation=teacher)  # fmt: skip
+    zero = queued_distilled_info_nce(image_embeds, caption_embeds, ids, torch.tensor(1.0), symmetric=True,
+                                     distillation=teacher)  # fmt: skip
     assert zero.loss.item() == plain.loss.item()
 
 
@@ -124,8 +140,8 @@ def test_distillation_applies_to_text_to_image_when_symmetric():
     image_embeds = torch.stack([unit(1.0, 0.0), unit(0.0, 1.0)])
     caption_embeds = image_embeds.clone()
     teacher = DistillationTargets(torch.stack([unit(0.6, 0.8), unit(0.8, 0.6)]), torch.tensor(0.0), 0.5)
-    result = relational_info_nce(image_embeds, caption_embeds, torch.tensor([1, 2]), torch.tensor(0.0),
-                                 symmetric=True, distillation=teacher)  # fmt: skip
+    result = queued_distilled_info_nce(image_embeds, caption_embeds, torch.tensor([1, 2]), torch.tensor(0.0),
+                                       symmetric=True, distillation=teacher)  # fmt: skip
     # caption 1 over images [1, 0] (student) with teacher logits [.6, .8]; caption 2 mirrored
     soft = [math.exp(value - log_sum_exp(0.6, 0.8)) for value in (0.6, 0.8)]
     targets = [0.5 * soft[0] + 0.5, 0.5 * soft[1]]
@@ -230,7 +246,7 @@ def test_kmeans_centres_find_the_clusters_and_need_enough_captions():
 
 
 def arguments(tmp_path, **overrides):
-    return RelSimTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **overrides)
+    return ObjectiveTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **overrides)
 
 
 def test_every_option_is_off_by_default(tmp_path):

@@ -1,7 +1,8 @@
-"""The objective options inside RelSimTrainer: GradCache exactness, the queue's masking, training, resuming."""
+"""The objective options inside ObjectiveTrainer: GradCache exactness, the queue's masking, training, resuming."""
 
 import re
 import shutil
+from functools import partial
 
 import pytest
 import torch
@@ -12,14 +13,15 @@ from transformers import TrainerCallback
 
 from training.caption_text import normalize_caption
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
-from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.checkpoints import resolve_resume_checkpoint
 from training.trainer.collator import RelSimCollator
 from training.trainer.data import image_caption_dataset
 from training.trainer.lora import relsim_lora_config
 from training.trainer.losses import caption_id
+from training.trainer.objectives.arguments import ObjectiveTrainingArguments
+from training.trainer.objectives.state_file import objective_state_problem
+from training.trainer.objectives.trainer import ObjectiveTrainer
 from training.trainer.objectives.training_objectives import OBJECTIVE_STATE_FILE
-from training.trainer.trainer import RelSimTrainer
 
 
 EVERY_OPTION = {
@@ -53,9 +55,9 @@ def make_trainer(model, processor, train_dataset, caption_encoder, output_dir, e
         "disable_tqdm": True,
         **overrides,
     }
-    return RelSimTrainer(
+    return ObjectiveTrainer(
         model=model,
-        args=RelSimTrainingArguments(**settings),
+        args=ObjectiveTrainingArguments(**settings),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=RelSimCollator(processor),
@@ -262,12 +264,13 @@ def test_resume_refuses_a_checkpoint_without_its_objective_state(every_option_ru
     run = tmp_path / "run"
     shutil.copytree(work / "a", run)
     (run / "checkpoint-6" / OBJECTIVE_STATE_FILE).unlink()
-    options = RelSimTrainingArguments(output_dir=str(run), use_cpu=True, report_to=[], **EVERY_OPTION)
+    options = ObjectiveTrainingArguments(output_dir=str(run), use_cpu=True, report_to=[], **EVERY_OPTION)
+    state_problem = partial(objective_state_problem, arguments=options)
     with pytest.raises(FileNotFoundError) as raised:
-        resolve_resume_checkpoint(str(run / "checkpoint-6"), run, options=options)
+        resolve_resume_checkpoint(str(run / "checkpoint-6"), run, state_problem=state_problem)
     assert "checkpoint-6 is not a complete checkpoint: objective_state.safetensors is missing" in str(raised.value)
     assert f"the run's last complete checkpoint is {run / 'checkpoint-3'}" in str(raised.value)
-    assert resolve_resume_checkpoint("last", run, options=options) == str(run / "checkpoint-3")
+    assert resolve_resume_checkpoint("last", run, state_problem=state_problem) == str(run / "checkpoint-3")
     # the Trainer's own resume (the Python API) refuses it too, before touching the model
     with pytest.raises(FileNotFoundError, match=r"objective_state\.safetensors is missing"):
         make(tmp_path / "b").train(resume_from_checkpoint=str(run / "checkpoint-6"))
@@ -277,10 +280,12 @@ def test_resume_refuses_another_prototype_count_naming_the_field(every_option_ru
     _, make, work = every_option_run
     checkpoint = work / "a" / "checkpoint-3"
     options = {**EVERY_OPTION, "num_prototypes": 4}
-    arguments = RelSimTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **options)
+    arguments = ObjectiveTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], **options)
     message = "prototypes.prototypes has shape (3, 384), but this run has num_prototypes=4"
     with pytest.raises(FileNotFoundError, match=re.escape(f"objective_state.safetensors: {message}")):
-        resolve_resume_checkpoint(str(checkpoint), work / "a", options=arguments)
+        resolve_resume_checkpoint(
+            str(checkpoint), work / "a", state_problem=partial(objective_state_problem, arguments=arguments)
+        )
     resumed = make(tmp_path / "b", num_prototypes=4)
     with pytest.raises(ValueError, match=re.escape(message)):
         resumed.train(resume_from_checkpoint=str(checkpoint))

@@ -9,8 +9,11 @@ from helpers import pattern_dataset
 from transformers import AutoModel
 
 from modeling_relsim import RelSimModel, RelSimProcessor
+from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.export import export_checkpoint
-from training.trainer.train import main, parse_arguments
+from training.trainer.objectives.arguments import ObjectiveTrainingArguments
+from training.trainer.objectives.state_file import OBJECTIVE_STATE_FILE
+from training.trainer.train import main, parse_arguments, parse_into
 
 
 PAPER_RECIPE = "training/configs/relsim-qwen2.5-vl-7b.yaml"
@@ -106,6 +109,45 @@ def test_cli_trains_evaluates_and_exports(tiny_run):
     from_run_folder = export_checkpoint(work / "run", work / "exported-from-run")  # its last complete checkpoint
     assert (from_run_folder / "README.md").read_text() == card
     assert (from_run_folder / "model.safetensors").read_bytes() == (from_checkpoint / "model.safetensors").read_bytes()
+
+
+def test_a_recipe_or_flag_with_an_option_field_gets_the_options_arguments(tmp_path):
+    _, _, plain = parse_arguments(["--config", PAPER_RECIPE, "--bf16", "false"])
+    assert type(plain) is RelSimTrainingArguments and not hasattr(plain, "caption_queue_size")
+    _, _, flagged = parse_arguments(["--config", PAPER_RECIPE, "--bf16", "false", "--caption-queue-size", "64"])
+    assert type(flagged) is ObjectiveTrainingArguments and flagged.caption_queue_size == 64
+    assert flagged.extra_objectives() == ["caption_queue_size"] and flagged.learning_rate == 1e-4
+    recipe = tmp_path / "options.yaml"
+    recipe.write_text("tiny_backbone: true\noutput_dir: out\ndistill_alpha: 0.4\nsinkhorn_iterations: 5\n")
+    _, _, options = parse_arguments(["--config", str(recipe), "--num_prototypes=4"])
+    assert type(options) is ObjectiveTrainingArguments
+    assert (options.distill_alpha, options.sinkhorn_iterations, options.num_prototypes) == (0.4, 5, 4)
+
+
+def test_option_fields_given_to_the_papers_arguments_are_refused_by_name():
+    arguments = [
+        "--tiny_backbone",
+        "true",
+        "--output_dir",
+        "out",
+        "--intra-image-weight",
+        "0.5",
+        "--ema_momentum",
+        "0.9",
+    ]
+    with pytest.raises(ValueError, match=r"^intra_image_weight, ema_momentum: objective option fields, which "
+                       r"RelSimTrainingArguments does not have; .* ObjectiveTrainer"):  # fmt: skip
+        parse_into(arguments, RelSimTrainingArguments)
+    assert parse_into(arguments, ObjectiveTrainingArguments)[2].intra_image_weight == 0.5
+
+
+def test_cli_trains_an_options_recipe_with_the_options_trainer_and_a_plain_run_refuses_its_state(tiny_run):
+    config, work = tiny_run
+    main(["--config", str(config), "--max_steps", "2", "--caption_queue_size", "32", "--eval_split", ""])
+    checkpoint = work / "run" / "checkpoint-2"
+    assert (checkpoint / OBJECTIVE_STATE_FILE).is_file()  # the queue's state: ObjectiveTrainer saved it
+    with pytest.raises(FileNotFoundError, match=r"holds queue state, but this run has that option off"):
+        main(["--config", str(config), "--max_steps", "3", "--resume_from_checkpoint", str(checkpoint)])
 
 
 def test_fields_are_options_with_dashes_or_underscores():

@@ -15,6 +15,8 @@ from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.collator import RelSimCollator
 from training.trainer.data import image_caption_dataset
 from training.trainer.lora import relsim_lora_config
+from training.trainer.objectives.arguments import ObjectiveTrainingArguments
+from training.trainer.objectives.trainer import ObjectiveTrainer
 from training.trainer.trainer import RelSimTrainer
 
 
@@ -258,6 +260,21 @@ def test_no_weight_decay_on_temperature_and_query(short_prompt_processor, patter
     assert "projection.weight" in names
     assert "temperature.logit_scale" not in names and "query_embedding.weight" not in names
     assert "projection.bias" not in names
+
+
+def test_the_papers_trainer_refuses_objective_options_instead_of_dropping_them(
+    short_prompt_processor, caption_encoder, tmp_path
+):
+    model = build_tiny_model(short_prompt_processor, seed=0)
+    settings = {"output_dir": str(tmp_path), "use_cpu": True, "report_to": []}
+    options = ObjectiveTrainingArguments(**settings, distill_alpha=0.4, num_prototypes=3, sinkhorn_iterations=5)
+    with pytest.raises(ValueError, match=r"^RelSimTrainer trains the paper's method, which has no distill_alpha, "
+                       r"num_prototypes: train these options with ObjectiveTrainer"):  # fmt: skip
+        RelSimTrainer(model=model, args=options, caption_encoder=caption_encoder)
+    # options off: the paper's trainer takes the options' arguments as they are
+    assert RelSimTrainer(model=model, args=ObjectiveTrainingArguments(**settings), caption_encoder=caption_encoder)
+    with pytest.raises(TypeError, match=r"ObjectiveTrainer needs ObjectiveTrainingArguments .*, got RelSimTrainingArg"):
+        ObjectiveTrainer(model=model, args=RelSimTrainingArguments(**settings), caption_encoder=caption_encoder)
 
 
 def test_text_encoder_size_must_match_the_projection(short_prompt_processor, patterns, caption_encoder, tmp_path):

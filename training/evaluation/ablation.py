@@ -96,10 +96,10 @@ def read_plan(path: str | Path) -> AblationPlan:
 
 
 def trainer_fields() -> set[str]:
-    """Every field a recipe may set (ModelArguments, DataArguments, RelSimTrainingArguments)."""
-    from training.trainer.train import ARGUMENT_CLASSES
+    """Every field a recipe may set (ModelArguments, DataArguments, ObjectiveTrainingArguments)."""
+    from training.trainer.train import OBJECTIVE_ARGUMENT_CLASSES
 
-    return {spec.name for argument_class in ARGUMENT_CLASSES for spec in dataclasses.fields(argument_class)}
+    return {spec.name for argument_class in OBJECTIVE_ARGUMENT_CLASSES for spec in dataclasses.fields(argument_class)}
 
 
 def check_variants(plan: AblationPlan, variants: Sequence[Variant]) -> None:
@@ -118,7 +118,7 @@ def check_variants(plan: AblationPlan, variants: Sequence[Variant]) -> None:
     ]
     if problems:
         raise ValueError(
-            f"{plan.source}: {'; '.join(problems)} (not a ModelArguments, DataArguments or RelSimTrainingArguments "
+            f"{plan.source}: {'; '.join(problems)} (not a ModelArguments, DataArguments or ObjectiveTrainingArguments "
             "field of this trainer; run the other variants with --variants)"
         )
 
@@ -191,12 +191,14 @@ class AblationRunner:
         from training.trainer.collator import build_collator
         from training.trainer.data import load_training_data
         from training.trainer.model_factory import build_processor_and_model
-        from training.trainer.train import build_parser, recipe_to_arguments
-        from training.trainer.trainer import RelSimTrainer
+        from training.trainer.objectives.arguments import ObjectiveTrainingArguments
+        from training.trainer.objectives.trainer import ObjectiveTrainer
+        from training.trainer.train import parse_into, recipe_to_arguments
 
         where = f"{self.plan.source}: variant {variant.name!r}"
         arguments = recipe_to_arguments(settings, where)
-        model_arguments, data_arguments, training_arguments = build_parser().parse_args_into_dataclasses(args=arguments)
+        # every variant, the plain loss included, trains with the options' trainer (options off: the paper's method)
+        model_arguments, data_arguments, training_arguments = parse_into(arguments, ObjectiveTrainingArguments)
         set_torch_threads(training_arguments.torch_num_threads)
         set_seed(training_arguments.seed)
         processor, model = build_processor_and_model(model_arguments)
@@ -206,7 +208,7 @@ class AblationRunner:
         text_encoder = training_arguments.text_encoder or model.config.text_encoder
         if text_encoder not in self._caption_encoders:
             self._caption_encoders[text_encoder] = CaptionEncoder(text_encoder, training_arguments.device)
-        trainer = RelSimTrainer(
+        trainer = ObjectiveTrainer(
             model=model,
             args=training_arguments,
             train_dataset=self._datasets[data_key],

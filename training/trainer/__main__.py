@@ -22,6 +22,8 @@ TRAIN_HELP = "train relsim from a YAML recipe; any recipe field can be overridde
 TRAIN_DESCRIPTION = """\
 Train relsim from a YAML recipe of ModelArguments, DataArguments and RelSimTrainingArguments fields
 (training/trainer/arguments.py; RelSimTrainingArguments extends transformers' TrainingArguments).
+A recipe that sets any objective option field (ObjectiveTrainingArguments in
+training/trainer/objectives/arguments.py) trains with ObjectiveTrainer instead of the paper's RelSimTrainer.
 Every field is also an option, spelled with dashes or underscores (--max-steps 60 or --max_steps 60);
 options given after the recipe override it. Multi-GPU: run the same command under `accelerate launch -m`
 or `torchrun -m`.

@@ -138,8 +138,8 @@ class DataArguments:
 
 @dataclass
 class RelSimTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the contrastive loss and its optional objectives (`training.trainer.objectives`),
-    the text tower and the unreadable-image policy."""
+    """`TrainingArguments` plus the paper's contrastive loss (temperature, GradCache), the text tower and the
+    unreadable-image policy. The objective options extend it (`training.trainer.objectives.arguments`)."""
 
     text_encoder: str | None = field(
         default=None, metadata={"help": "sentence-transformers model; default: the model config's text_encoder"}
@@ -155,30 +155,6 @@ class RelSimTrainingArguments(TrainingArguments):
             "micro-batches of this size (gradient accumulation would not add negatives)"
         },
     )
-    intra_image_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of the image-image contrastive term (images sharing a caption are positives); 0: off"
-        },
-    )
-    distill_alpha: float = field(
-        default=0.0,
-        metadata={"help": "momentum distillation: weight of the EMA teacher's soft targets (TCL: 0.4); 0: off"},
-    )
-    distill_ramp_steps: int | None = field(
-        default=None, metadata={"help": "steps over which distill_alpha ramps up from 0 (default: one epoch)"}
-    )
-    ema_momentum: float = field(default=0.995, metadata={"help": "momentum of the distillation teacher's EMA"})
-    caption_queue_size: int = field(
-        default=0, metadata={"help": "FIFO queue of past caption embeddings as extra negatives (e.g. 65536); 0: off"}
-    )
-    num_prototypes: int = field(
-        default=0, metadata={"help": "K learnable prototypes aligned by swapped Sinkhorn prediction; 0: off"}
-    )
-    prototype_weight: float = field(default=1.0, metadata={"help": "weight of the prototype alignment term"})
-    prototype_temperature: float = field(default=0.1, metadata={"help": "softmax temperature of image->prototype"})
-    sinkhorn_iterations: int = field(default=3, metadata={"help": "Sinkhorn rounds of the prototype targets"})
-    sinkhorn_epsilon: float = field(default=0.05, metadata={"help": "entropic regularisation of the Sinkhorn targets"})
     max_unreadable_fraction: float = field(
         default=0.01, metadata={"help": "stop when more than this fraction of the training images is unreadable"}
     )
@@ -204,21 +180,10 @@ class RelSimTrainingArguments(TrainingArguments):
             raise ValueError(f"contrastive_micro_batch_size must be positive, got {self.contrastive_micro_batch_size}")
         if self.torch_num_threads is not None and self.torch_num_threads < 1:
             raise ValueError(f"torch_num_threads must be a positive number of threads, got {self.torch_num_threads}")
-        if not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
-        if not 0.0 <= self.ema_momentum < 1.0:
-            raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
-        if self.distill_ramp_steps is not None and self.distill_ramp_steps < 1:
-            raise ValueError(f"distill_ramp_steps must be a positive number of steps, got {self.distill_ramp_steps}")
-        for name in ("intra_image_weight", "prototype_weight", "caption_queue_size", "num_prototypes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.num_prototypes == 1:
-            raise ValueError("num_prototypes must be 0 (off) or at least 2")
-        if self.sinkhorn_iterations < 1 or self.prototype_temperature <= 0 or self.sinkhorn_epsilon <= 0:
-            raise ValueError(
-                "sinkhorn_iterations, prototype_temperature and sinkhorn_epsilon must be positive, got "
-                f"{self.sinkhorn_iterations}, {self.prototype_temperature} and {self.sinkhorn_epsilon}"
-            )
         if not 0.0 <= self.max_unreadable_fraction <= 1.0:
             raise ValueError(f"max_unreadable_fraction must be in [0, 1], got {self.max_unreadable_fraction}")
+
+    def extra_objectives(self) -> list[str]:
+        """The fields of loss terms beyond the paper's that this run turns on: none here (a subclass that adds terms
+        names its own), so the paper's trainer can refuse arguments whose terms it would silently leave out."""
+        return []

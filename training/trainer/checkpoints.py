@@ -10,9 +10,9 @@ files, torch zip archives have their central directory):
 - the weights: `adapter_config.json` + `adapter_model.safetensors` (LoRA), or `config.json` + `model.safetensors`
   (or its index and every shard it names), or an FSDP `pytorch_model_fsdp_*` folder;
 - the processor: `processor_config.json`, `tokenizer_config.json`, `tokenizer.json`;
-- to resume, also `optimizer.pt` (or an FSDP `optimizer_*` folder) and `scheduler.pt`, and, when the resuming run
-  has objective options that keep state (caption queue, distillation, prototypes), an `objective_state.safetensors`
-  whose tensors fit those options (`training.trainer.objectives.state_file`).
+- to resume, also `optimizer.pt` (or an FSDP `optimizer_*` folder) and `scheduler.pt`, and whatever the resuming
+  run's own `state_problem` check asks of the folder (the train CLI checks the objective options' state file with
+  `training.trainer.objectives.state_file`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ import json
 import logging
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from safetensors import SafetensorError, safe_open
-
-from training.trainer.objectives.state_file import objective_state_problem
 
 
 logger = logging.getLogger(__name__)
@@ -89,14 +87,20 @@ def _weights_problem(folder: Path) -> str | None:
     return next((problem for shard in shards if (problem := _safetensors_problem(folder / shard))), None)
 
 
-def checkpoint_problem(folder: str | Path, for_resume: bool = False, options: Any = None) -> str | None:
+# why a checkpoint folder cannot resume this run (one line), or None: the run's own state beside the Trainer's files
+StateProblem = Callable[[Path], str | None]
+
+
+def checkpoint_problem(
+    folder: str | Path, for_resume: bool = False, state_problem: StateProblem | None = None
+) -> str | None:
     """Why `folder` is not a complete checkpoint, in one line naming the file; None when it is complete.
 
     Args:
         folder: a `checkpoint-N` folder written by the Trainer.
         for_resume: also require the optimizer and scheduler states (export needs only weights and processor).
-        options: with `for_resume`, the resuming run's `RelSimTrainingArguments`: the objective state must fit its
-            objective options (None: not checked).
+        state_problem: with `for_resume`, the resuming run's check of its own state files in the folder (e.g. the
+            objective options', see `training.trainer.objectives.state_file`); None: not checked.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -107,8 +111,8 @@ def checkpoint_problem(folder: str | Path, for_resume: bool = False, options: An
         if not any(path.is_dir() for path in folder.glob("optimizer_*")):
             checks.append(lambda: _torch_archive_problem(folder / "optimizer.pt"))
         checks.append(lambda: _torch_archive_problem(folder / "scheduler.pt"))
-        if options is not None:
-            checks.append(lambda: objective_state_problem(folder, options))
+        if state_problem is not None:
+            checks.append(lambda: state_problem(folder))
     checks += [
         lambda path=path: _torch_archive_problem(path)
         for path in sorted(folder.iterdir())
@@ -126,24 +130,28 @@ def run_checkpoints(run_dir: str | Path) -> list[Path]:
     return [path for _, path in sorted(found) if path.is_dir()]
 
 
-def _last_complete(run_dir: str | Path, for_resume: bool, options: Any = None) -> tuple[Path | None, list[str]]:
+def _last_complete(
+    run_dir: str | Path, for_resume: bool, state_problem: StateProblem | None = None
+) -> tuple[Path | None, list[str]]:
     """The last complete checkpoint (or None) and, newest first, each newer one with its problem."""
     skipped = []
     for checkpoint in reversed(run_checkpoints(run_dir)):
-        problem = checkpoint_problem(checkpoint, for_resume=for_resume, options=options)
+        problem = checkpoint_problem(checkpoint, for_resume=for_resume, state_problem=state_problem)
         if problem is None:
             return checkpoint, skipped
         skipped.append(f"{checkpoint.name} ({problem})")
     return None, skipped
 
 
-def last_complete_checkpoint(run_dir: str | Path, for_resume: bool = False, options: Any = None) -> Path:
+def last_complete_checkpoint(
+    run_dir: str | Path, for_resume: bool = False, state_problem: StateProblem | None = None
+) -> Path:
     """The run's last complete checkpoint; each newer incomplete one is logged as skipped, with its problem.
 
     Raises:
         FileNotFoundError: the run has no complete checkpoint (the message lists what each one lacks).
     """
-    checkpoint, skipped = _last_complete(run_dir, for_resume, options)
+    checkpoint, skipped = _last_complete(run_dir, for_resume, state_problem)
     if checkpoint is None:
         found = f"; incomplete: {', '.join(skipped)}" if skipped else " (no checkpoint-N folder)"
         raise FileNotFoundError(f"{run_dir} has no complete checkpoint{found}")
@@ -153,7 +161,9 @@ def last_complete_checkpoint(run_dir: str | Path, for_resume: bool = False, opti
     return checkpoint
 
 
-def require_complete_checkpoint(folder: str | Path, for_resume: bool = False, options: Any = None) -> Path:
+def require_complete_checkpoint(
+    folder: str | Path, for_resume: bool = False, state_problem: StateProblem | None = None
+) -> Path:
     """`folder` itself when it is a complete checkpoint; a run folder resolves to its last complete checkpoint.
 
     Raises:
@@ -163,12 +173,12 @@ def require_complete_checkpoint(folder: str | Path, for_resume: bool = False, op
     folder = Path(folder)
     if folder.is_dir() and not CHECKPOINT_NAME.match(folder.name) and run_checkpoints(folder):
         logger.info("%s is a run folder: taking its last complete checkpoint", folder)
-        return last_complete_checkpoint(folder, for_resume=for_resume, options=options)
-    problem = checkpoint_problem(folder, for_resume=for_resume, options=options)
+        return last_complete_checkpoint(folder, for_resume=for_resume, state_problem=state_problem)
+    problem = checkpoint_problem(folder, for_resume=for_resume, state_problem=state_problem)
     if problem is None:
         return folder
     if CHECKPOINT_NAME.match(folder.name):
-        last, _ = _last_complete(folder.parent, for_resume, options)
+        last, _ = _last_complete(folder.parent, for_resume, state_problem)
         hint = f"; the run's last complete checkpoint is {last}" if last else "; the run has no complete checkpoint"
     elif folder.is_dir():
         hint = "; nor is it a run folder with checkpoint-N folders"
@@ -179,16 +189,17 @@ def require_complete_checkpoint(folder: str | Path, for_resume: bool = False, op
     raise FileNotFoundError(f"{folder} is not a complete checkpoint: {problem}{hint}")
 
 
-def resolve_resume_checkpoint(value: str | bool | None, output_dir: str | Path, options: Any = None) -> str | None:
+def resolve_resume_checkpoint(
+    value: str | bool | None, output_dir: str | Path, state_problem: StateProblem | None = None
+) -> str | None:
     """`--resume_from_checkpoint` as the Trainer needs it: `true` or `last` -> the last complete checkpoint of
     `output_dir`; a folder -> itself once checked complete (a run folder -> its last complete checkpoint);
-    empty, `false` or `none` -> None (start afresh). `options` (the run's `RelSimTrainingArguments`) adds the check
-    of the objective state against its objective options."""
+    empty, `false` or `none` -> None (start afresh). `state_problem` adds the run's check of its own state files."""
     if value is None or value is False:
         return None
     word = str(value).strip().lower()
     if word in NO_CHECKPOINT_WORDS:
         return None
     if word in LAST_CHECKPOINT_WORDS:
-        return str(last_complete_checkpoint(output_dir, for_resume=True, options=options))
-    return str(require_complete_checkpoint(value, for_resume=True, options=options))
+        return str(last_complete_checkpoint(output_dir, for_resume=True, state_problem=state_problem))
+    return str(require_complete_checkpoint(value, for_resume=True, state_problem=state_problem))

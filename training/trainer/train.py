@@ -1,9 +1,13 @@
 """Train relsim: `python -m training.trainer train --config training/configs/<recipe>.yaml [--field value ...]`.
 
 The YAML recipe sets `ModelArguments`, `DataArguments` and `RelSimTrainingArguments` fields; command-line
-`--field value` pairs (`--max-steps` or `--max_steps`) override it. Multi-GPU: `accelerate launch` or `torchrun`
-run the same command under DDP. `--resume-from-checkpoint last` (or `true`) continues from the last complete
-checkpoint of `output_dir`.
+`--field value` pairs (`--max-steps` or `--max_steps`) override it. A recipe or command line that sets any objective
+option field (`ObjectiveTrainingArguments`) trains with `ObjectiveTrainer`, any other with the paper's
+`RelSimTrainer`. Multi-GPU: `accelerate launch` or `torchrun` run the same command under DDP.
+`--resume-from-checkpoint last` (or `true`) continues from the last complete checkpoint of `output_dir`.
+
+This module composes the two trainers, so it is the one module of `training.trainer` outside `objectives/` that
+imports the objective options (tests/test_layout.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,9 @@ from training.trainer.collator import build_collator
 from training.trainer.data import load_training_data
 from training.trainer.model_card import run_model_card, save_run_settings
 from training.trainer.model_factory import build_processor_and_model, save_model_arguments
+from training.trainer.objectives.arguments import OBJECTIVE_FIELDS, ObjectiveTrainingArguments
+from training.trainer.objectives.state_file import objective_state_problem
+from training.trainer.objectives.trainer import ObjectiveTrainer
 from training.trainer.trainer import RelSimTrainer
 
 
@@ -36,11 +44,14 @@ logger = logging.getLogger("relsim.train")
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, RelSimTrainingArguments)
+# the same with the objective options' fields: every field a recipe may set
+OBJECTIVE_ARGUMENT_CLASSES = (ModelArguments, DataArguments, ObjectiveTrainingArguments)
+TRAINERS = {RelSimTrainingArguments: RelSimTrainer, ObjectiveTrainingArguments: ObjectiveTrainer}
 
 
 def _defaults() -> dict[str, Any]:
     defaults = {}
-    for argument_class in ARGUMENT_CLASSES:
+    for argument_class in OBJECTIVE_ARGUMENT_CLASSES:
         for spec in dataclasses.fields(argument_class):
             if spec.default is not dataclasses.MISSING:
                 defaults[spec.name] = spec.default
@@ -78,10 +89,11 @@ def recipe_to_arguments(recipe: dict[str, Any], source: str) -> list[str]:
     return arguments
 
 
-def build_parser() -> HfArgumentParser:
-    """Every field as an option (dashes or underscores), plus `--config`; the full `--help-all` listing."""
+def build_parser(training_class: type[RelSimTrainingArguments] = RelSimTrainingArguments) -> HfArgumentParser:
+    """Every field of the model, data and `training_class` arguments as an option (dashes or underscores), plus
+    `--config`; the full `--help-all` listing."""
     parser = HfArgumentParser(
-        ARGUMENT_CLASSES,
+        (ModelArguments, DataArguments, training_class),
         prog=f"{prog_name('training.trainer')} train",
         description=__doc__,
         formatter_class=HelpFormatter,
@@ -105,16 +117,16 @@ def _without_debug_flag(argv: list[str]) -> list[str]:
 
 
 def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, RelSimTrainingArguments]:
-    """The three argument dataclasses from `--config RECIPE.yaml` (if given) overridden by `--field value` pairs.
+    """The three argument dataclasses from `--config RECIPE.yaml` (if given) overridden by `--field value` pairs; the
+    training arguments are `ObjectiveTrainingArguments` when the two set any objective option field.
 
     Raises:
         ValueError: for an unknown recipe key or option, or a recipe that is not a mapping.
         FileNotFoundError: for a missing recipe file.
     """
-    parser = build_parser()
     argv = _without_debug_flag(list(argv))
     if "--help-all" in argv:
-        parser.print_help()
+        build_parser(ObjectiveTrainingArguments).print_help()
         raise SystemExit(0)
     recipe_arguments: list[str] = []
     argv = [part for token in argv for part in (token.split("=", 1) if token.startswith("--config=") else [token])]
@@ -135,8 +147,37 @@ def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments,
         if not isinstance(recipe, dict):
             raise ValueError(f"{config_path}: a recipe is a mapping of argument names to values")
         recipe_arguments = recipe_to_arguments(recipe, str(config_path))
+    arguments = recipe_arguments + argv
+    return parse_into(arguments, training_arguments_class(arguments))
+
+
+def objective_fields_in(arguments: Sequence[str]) -> list[str]:
+    """The objective option fields named by `--field` (or `--field=value`, dashes or underscores) tokens."""
+    named = {token[2:].split("=", 1)[0].replace("-", "_") for token in arguments if token.startswith("--")}
+    return [name for name in OBJECTIVE_FIELDS if name in named]
+
+
+def training_arguments_class(arguments: Sequence[str]) -> type[RelSimTrainingArguments]:
+    """`ObjectiveTrainingArguments` when the arguments set any objective option field, else the paper's."""
+    return ObjectiveTrainingArguments if objective_fields_in(arguments) else RelSimTrainingArguments
+
+
+def parse_into(
+    arguments: Sequence[str], training_class: type[RelSimTrainingArguments]
+) -> tuple[ModelArguments, DataArguments, RelSimTrainingArguments]:
+    """The three argument dataclasses from `--field value` tokens, the training arguments of `training_class`.
+
+    Raises:
+        ValueError: an unknown field, or an objective option field given to the paper's `RelSimTrainingArguments`.
+    """
+    options = objective_fields_in(arguments)
+    if options and not issubclass(training_class, ObjectiveTrainingArguments):
+        raise ValueError(
+            f"{', '.join(options)}: objective option fields, which {training_class.__name__} does not have; parse "
+            "them with ObjectiveTrainingArguments and train with ObjectiveTrainer (training.trainer.objectives)"
+        )
     try:
-        return parser.parse_args_into_dataclasses(args=recipe_arguments + argv)
+        return build_parser(training_class).parse_args_into_dataclasses(args=list(arguments))
     except ValueError as error:
         raise ValueError(f"{error} (check the recipe's keys and the overrides)") from error
 
@@ -147,8 +188,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     configure_logging("--debug" in argv)
     transformers.utils.logging.set_verbosity(training_arguments.get_process_log_level())
     # before any model is built: a bad checkpoint fails in a second, naming the file
+    # a plain run refuses an options run's checkpoint too (its state would be dropped), so both check the state file
     resume_from = resolve_resume_checkpoint(
-        training_arguments.resume_from_checkpoint, training_arguments.output_dir, options=training_arguments
+        training_arguments.resume_from_checkpoint,
+        training_arguments.output_dir,
+        state_problem=partial(objective_state_problem, arguments=training_arguments),
     )
     threads = set_torch_threads(training_arguments.torch_num_threads)
     chosen_by = "torch_num_threads" if training_arguments.torch_num_threads else "torch's default: one per core"
@@ -168,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             eval_examples=len(eval_dataset) if eval_dataset is not None else None,
         )
 
-    trainer = RelSimTrainer(
+    trainer = TRAINERS[type(training_arguments)](
         model=model,
         args=training_arguments,
         train_dataset=train_dataset,

@@ -4,18 +4,21 @@ The text side is a frozen sentence-transformers model (each distinct caption enc
 unique-caption InfoNCE of `training.trainer.losses` with the model's learnable temperature; a per-device batch can
 be split into GradCache micro-batches, run inside `compute_loss` and its backward, so the Trainer's `training_step`
 (loss scaling, accelerator backward, DDP/FSDP contexts, cache emptying) stays transformers' own. Checkpoints are the
-Trainer's (adapter or model, optimizer, scheduler, RNG) plus the state of the optional objectives
-(`training.trainer.objectives`: caption queue, EMA teacher, prototypes), so `resume_from_checkpoint` continues
-exactly; `export_model` writes the merged standalone model. The objectives' own trainable parameters (the
-prototypes) live outside the model but are optimised and clipped (`max_grad_norm`) together with its parameters.
+Trainer's (adapter or model, optimizer, scheduler, RNG), so `resume_from_checkpoint` continues exactly;
+`export_model` writes the merged standalone model.
+
+This is the paper's method alone. The objective options (`training.trainer.objectives`) extend it in a subclass,
+`ObjectiveTrainer`, through three small hooks: `_training_loss_function` (the loss of a training batch, from its
+embeddings), `_loss_parameters` (trainable tensors of that loss outside the model) and `_evaluated_batch`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +27,14 @@ from accelerate.utils import DistributedType
 from transformers import Trainer, TrainerCallback
 
 from modeling_relsim import RelSimModel
-from training.caption_text import normalize_caption
 from training.metrics import retrieval_compute_metrics
 from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.caption_encoder import CaptionEncoder
 from training.trainer.distributed import world
 from training.trainer.grad_cache import grad_cache_loss, split_batch
 from training.trainer.image_encoder import image_encoder_of, reuse_frozen_features
-from training.trainer.losses import ContrastiveLoss, caption_id, relational_info_nce
-from training.trainer.objectives.momentum import DistillationTargets
-from training.trainer.objectives.training_objectives import TrainingObjectives, captions_of
+from training.trainer.losses import ContrastiveLoss, relational_info_nce
 from training.trainer.sentence_transformers_files import write_sentence_transformers_files
-from training.trainer.trainer_hooks import trainer_step_mismatches
 
 
 logger = logging.getLogger(__name__)
@@ -57,18 +56,9 @@ class LogitScaleClampCallback(TrainerCallback):
                     parameter.clamp_(0.0, self.maximum)
 
 
-class ObjectiveStepCallback(TrainerCallback):
-    """Moves the distillation teacher's EMA after every optimizer step (after the temperature clamp) and clears the
-    prototypes' gradient, as the Trainer does for the model's."""
-
-    def __init__(self, objectives: TrainingObjectives) -> None:
-        self.objectives = objectives
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.objectives.zero_grad()
-
-    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        self.objectives.after_optimizer_step(model)
+def logged_split(logs: dict[str, float]) -> str:
+    """Which split a `log` call reports: evaluation logs carry `eval_` keys."""
+    return "eval" if any(key.startswith("eval_") for key in logs) else "train"
 
 
 class RelSimTrainer(Trainer):
@@ -88,6 +78,8 @@ class RelSimTrainer(Trainer):
     # The loss is a per-batch mean, so the stock training_step divides it by the accumulation steps (transformers
     # 5.23 reads this flag; 5.17 decides the same from the batch having no `labels`).
     loss_is_scaled_for_ga = False
+    # whether this trainer computes the terms `args.extra_objectives()` names (the paper's method has none)
+    trains_extra_objectives = False
 
     def __init__(
         self,
@@ -97,6 +89,12 @@ class RelSimTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         config = image_encoder_of(model).config
+        extra = args.extra_objectives()
+        if extra and not self.trains_extra_objectives:
+            raise ValueError(
+                f"{type(self).__name__} trains the paper's method, which has no {', '.join(extra)}: train these "
+                "options with ObjectiveTrainer (training.trainer.objectives.trainer)"
+            )
         if args.fixed_logit_scale is not None:
             for name, parameter in model.named_parameters():
                 if name.endswith("logit_scale"):
@@ -116,35 +114,11 @@ class RelSimTrainer(Trainer):
                 f"{config.projection_dim}; set projection_dim to match"
             )
         self.add_callback(LogitScaleClampCallback(config.logit_scale_max))
-        self.objectives = TrainingObjectives(args, self.model, config.projection_dim, args.device)
-        if self.objectives.active:
-            if self.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-                raise ValueError(
-                    "the objective options (queue, distillation, prototypes, intra-image) run under DDP only: their "
-                    "teacher swaps unsharded weights and their prototypes live outside the wrapped model"
-                )
-            self.add_callback(ObjectiveStepCallback(self.objectives))
-            mismatches = trainer_step_mismatches()
-            if mismatches:
-                raise RuntimeError(
-                    "the objective options (queue, distillation, prototypes, intra-image) extend private Trainer "
-                    f"steps that this transformers changed: {'; '.join(mismatches)}. Train without them (the paper's "
-                    "method needs none) or use a transformers relsim is tested on (see the README's supported range)"
-                )
-            self._initialize_prototypes_from_captions(captions_of(self.train_dataset))
         self._batch_metrics: dict[str, defaultdict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
         self.unreadable_images: dict[str, dict[str, dict[str, Any]]] = {"train": {}, "eval": {}}
-
-    def _initialize_prototypes_from_captions(self, captions: list[str] | None) -> None:
-        """k-means of the training captions' embeddings (else the first batch's, see `compute_loss`)."""
-        if self.objectives.prototypes is None or captions is None:
-            return
-        unique = {caption_id(text): text for text in map(normalize_caption, captions)}
-        embeds = self.caption_encoder(list(unique.values()), list(unique))
-        self.objectives.initialize_prototypes(embeds, self.args.seed)
 
     # -- batches ---------------------------------------------------------------------------------------------------
 
@@ -193,44 +167,50 @@ class RelSimTrainer(Trainer):
 
     # -- loss ------------------------------------------------------------------------------------------------------
 
-    def _contrastive(
+    def _loss(
         self,
         image_embeds: torch.Tensor,
+        logit_scale: torch.Tensor,
         caption_embeds: torch.Tensor,
         caption_ids: torch.Tensor,
-        logit_scale: torch.Tensor,
-        training: bool = False,
-        distillation: DistillationTargets | None = None,
     ) -> ContrastiveLoss:
-        """The plain InfoNCE, or in training with objective options on, the combined loss of
-        `training.trainer.objectives.training_objectives`."""
-        if self.args.fixed_logit_scale is not None:
-            logit_scale = torch.tensor(self.args.fixed_logit_scale, device=image_embeds.device)
-        if training and self.objectives.active:
-            return self.objectives.loss(
-                image_embeds.float(),
-                caption_embeds,
-                caption_ids,
-                logit_scale.float(),
-                self.args.symmetric_loss,
-                distillation,
-            )
+        """The unique-caption InfoNCE of a batch's embeddings (in float32, at the fixed temperature when set)."""
         return relational_info_nce(
-            image_embeds.float(), caption_embeds, caption_ids, logit_scale.float(), symmetric=self.args.symmetric_loss
+            image_embeds.float(),
+            caption_embeds,
+            caption_ids,
+            self._logit_scale(logit_scale).float(),
+            symmetric=self.args.symmetric_loss,
         )
 
-    def _distillation(self, model: torch.nn.Module, batches: list[dict[str, Any]]) -> DistillationTargets | None:
-        """The EMA teacher's targets for this step's batch (None while distillation is off or not ramped up)."""
-        if self.objectives.teacher is None:
-            return None
-        dataloader = self.callback_handler.train_dataloader
-        steps_per_epoch = None
-        if dataloader is not None and hasattr(dataloader, "__len__"):
-            steps_per_epoch = math.ceil(len(dataloader) / self.args.gradient_accumulation_steps)
-        alpha = self.objectives.distillation_alpha(self.state.global_step, steps_per_epoch)
-        return self.objectives.teacher_targets(
-            self.accelerator.unwrap_model(model), batches, alpha, self.args.fixed_logit_scale
-        )
+    def _logit_scale(self, logit_scale: torch.Tensor) -> torch.Tensor:
+        """The model's log inverse temperature, or `fixed_logit_scale` when the run fixes it."""
+        if self.args.fixed_logit_scale is None:
+            return logit_scale
+        return torch.tensor(self.args.fixed_logit_scale, device=logit_scale.device)
+
+    def _training_loss_function(
+        self,
+        model: torch.nn.Module,
+        batches: list[dict[str, Any]],
+        caption_embeds: torch.Tensor,
+        caption_ids: torch.Tensor,
+    ) -> Callable[[torch.Tensor, torch.Tensor], ContrastiveLoss]:
+        """`(image_embeds, logit_scale) -> loss` of a training batch, called once per step on the whole per-device
+        batch (GradCache or not), before any forward pass of the step's `batches` (one per micro-batch).
+
+        A subclass adds terms here: the function may keep per-step state, and tensors it trains besides the model
+        are named by `_loss_parameters`.
+        """
+        return partial(self._loss, caption_embeds=caption_embeds, caption_ids=caption_ids)
+
+    def _loss_parameters(self) -> Sequence[torch.Tensor]:
+        """Trainable tensors the training loss uses outside the model (none here): GradCache hands them their
+        gradient."""
+        return ()
+
+    def _evaluated_batch(self, caption_ids: torch.Tensor, image_embeds: torch.Tensor) -> None:
+        """Called with each evaluation batch's embeddings; a subclass records what its metrics need."""
 
     def _record(self, split: str, result: ContrastiveLoss, logit_scale: torch.Tensor) -> None:
         metrics = self._batch_metrics[split]
@@ -244,8 +224,6 @@ class RelSimTrainer(Trainer):
             metrics["loss_text_to_image"].append(float(result.text_to_image))
         for name, value in result.terms.items():
             metrics[name].append(float(value))
-        if self.objectives.queue is not None and split == "train":
-            metrics["caption_queue_fill"].append(self.objectives.queue.fill_fraction)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The contrastive loss of a batch; with `contrastive_micro_batch_size` during training, a GradCache loss.
@@ -255,43 +233,37 @@ class RelSimTrainer(Trainer):
         """
         split = "train" if model.training else "eval"
         model_inputs, caption_embeds, caption_ids = self._take_batch_extras(inputs, split)
-        training = split == "train" and torch.is_grad_enabled() and self.objectives.active
-        if training:
-            self.objectives.ensure_prototypes(caption_embeds, self.args.seed)
+        training = split == "train" and torch.is_grad_enabled()
         micro_batch_size = self.args.contrastive_micro_batch_size
-        if (
+        grad_cache = not (
             return_outputs
             or not torch.is_grad_enabled()
             or micro_batch_size is None
             or micro_batch_size >= caption_ids.shape[0]
-        ):
-            # the teacher runs first and draws no random numbers, so the student's dropout is as without it
-            distillation = self._distillation(model, [model_inputs]) if training else None
-            output = model(**model_inputs)
-            result = self._contrastive(
-                output.image_embeds, caption_embeds, caption_ids, output.logit_scale, training, distillation
-            )
-        else:
-            output = None
-            micro_batches = split_batch(model_inputs, micro_batch_size)
+        )
+        batches = [model_inputs]
+        if grad_cache:
+            batches = split_batch(model_inputs, micro_batch_size)
             if self.accelerator.distributed_type != DistributedType.FSDP:  # FSDP shards must run in the wrapper
-                reuse_frozen_features(image_encoder_of(self.accelerator.unwrap_model(model)), micro_batches)
-            distillation = self._distillation(model, micro_batches) if training else None
+                reuse_frozen_features(image_encoder_of(self.accelerator.unwrap_model(model)), batches)
+        if training:
+            loss_fn = self._training_loss_function(model, batches, caption_embeds, caption_ids)
+        else:
+            loss_fn = partial(self._loss, caption_embeds=caption_embeds, caption_ids=caption_ids)
+        if grad_cache:
+            output = None
             result = grad_cache_loss(
                 model,
-                micro_batches,
-                loss_fn=lambda image_embeds, logit_scale: self._contrastive(
-                    image_embeds, caption_embeds, caption_ids, logit_scale, training, distillation
-                ),
+                batches,
+                loss_fn=loss_fn,
                 no_sync=lambda: self.accelerator.no_sync(model),
                 forward_context=self.compute_loss_context_manager,
-                loss_parameters=self.objectives.parameters() if training else (),
+                loss_parameters=self._loss_parameters() if training else (),
             )
-        if result.prototype_assignments is not None:
-            self.objectives.record_assignments(split, caption_ids, result.prototype_assignments)
+        else:
+            output = model(**model_inputs)
+            result = loss_fn(output.image_embeds, output.logit_scale)
         self._record(split, result, image_encoder_of(self.model).logit_scale)
-        if training:
-            self.objectives.after_training_loss(caption_embeds, caption_ids)
         return (result.loss, output) if return_outputs else result.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -299,56 +271,14 @@ class RelSimTrainer(Trainer):
         model_inputs, caption_embeds, caption_ids = self._take_batch_extras(inputs, "eval")
         with torch.no_grad(), self.compute_loss_context_manager():
             output = model(**model_inputs)
-            result = self._contrastive(output.image_embeds, caption_embeds, caption_ids, output.logit_scale)
-        if self.objectives.prototypes is not None and bool(self.objectives.prototypes.initialized):
-            self.objectives.record_assignments(
-                "eval", caption_ids, self.objectives.prototypes.assign(output.image_embeds)
-            )
+            result = self._loss(output.image_embeds, output.logit_scale, caption_embeds, caption_ids)
+        self._evaluated_batch(caption_ids, output.image_embeds)
         self._record("eval", result, output.logit_scale)
         if prediction_loss_only:
             return result.loss.detach(), None, None
         return result.loss.detach(), output.image_embeds.float(), (caption_ids, caption_embeds)
 
     # -- optimisation, logging, export -----------------------------------------------------------------------------
-
-    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        """The Trainer's optimizer, plus a group (no weight decay) for the objectives' own parameters (prototypes)."""
-        optimizer = super().create_optimizer(model)
-        present = {id(parameter) for group in optimizer.param_groups for parameter in group["params"]}
-        extra = [parameter for parameter in self.objectives.parameters() if id(parameter) not in present]
-        if extra:
-            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
-        return optimizer
-
-    def _clipped_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
-        return [*model.parameters(), *self.objectives.parameters()]
-
-    def _clip_grad_norm(self, model: torch.nn.Module) -> torch.Tensor:
-        """Clips the model's and the prototypes' gradients as one vector to `max_grad_norm`; returns its norm before
-        clipping. The stock method clips `model.parameters()` only, and the prototypes live outside the model (DDP
-        and FSDP must not wrap them); the objective options run under DDP only, where accelerate's clip takes any
-        parameter list, and their gradients are already averaged over ranks when this runs."""
-        if not self.objectives.parameters():
-            return super()._clip_grad_norm(model)
-        return self.accelerator.clip_grad_norm_(self._clipped_parameters(model), self.args.max_grad_norm)
-
-    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: torch.Tensor | float | None = None):
-        """The logged `grad_norm`, over the prototypes too (see `_clip_grad_norm`)."""
-        if grad_norm is None and self.objectives.parameters():
-            grad_norm = self.accelerator.clip_grad_norm_(self._clipped_parameters(model), float("inf"))
-        return super()._get_grad_norm(model, grad_norm)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        # written before the Trainer's files: a checkpoint whose trainer_state.json exists holds the objectives too
-        if self.objectives.active and self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            self.objectives.save(folder)
-        super()._save_checkpoint(model, trial)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-        # the objective state first: a checkpoint of other options is refused before the model's weights change
-        self.objectives.load(resume_from_checkpoint)
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
         """No weight decay on the temperature and the query vector (nor, as usual, on biases and norms)."""
@@ -371,25 +301,20 @@ class RelSimTrainer(Trainer):
         return super().create_scheduler(num_training_steps, optimizer)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        split = logged_split(logs)
         collected = self._batch_metrics[split]
         if collected:
-            names = sorted(collected)
-            means = torch.tensor(
-                [sum(collected[name]) / len(collected[name]) for name in names], device=self.args.device
-            )
-            means = self.accelerator.reduce(means, reduction="mean")
-            prefix = "eval_" if split == "eval" else ""
-            logs.update({prefix + name: round(value, 6) for name, value in zip(names, means.tolist(), strict=True)})
+            self._log_rank_means(logs, split, {name: sum(values) / len(values) for name, values in collected.items()})
             collected.clear()
-        prototype_metrics = self.objectives.prototype_metrics(split)
-        if prototype_metrics:
-            names = sorted(prototype_metrics)
-            values = torch.tensor([prototype_metrics[name] for name in names], device=self.args.device)
-            values = self.accelerator.reduce(values, reduction="mean")
-            prefix = "eval_" if split == "eval" else ""
-            logs.update({prefix + name: round(value, 6) for name, value in zip(names, values.tolist(), strict=True)})
         super().log(logs, start_time)
+
+    def _log_rank_means(self, logs: dict[str, float], split: str, values: dict[str, float]) -> None:
+        """Adds `values` to `logs`, each averaged over ranks and named with the split's prefix."""
+        names = sorted(values)
+        means = torch.tensor([values[name] for name in names], device=self.args.device)
+        means = self.accelerator.reduce(means, reduction="mean")
+        prefix = "eval_" if split == "eval" else ""
+        logs.update({prefix + name: round(value, 6) for name, value in zip(names, means.tolist(), strict=True)})
 
     def train(self, *args: Any, **kwargs: Any):
         try:

@@ -1,10 +1,11 @@
 """Does the installed transformers Trainer still have the private steps relsim's objective options extend?
 
-`RelSimTrainer` overrides four private `Trainer` methods so that the objective options' prototypes are clipped and
-logged with the model and their state travels with each checkpoint. Private methods change between transformers minor
-releases (5.25 dropped a private `ProcessorMixin` step relsim once extended): a renamed or unused step would make an
-override dead code and the options silently wrong. This check inspects the names, the parameters and the training
-loop's calls without running anything; the paper's method (no options) extends none of them and so always works.
+`ObjectiveTrainer` (`training.trainer.objectives.trainer`) overrides four private `Trainer` methods so that the
+objective options' prototypes are clipped and logged with the model and their state travels with each checkpoint.
+Private methods change between transformers minor releases (5.25 dropped a private `ProcessorMixin` step relsim once
+extended): a renamed or unused step would make an override dead code and the options silently wrong. This check
+inspects the names, the parameters and the training loop's calls without running anything; the paper's
+`RelSimTrainer` extends none of them and so always works.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ SIZED_TENSORS = (
 
 
 def options_with_state(arguments: Any) -> list[str]:
-    """The fields of `arguments` (a `RelSimTrainingArguments`) that are on and keep state in checkpoints."""
+    """The fields of `arguments` that are on and keep state in checkpoints (`ObjectiveTrainingArguments`; a plain
+    `RelSimTrainingArguments` has every option off)."""
     return [field for _, field in STATEFUL_OPTIONS if getattr(arguments, field, 0)]
 
 
@@ -53,7 +54,8 @@ def objective_state_problem(folder: str | Path, arguments: Any) -> str | None:
 
     Args:
         folder: a `checkpoint-N` folder.
-        arguments: the resuming run's `RelSimTrainingArguments` (or any object with its option fields).
+        arguments: the resuming run's `ObjectiveTrainingArguments` (a plain `RelSimTrainingArguments`: every option
+            off, so a checkpoint holding option state is refused).
     """
     path = Path(folder) / OBJECTIVE_STATE_FILE
     needed = options_with_state(arguments)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from safetensors.torch import load_file, save_file
 
 from training.store import atomic_write
 from training.trainer.distributed import gather_counts, gather_rows, world
-from training.trainer.losses import ContrastiveLoss, relational_info_nce
+from training.trainer.losses import ContrastiveLoss
 from training.trainer.objectives.caption_queue import CaptionQueue
+from training.trainer.objectives.contrastive import queued_distilled_info_nce
 from training.trainer.objectives.intra_image import intra_image_contrastive
 from training.trainer.objectives.momentum import DistillationTargets, MomentumTeacher, ramped_alpha
 from training.trainer.objectives.prototypes import PrototypeAlignment, assignment_nmi, usage_perplexity
@@ -41,7 +43,14 @@ from training.trainer.objectives.state_file import OBJECTIVE_STATE_FILE, objecti
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OBJECTIVE_STATE_FILE", "TrainingObjectives", "captions_of"]
+__all__ = ["OBJECTIVE_STATE_FILE", "ObjectiveLoss", "TrainingObjectives", "captions_of"]
+
+
+@dataclass
+class ObjectiveLoss(ContrastiveLoss):
+    """The training loss with the options' terms; `prototype_assignments` `(n,)` feed the prototype metrics."""
+
+    prototype_assignments: torch.Tensor | None = None
 
 
 def _average_over_ranks(gradient: torch.Tensor) -> torch.Tensor:
@@ -55,10 +64,10 @@ def _average_over_ranks(gradient: torch.Tensor) -> torch.Tensor:
 
 
 class TrainingObjectives:
-    """The options of [`RelSimTrainingArguments`] that add to or change the contrastive loss.
+    """The options of [`ObjectiveTrainingArguments`] that add to or change the contrastive loss.
 
     Args:
-        arguments: the run's `RelSimTrainingArguments` (fields `intra_image_weight`, `distill_alpha`,
+        arguments: the run's `ObjectiveTrainingArguments` (fields `intra_image_weight`, `distill_alpha`,
             `distill_ramp_steps`, `ema_momentum`, `caption_queue_size`, `num_prototypes`, `prototype_weight`,
             `prototype_temperature`, `sinkhorn_iterations`, `sinkhorn_epsilon`).
         model: the trained model, unwrapped (its trainable parameters are the EMA's).
@@ -150,10 +159,10 @@ class TrainingObjectives:
         logit_scale: torch.Tensor,
         symmetric: bool,
         distillation: DistillationTargets | None,
-    ) -> ContrastiveLoss:
+    ) -> ObjectiveLoss:
         """The training loss of the module docstring; `terms` holds each part's detached value for the logs."""
         queued = self.queue.contents() if self.queue is not None and self.queue.filled else None
-        result = relational_info_nce(
+        contrastive = queued_distilled_info_nce(
             image_embeds,
             caption_embeds,
             caption_ids,
@@ -162,6 +171,7 @@ class TrainingObjectives:
             queued_captions=queued,
             distillation=distillation,
         )
+        result = ObjectiveLoss(**{spec.name: getattr(contrastive, spec.name) for spec in fields(contrastive)})
         total = result.loss
         terms = {"loss_contrastive": result.loss.detach()}
         if self.intra_image_weight:
