@@ -26,6 +26,7 @@ LEVELS = {
     "training.cli": 0,
     "training.errors": 0,
     "training.cpu_threads": 0,
+    "training.url_fetch": 0,  # what the downloaders fetch (schemes, redirects, byte cap): hub_data, pipeline, search
     "training.image_folder": 1,
     "training.vector_index": 1,  # the one FAISS index builder (evaluation retrieval, search, pipeline)
     "training.tiny_backbone": 1,
