@@ -4,6 +4,8 @@ labels, hostile names, the CLI's JSON output, and the trained fixture beating th
 import functools
 import json
 import os
+import subprocess
+import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -213,6 +215,32 @@ def test_cli_indexes_then_prints_search_results_as_json_that_parses(tmp_path, mo
                 "--captions", labels_file, "--top", "2", "--format", "json", "--device", "cpu"])  # fmt: skip
     labels = json.loads(capsys.readouterr().out)["labels"]
     assert len(labels) == 2 and all(row["score"] == min(row["query_cosine"], row["result_cosine"]) for row in labels)
+
+
+def test_a_one_shot_search_prints_its_answer_alone_and_verbose_adds_the_loading_bars_and_info_lines(
+    tmp_path, model, processor
+):
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    write_images(tmp_path / "photos", range(4))
+    search_cli(["index", "--model", str(tmp_path / "model"), "--images", str(tmp_path / "photos"),
+                "--output", str(tmp_path / "idx"), "--device", "cpu"])  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # a relation text loads the text encoder too: two weight loads, an INFO line naming the packaged MiniLM
+    relation = "a {Subject} shown at several stages of growth"
+    command = [sys.executable, "-m", "training.search", "search", "--index", str(tmp_path / "idx"),
+               "--text", relation, "--top-k", "2", "--device", "cpu"]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}
+    quiet = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    lines = quiet.stdout.splitlines()
+    assert lines[0].split() == ["rank", "score", "path"] and [line.split()[0] for line in lines[1:]] == ["1", "2"]
+    verbose = subprocess.run([*command, "--verbose"], cwd=root, env=environment, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert verbose.returncode == 0, verbose.stderr
+    assert verbose.stderr.count("Loading weights") >= 2 and " INFO: " in verbose.stderr
+    assert verbose.stdout.splitlines()[0] == lines[0] and len(verbose.stdout.splitlines()) == 3
 
 
 def test_relation_text_and_why_beat_the_untrained_model(trained_tiny_relsim):

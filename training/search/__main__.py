@@ -11,7 +11,9 @@ two images match.
 `index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out;
 `--verify` hashes every file again) and resumes after an interruption; rerunning it also repairs an index whose files
 `search` or `why` report missing or damaged. `search` and `why` use the model recorded in the index unless `--model`
-names another folder of the same weights; a different model is refused. Console script: `relsim-search`.
+names another folder of the same weights; a different model is refused. `search` and `why` print only their answer
+(and warnings or errors): `--verbose` shows the model-loading progress bars and INFO lines too. Console script:
+`relsim-search`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from training.cli import (
+    PROJECT_LOGGERS,
     add_command,
     add_commands,
     add_device_options,
@@ -174,6 +178,42 @@ def run_app(args: argparse.Namespace) -> None:
     )
 
 
+@contextmanager
+def quiet_answer(quiet: bool) -> Iterator[None]:
+    """Hides INFO logging and transformers' (and the Hub's) progress bars while a one-shot answer is computed.
+
+    A three-line answer drowned in weight-loading bars reads as noise; warnings and errors still show. The previous
+    levels and bar setting come back afterwards, so an in-process caller (a test, a notebook) keeps its own.
+    """
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as transformers_logging
+
+    loggers = [logging.getLogger(name) for name in PROJECT_LOGGERS]
+    levels = [project_logger.level for project_logger in loggers]
+    bars = transformers_logging.is_progress_bar_enabled()
+    for project_logger in loggers:
+        project_logger.setLevel(logging.WARNING)
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for project_logger, level in zip(loggers, levels, strict=True):
+            project_logger.setLevel(level)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def _verbose_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the model-loading progress bars and INFO logging (by default only the answer, warnings and "
+        "errors are printed)",
+    )
+
+
 def _model_options(sub: argparse.ArgumentParser, required: bool) -> None:
     sub.add_argument(
         "--model",
@@ -231,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
     _query_options(search)
     search.add_argument("--top-k", type=int, default=10, help="results shown")
     search.add_argument("--why", metavar="CAPTIONS", help="label each result from a caption bank (see `why`)")
+    _verbose_option(search)
     _model_options(search, required=False)
     search.set_defaults(run=run_search)
 
@@ -244,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
         "of one caption per line",
     )
     why.add_argument("--top", type=int, default=5, help="labels shown")
+    _verbose_option(why)
     _model_options(why, required=False)
     why.set_defaults(run=run_why)
 
@@ -277,8 +319,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> Any:
     """Parses `argv` and runs the command; errors propagate (see `program` for the command-line behaviour)."""
     args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return args.run(args)
+    debug = getattr(args, "debug", False)
+    configure_logging(debug)
+    # only search and why have --verbose: index and app keep their progress and INFO lines
+    with quiet_answer(hasattr(args, "verbose") and not (args.verbose or debug)):
+        return args.run(args)
 
 
 def program() -> int:
