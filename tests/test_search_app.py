@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote
 
 import PIL.Image
@@ -19,7 +20,7 @@ from web_app_helpers import RunningApp, free_port, screenshot
 
 from training.evaluation.methods.attribute_baselines import ColourHistogramMethod
 from training.search.__main__ import main as search_cli
-from training.search.app import render_neighbours
+from training.search.app import _header, render_neighbours
 from training.search.query import query_vector, search
 from training.search.search_service import Neighbour
 from training.search.why import CaptionBank, why
@@ -112,6 +113,22 @@ def test_uploaded_image_shows_relsim_and_baseline_neighbours_with_scores_and_why
     if os.environ.get("RELSIM_DOCS_SCREENSHOT") == "1":
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOT)
+
+
+def test_the_header_names_a_collection_inside_the_working_directory_by_its_relative_path(tmp_path, monkeypatch):
+    def service(folder):
+        return SimpleNamespace(
+            index=[0] * 400, folder=folder, model=SimpleNamespace(name="run/final"), baseline_name=None
+        )
+
+    monkeypatch.chdir(tmp_path)
+    header = _header(service(tmp_path / "held-out-pool"))
+    assert "400 images in `held-out-pool` · model `run/final` · attribute baseline: `none`" in header
+    assert str(tmp_path) not in header
+    assert "400 images in `.` ·" in _header(service(tmp_path))
+    outside = tmp_path.parent / "elsewhere"
+    assert f"400 images in `{outside}` ·" in _header(service(outside))
+    assert "400 images in `400 listed files` ·" in _header(service(None))
 
 
 def test_typed_relation_shows_relsim_neighbours_and_says_the_baseline_needs_an_image(

@@ -75,8 +75,15 @@ def page_caption(page: GalleryPage) -> str:
     return f"page {page.number} of {page.pages} ({page.total} images)"
 
 
+def shown_folder(folder: Path) -> str:
+    """The collection folder as the page names it: relative to the working directory when it lies inside it, so a
+    page started next to its collection (and a screenshot of it) shows no machine paths; else as indexed."""
+    folder = Path(folder)
+    return folder.relative_to(Path.cwd()).as_posix() if folder.is_relative_to(Path.cwd()) else str(folder)
+
+
 def _header(service: SearchService) -> str:
-    where = service.folder or f"{len(service.index)} listed files"
+    where = shown_folder(service.folder) if service.folder is not None else f"{len(service.index)} listed files"
     baseline = service.baseline_name or "none"
     return (
         f"## relsim: relational search\n{len(service.index)} images in `{where}` · model `{service.model.name}` · "
