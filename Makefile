@@ -1,6 +1,6 @@
-# Two entry points: `make demo` (the offline demo) and `make test` (lint + tests). Each builds .venv first:
-# the CPU torch wheel when no torch is installed, then this package with its test extras, at the exact versions of
-# the lock file (constraints/test.txt), so a new upstream release cannot change a test run by itself.
+# Two entry points: `make demo` (the offline demo) and `make test` (lint, the docs build, tests). Each builds .venv
+# first: the CPU torch wheel when no torch is installed, then this package with its test extras, at the exact
+# versions of the lock file (constraints/test.txt), so a new upstream release cannot change a test run by itself.
 # `make test-latest` runs the suite against the newest releases setup.cfg allows; `make lock` then records them.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +10,7 @@ LOCK ?= constraints/test.txt
 LOCK_TORCHVISION ?= constraints/test-torchvision.txt
 LATEST_VENV ?= .venv-latest
 # LPIPS and DreamSim need torchvision, which does not import beside the CPU torch 2.13 wheel: their tests run in a
-# second venv on the torch/torchvision pair that does (see the README's evaluation section). That venv also carries
+# second venv on the torch/torchvision pair that does (see docs/evaluation.md). That venv also carries
 # the oldest transformers relsim supports (the GPU machine's), and the model tests run there too: .venv has the
 # newest, so the vision fast path's guard and the remote code are tested at both ends of the supported range.
 TORCHVISION_VENV ?= .venv-torchvision
@@ -24,7 +24,7 @@ DEMO_OUTPUT ?= relsim-demo
 # from these machines); CI runs as root on Debian, so `make test` installs it with apt when it is missing.
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test test-latest lock lint install install-torchvision chromium clean
+.PHONY: demo docs test test-latest lock lint install install-torchvision chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,11 +56,17 @@ chromium: $(CHROMIUM)
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m training.demo --output $(DEMO_OUTPUT)
 
+# The documentation site (docs/, mkdocs.yml) into site/: --strict turns a broken link, a page left out of the nav or an
+# unresolved API reference into a failure. The API pages read docstrings by static analysis (nothing is imported).
+# NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor, printed on every build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint install-torchvision chromium
+test: lint docs install-torchvision chromium
 	HF_HUB_OFFLINE=1 RELSIM_CHROMIUM=$(CHROMIUM) RELSIM_LOCK=$(LOCK) $(BIN)/python -m pytest -m "not torchvision"
 	HF_HUB_OFFLINE=1 $(TORCHVISION_VENV)/bin/python -m pytest -m torchvision
 	HF_HUB_OFFLINE=1 $(TORCHVISION_VENV)/bin/python -m pytest -m "not torchvision" $(MODEL_TESTS)
@@ -83,4 +89,4 @@ lock:
 	mv $(LOCK).new $(LOCK)
 
 clean:
-	rm -rf $(VENV) $(TORCHVISION_VENV) $(LATEST_VENV) $(DEMO_OUTPUT) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(TORCHVISION_VENV) $(LATEST_VENV) $(DEMO_OUTPUT) site .pytest_cache .ruff_cache *.egg-info
