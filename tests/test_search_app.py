@@ -2,14 +2,12 @@
 gallery, pick an image; what the page shows must be what the Python API returns. And the server's file route serves
 the collection and nothing outside it.
 
-Screenshots go to each test's tmp folder; with RELSIM_DOCS_SCREENSHOT=1 the upload screen also replaces
-docs/search-app.png (the README's picture).
+Screenshots go to each test's tmp folder. They show the suite's briefly trained tiny relsim over temporary folders;
+docs/search-app.png (the README's picture) is taken from the demo's model instead, as docs/search.md describes.
 """
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -26,8 +24,6 @@ from training.search.search_service import Neighbour
 from training.search.why import CaptionBank, why
 
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS_SCREENSHOT = ROOT / "docs" / "search-app.png"
 RELATION = "a {Subject} shown at several stages of growth"
 K = 5
 
@@ -110,9 +106,6 @@ def test_uploaded_image_shows_relsim_and_baseline_neighbours_with_scores_and_why
 
     path = screenshot(page, tmp_path, "search-by-image")
     assert path.stat().st_size > 10_000
-    if os.environ.get("RELSIM_DOCS_SCREENSHOT") == "1":
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(path, DOCS_SCREENSHOT)
 
 
 def test_the_header_names_a_collection_inside_the_working_directory_by_its_relative_path(tmp_path, monkeypatch):
