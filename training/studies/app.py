@@ -5,7 +5,9 @@
 
 One app: these tabs join Search and Browse through the search app's `extra_tabs` hook, over the same indexed
 collection and file route. Every answer is written to the `JudgementStore` (SQLite, WAL, append-only) before the
-next item is shown; the annotator is checked by their token on every write.
+next item is shown; the annotator is checked by their token on every write and before the results are shown.
+The file route serves what the search app serves plus the seed groups' images that are indexed or inside an
+operator's `--seed-group-images` folder (`seed_group_tasks`); any other local entry is reported and left out.
 
 A/B trials: the query order is a shuffle per annotator; which method is shown on the left is drawn from a secret
 per-server seed (`side_seed`), kept in the server's session state and written with the answer, never sent to the
