@@ -225,6 +225,12 @@ def test_the_app_binds_to_loopback_only(studies_app):
     assert studies_app.app.raw_get("/gradio_api/file=" + str(studies_app.db))[0] in (403, 404)
 
 
+def test_no_run_history_keeps_typed_tokens_in_the_browser(studies_app):
+    assert studies_app.app.raw_get("/gradio_api/runs")[0] == 404
+    status, config = studies_app.app.raw_get("/config")
+    assert status == 200 and json.loads(config)["run_history"] is False
+
+
 def wait_for_server(url, process, seconds=240):
     import urllib.request
 

@@ -201,6 +201,8 @@ def launch_kwargs(
         "allowed_paths": [*service.allowed_paths, *extra_files],
         "blocked_paths": service.blocked_paths,
         "app_kwargs": {"middleware": [served]},
+        # Gradio's run history keeps every call's inputs in the browser (an annotator's token included): off
+        "run_history": False,
         "max_file_size": MAX_UPLOAD_SIZE,
         "ssr_mode": False,
         "css": STYLE,
