@@ -133,11 +133,17 @@ class SearchService:
         return cls(index, model, bank, neighbours, **settings)
 
     @property
+    def served_files(self) -> list[str]:
+        """The indexed files (the manifest's paths): all the web app may serve of the collection."""
+        return [entry.path for entry in self.index.entries]
+
+    @property
     def allowed_paths(self) -> list[str]:
-        """What the web server may serve: the collection folder, or the indexed files one by one."""
+        """What Gradio's own check admits: the collection folder (narrowed to `served_files` by the app), or the
+        indexed files one by one."""
         if self.folder is not None:
             return [str(self.folder)]
-        return [entry.path for entry in self.index.entries]
+        return self.served_files
 
     @property
     def blocked_paths(self) -> list[str]:
