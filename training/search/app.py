@@ -192,13 +192,13 @@ def launch_kwargs(
 ) -> dict[str, Any]:
     """The settings every launch of the app uses: where it binds, and what its file route may serve: the indexed
     files and `extra_files`, nothing else (not even other files of the collection folder)."""
-    folders = [service.folder] if service.folder is not None else []
+    folders = sorted({*service.allowed_paths, *(str(Path(path).resolve().parent) for path in extra_files)})
     served = Middleware(ServedFiles, files=[*service.served_files, *extra_files], folders=folders)
     return {
         "server_name": host,
         "server_port": port,
         "share": share,
-        "allowed_paths": [*service.allowed_paths, *extra_files],
+        "allowed_paths": folders,
         "blocked_paths": service.blocked_paths,
         "app_kwargs": {"middleware": [served]},
         # Gradio's run history keeps every call's inputs in the browser (an annotator's token included): off

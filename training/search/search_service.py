@@ -139,11 +139,12 @@ class SearchService:
 
     @property
     def allowed_paths(self) -> list[str]:
-        """What Gradio's own check admits: the collection folder (narrowed to `served_files` by the app), or the
-        indexed files one by one."""
+        """The folders Gradio's own check admits: the collection folder, or the folders of the indexed files of a
+        list. The app narrows them to `served_files` (`served_files.ServedFiles`); folders rather than the files one
+        by one, because Gradio resolves every listed path on each request."""
         if self.folder is not None:
             return [str(self.folder)]
-        return self.served_files
+        return sorted({str(Path(path).resolve().parent) for path in self.served_files})
 
     @property
     def blocked_paths(self) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gradio.utils import get_upload_folder
 from starlette.responses import PlainTextResponse
 
 
@@ -38,12 +39,17 @@ class ServedFiles:
         app: the ASGI app behind (Gradio's).
         files: the files that may be served.
         folders: the folders in which nothing else may be served.
+        uploads: Gradio's upload and cache folder (default: Gradio's own), left to Gradio's check.
     """
 
-    def __init__(self, app: Any, files: Iterable[str | Path], folders: Iterable[str | Path]) -> None:
+    def __init__(
+        self, app: Any, files: Iterable[str | Path], folders: Iterable[str | Path], uploads: str | Path | None = None
+    ) -> None:
         self.app = app
         self.files = {Path(path).resolve() for path in files}
         self.folders = [Path(folder).resolve() for folder in folders]
+        # Gradio's own uploads and cache: its check decides there, even when a served folder holds them
+        self.uploads = Path(uploads or get_upload_folder()).resolve()
 
     def refuses(self, requested: str) -> bool:
         """Whether to refuse `requested`, resolved as Gradio resolves it (a URL resolves to no file of `folders`)."""
@@ -51,7 +57,9 @@ class ServedFiles:
             path = Path(os.path.abspath(requested)).resolve()
         except (OSError, ValueError):
             return True
-        return path not in self.files and any(path.is_relative_to(folder) for folder in self.folders)
+        if path in self.files or path.is_relative_to(self.uploads):
+            return False
+        return any(path.is_relative_to(folder) for folder in self.folders)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
