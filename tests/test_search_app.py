@@ -279,6 +279,9 @@ def test_file_route_serves_only_the_indexed_files_not_the_rest_of_the_collection
             assert body == b"File not allowed.", spelled
     status, body = search_app.app.raw_get("/gradio_api/file/" + str(collection / ".env"))  # the deprecated route
     assert (status, body) == (403, b"File not allowed.")
+    # Gradio would fetch a public URL and relay it (an open proxy): refused before anything is fetched
+    for url in ("https://example.com/cat.png", "http://example.com/x", quote("https://example.com/cat.png")):
+        assert search_app.app.raw_get(file_route(url)) == (403, b"File not allowed."), url
     for path in indexed[:3] + indexed[-2:]:
         assert search_app.app.raw_get(file_route(quote(path))) == (200, Path(path).read_bytes())
 

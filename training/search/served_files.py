@@ -10,6 +10,7 @@ Gradio sees it; every other path goes on to Gradio's own checks (its uploads, it
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.responses import PlainTextResponse
 
 # the routes by which Gradio serves a local file (`/file/` is its deprecated spelling of `/file=`)
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
+URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
 
 
 def requested_file(route_path: str) -> str | None:
@@ -33,7 +35,8 @@ def requested_file(route_path: str) -> str | None:
 
 
 class ServedFiles:
-    """ASGI middleware: refuses any file inside `folders` other than `files` (both compared after resolving links).
+    """ASGI middleware: refuses any file inside `folders` other than `files` (both compared after resolving links),
+    and any URL (Gradio's file route would fetch a public http(s) URL and relay it: an open proxy the apps do not need).
 
     Args:
         app: the ASGI app behind (Gradio's).
@@ -53,6 +56,8 @@ class ServedFiles:
 
     def refuses(self, requested: str) -> bool:
         """Whether to refuse `requested`, resolved as Gradio resolves it (a URL resolves to no file of `folders`)."""
+        if URL_LIKE.match(requested):  # Gradio would fetch it and relay the bytes: the apps serve no remote file
+            return True
         try:
             path = Path(os.path.abspath(requested)).resolve()
         except (OSError, ValueError):
