@@ -8,6 +8,8 @@ docs/search-app.png (the README's picture) is taken from the demo's model instea
 
 import json
 import re
+import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -265,3 +267,82 @@ def test_result_cards_escape_file_names_and_labels():
     assert "&lt;img src=x onerror=alert(1)&gt;.png" in page_html
     assert "a &lt;b&gt;{Subject}&lt;/b&gt;" in page_html
     assert 'src="gradio_api/file=/photos/%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E.png"' in page_html
+
+
+def test_file_route_serves_only_the_indexed_files_not_the_rest_of_the_collection_folder(search_app):
+    collection = search_app.collection
+    beside = {
+        collection / "notes.txt": b"private notes",
+        collection / ".env": b"API_KEY=not-for-the-web",
+        collection / "progression" / "draft.txt": b"draft caption",
+    }
+    for path, content in beside.items():
+        path.write_bytes(content)
+    unindexed = collection / "progression" / "99.png"  # an image, but added after indexing: not in the manifest
+    shutil.copyfile(collection / "progression" / "00.png", unindexed)
+    indexed = [entry.path for entry in search_app.index.entries]
+    assert str(unindexed) not in indexed and not any(str(path) in indexed for path in beside)
+
+    for path in [*beside, unindexed]:
+        for spelled in (str(path), quote(str(path)), f"{collection}/mosaic/../{path.relative_to(collection)}"):
+            status, body = search_app.app.raw_get(file_route(spelled))
+            assert status == 403, (spelled, status)
+            assert body == b"File not allowed.", spelled
+    status, body = search_app.app.raw_get("/gradio_api/file/" + str(collection / ".env"))  # the deprecated route
+    assert (status, body) == (403, b"File not allowed.")
+    # Gradio would fetch a public URL and relay it (an open proxy): refused before anything is fetched
+    for url in ("https://example.com/cat.png", "http://example.com/x", quote("https://example.com/cat.png")):
+        assert search_app.app.raw_get(file_route(url)) == (403, b"File not allowed."), url
+    for path in indexed[:3] + indexed[-2:]:
+        assert search_app.app.raw_get(file_route(quote(path))) == (200, Path(path).read_bytes())
+
+
+def proc_status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB."""
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+
+def write_pixel_bomb(path: Path, side: int = 12_000) -> Path:
+    """A 1-bit PNG of `side` x `side` pixels: a few hundred KB on disk, 432 MB once decoded to RGB."""
+    PIL.Image.new("1", (side, side)).save(path, optimize=True)
+    return path
+
+
+def test_an_uploaded_pixel_bomb_is_refused_from_its_header_quickly_naming_only_the_file(search_app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    bomb = write_pixel_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 200_000
+    client = Client(search_app.url, verbose=False)
+    Path("/proc/self/clear_refs").write_text("5")  # peak resident memory (VmHWM) starts again from now (Linux)
+    resident = proc_status_kib("VmRSS")
+    started = time.perf_counter()
+    status, relsim_html, _ = client.predict(handle_file(str(bomb)), "", 0.5, api_name="/run_search")
+    elapsed = time.perf_counter() - started
+    peak_growth_mib = (proc_status_kib("VmHWM") - resident) / 1024
+    assert status == (
+        "Cannot search: cannot read image bomb.png: 12000x12000 is 144,000,000 pixels, more than the limit "
+        "max_image_pixels=67,108,864; downscale the file or raise the limit (None disables it)"
+    )
+    assert "relsim-hit" not in relsim_html
+    # the server runs in this process: decoding the upload to RGB (Gradio's image_mode="RGB") grew it by 714 MiB
+    # and took 1.9-3.6 s here; refused from the header: 29 MiB, 0.27 s
+    assert peak_growth_mib < 100, peak_growth_mib
+    assert elapsed < 2.0, elapsed
+    uploads = search_app.scratch / "gradio-uploads"
+    assert [path.name for path in uploads.rglob("bomb*")] == ["bomb.png"]  # no decoded copy written beside it
+
+
+def test_an_unreadable_upload_is_named_by_its_file_name_not_its_path_on_the_server(search_app, browser_page, tmp_path):
+    broken = tmp_path / "holiday photo.png"
+    good = (search_app.collection / "radial" / "01.png").read_bytes()
+    broken.write_bytes(good[: len(good) // 2])  # a valid header, then the data breaks off
+    page = browser_page
+    page.goto(search_app.url)
+    page.locator("#query-image input[type=file]").set_input_files(str(broken))
+    page.locator("#search-button").click()
+    status = page.locator("#search-status")
+    expect(status).to_contain_text("Cannot search: cannot read image holiday photo.png:")
+    text = status.inner_text()
+    assert "/" not in text and "gradio-uploads" not in text and str(tmp_path) not in text, text
+    screenshot(page, tmp_path, "unreadable-upload")

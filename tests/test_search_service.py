@@ -14,6 +14,7 @@ from training.search.baseline import BASELINE_NAMES, BaselineNeighbours, choose_
 from training.search.index import SearchIndex, index_collection
 from training.search.model import SearchModel
 from training.search.search_service import SearchService
+from training.search.served_files import ServedFiles
 from training.search.sources import from_folder
 from training.search.why import CaptionBank
 
@@ -73,7 +74,13 @@ def test_an_index_of_listed_files_may_serve_exactly_those_files(tmp_path, search
     index_collection(tmp_path / "index", search_model, paths=tmp_path / "list.txt", show_progress=False)
     service = SearchService(SearchIndex(tmp_path / "index"), search_model, bank())
     assert service.folder is None
-    assert sorted(service.allowed_paths) == sorted(str(path.resolve()) for path in listed)
+    assert sorted(service.served_files) == sorted(str(path.resolve()) for path in listed)
+    # Gradio is given the folder (one path to resolve per request, however many files), the middleware the files
+    assert service.allowed_paths == sorted(str(path.parent.resolve()) for path in listed)  # photos/nested, photos
+    guard = ServedFiles(None, service.served_files, service.allowed_paths, uploads=tmp_path / "gradio-uploads")
+    assert [guard.refuses(str(path)) for path in paths] == [False, True, False, True]
+    assert not guard.refuses(str(tmp_path / "gradio-uploads" / "query.png"))
+    assert not guard.refuses(str(tmp_path / "elsewhere.png"))  # outside the folders: Gradio's own check decides
 
 
 def test_an_index_made_from_a_dataset_is_refused_because_its_images_are_not_files(tmp_path, search_model):

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
+import pytest
 from playwright.sync_api import expect
 from studies_helpers import SIDE_SEED
 from web_app_helpers import ACTION_TIMEOUT_MS, free_port, screenshot
@@ -21,8 +23,9 @@ from training.hub_data.seed_groups import build_seed_groups
 from training.hub_data.validation import RejectionLog
 from training.search.query import search
 from training.studies.__main__ import main as studies_cli
-from training.studies.ab_results import win_rates
+from training.studies.ab_results import win_rates, win_rates_markdown
 from training.studies.judgement_store import JudgementStore
+from training.studies.label_agreement import agreement_markdown, pairwise_agreement
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +225,12 @@ def test_the_app_binds_to_loopback_only(studies_app):
     assert studies_app.app.raw_get("/gradio_api/file=" + str(studies_app.db))[0] in (403, 404)
 
 
+def test_no_run_history_keeps_typed_tokens_in_the_browser(studies_app):
+    assert studies_app.app.raw_get("/gradio_api/runs")[0] == 404
+    status, config = studies_app.app.raw_get("/config")
+    assert status == 200 and json.loads(config)["run_history"] is False
+
+
 def wait_for_server(url, process, seconds=240):
     import urllib.request
 
@@ -272,3 +281,104 @@ def test_killing_the_server_mid_session_loses_no_submitted_judgement(studies_app
 
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_seed_group_entries_outside_the_collection_are_reported_at_start_up_and_never_served(
+    studies_app, browser_page, tmp_path, caplog
+):
+    from studies_helpers import serve_studies_app
+
+    collection, root = studies_app.collection, tmp_path / "groups"
+    extra = tmp_path / "extra-images"  # the operator's --seed-group-images folder
+    extra.mkdir()
+    shutil.copyfile(collection / "radial" / "00.png", extra / "sketch.png")
+    (extra / "notes.txt").write_text("not an image")
+    root.mkdir()
+    (root / "secret.png").write_bytes((collection / "mosaic" / "00.png").read_bytes())  # beside the json: not allowed
+    (collection / "notes.txt").write_text("in the collection folder, but not indexed")
+    (collection / "link-out.png").symlink_to(root / "secret.png")
+    hostile = [
+        "/etc/passwd",
+        "file:///etc/hostname",
+        "../../../../../../../etc/passwd",
+        "secret.png",
+        str(collection / "notes.txt"),
+        str(collection / "link-out.png"),
+        str(extra / "notes.txt"),
+        f"file://{collection}/..%2F..%2Fgroups%2Fsecret.png",
+    ]
+    legit = [str(collection / "progression" / "00.png"), str(extra / "sketch.png")]
+    groups = [{"anonymous_caption": "{Object}s in a row", "image_urls": [legit[0], *hostile[:4]]},
+              {"anonymous_caption": "{Object}s around a ring", "image_urls": [legit[1], *hostile[4:]]}]  # fmt: skip
+    seed_groups = root / "seed_group.json"
+    seed_groups.write_text(json.dumps(groups))
+    db = tmp_path / "judgements.sqlite"
+    token = JudgementStore(db).add_annotator("dora")
+    settings = {"seed_groups": seed_groups, "seed_group_images": [extra], "baseline": "colour-histogram", "k": 3}
+    with caplog.at_level("WARNING", logger="training.studies"):
+        running = serve_studies_app(studies_app.scratch / "index", db, studies_app.model, **settings)
+        app = running.__enter__()
+    try:
+        report = [record.getMessage() for record in caplog.records if "not served" in record.getMessage()]
+        expected = [(0, 1, hostile[0]), (0, 2, hostile[1]), (0, 3, hostile[2]), (0, 4, hostile[3]),
+                    (1, 1, hostile[4]), (1, 2, hostile[5]), (1, 3, hostile[6]), (1, 4, hostile[7])]  # fmt: skip
+        assert len(report) == len(expected), report
+        for line, (group, entry, url) in zip(report, expected, strict=True):
+            assert line.startswith(f"{seed_groups}: group {group}, image_urls[{entry}] {url!r}: "), line
+        assert "not an image file" in report[6] and "not an indexed image" in report[4]
+
+        targets = [
+            "/etc/passwd",
+            "/etc/hostname",
+            str(root / "secret.png"),
+            str(collection / "notes.txt"),
+            str(collection / "link-out.png"),
+            str(extra / "notes.txt"),
+            f"{collection}/radial/../notes.txt",
+        ]
+        for path in targets:
+            status, body = app.raw_get("/gradio_api/file=" + quote(path))
+            assert status in (403, 404), (path, status)
+            assert b"root:" not in body and b"not indexed" not in body and b"not an image" not in body, path
+        for path in legit:
+            assert app.raw_get("/gradio_api/file=" + quote(path)) == (200, Path(path).read_bytes())
+
+        page = browser_page
+        page.goto(app.url)
+        page.get_by_role("tab", name="Annotator").click()
+        page.locator("#annotator-name textarea").fill("dora")
+        page.locator("#annotator-token input").fill(token)
+        page.locator("#sign-in").click()
+        open_tab(page, "Verify groups")
+        expect(page.locator("#group-progress")).to_have_text("dora: group 0 (1 of 2), 5 images")
+        expect(page.locator("#group-images img")).to_have_count(1)
+        expect(page.locator("#group-images .missing")).to_have_count(4)
+        expect(page.locator("#group-images .missing").first).to_contain_text("not served (not an indexed image")
+        page.wait_for_function("() => document.querySelector('#group-images img')?.complete")
+        assert page.locator("#group-images img").evaluate("image => image.naturalWidth") == 56
+        keep_screenshot(page, tmp_path, "studies-verify-refused")
+    finally:
+        running.__exit__(None, None, None)
+
+
+def test_the_results_endpoint_answers_only_a_signed_in_annotator(studies_app):
+    from gradio_client import Client
+
+    client = Client(studies_app.url, verbose=False)
+    kappa, table, chart = client.predict(api_name="/results")
+    assert (kappa, table, chart) == ("Sign in first (tab **Annotator**).", "", None)
+    client.predict("alice", studies_app.tokens["bob"], api_name="/sign_in")  # a wrong token signs no one in
+    assert client.predict(api_name="/results")[0] == "Sign in first (tab **Annotator**)."
+    status = client.predict("alice", studies_app.tokens["alice"], api_name="/sign_in")
+    assert status == "Signed in as **alice**."
+    kappa, table, _ = client.predict(api_name="/results")
+    store = JudgementStore(studies_app.db)
+    assert kappa == agreement_markdown(pairwise_agreement(store.labels()))
+    assert table == win_rates_markdown(win_rates(store.ab_judgements()))
+
+
+def test_the_app_command_refuses_a_seed_group_images_folder_that_does_not_exist(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(NotADirectoryError, match=f"--seed-group-images {missing}: not a folder"):
+        studies_cli(["app", "--index", str(tmp_path / "index"), "--db", str(tmp_path / "db.sqlite"),
+                     "--seed-group-images", str(missing)])  # fmt: skip

@@ -6,9 +6,11 @@ collection) or by relation text, and see relsim's neighbours beside an attribute
 
 This module imports gradio (the `app` extra); the command line checks for it first, with the install hint.
 
-Safety: the server binds to 127.0.0.1 unless told otherwise, and Gradio's file route serves only the collection
-(`allowed_paths` is the indexed folder, or the indexed files of a list), the app's own uploads and Gradio's cache:
-any other path, `../` included, is refused.
+Safety: the server binds to 127.0.0.1 unless told otherwise, and Gradio's file route serves only the indexed files
+(the index's manifest: not a `notes.txt` or `.env` beside the photos; `served_files.ServedFiles`), the app's own
+uploads and Gradio's cache: any other path, `../` included, is refused. An upload reaches relsim as a file, not as
+decoded pixels, so an oversized image is refused from its header (relsim's `max_image_pixels`) before it is decoded;
+messages name an upload by its file name, never by its path on the server.
 
 The app is one `gr.Blocks` with tabs; other tools (the annotation and study screens) add theirs through
 `extra_tabs`: callables run inside the app's `gr.Tabs()` context, each creating its own `gr.Tab`.
@@ -24,8 +26,10 @@ from typing import Any
 
 import gradio as gr
 from gradio_client.utils import encode_file_path
+from starlette.middleware import Middleware
 
 from training.search.search_service import GalleryPage, Neighbour, SearchService
+from training.search.served_files import ServedFiles
 
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,15 @@ def render_neighbours(method: str, neighbours: Sequence[Neighbour], empty: str) 
     return f'{title}<div class="relsim-results" data-method="{html.escape(method)}">{"".join(cards)}</div>'
 
 
+def without_server_path(message: str, image: str | None) -> str:
+    """`message` with the query image's path on the server (an upload's lies in Gradio's temporary folder) replaced
+    by its file name, the name the person uploaded it under."""
+    if image:
+        for spelled in sorted({image, str(Path(image).resolve())}, key=len, reverse=True):
+            message = message.replace(spelled, Path(image).name)
+    return message
+
+
 def page_caption(page: GalleryPage) -> str:
     return f"page {page.number} of {page.pages} ({page.total} images)"
 
@@ -114,7 +127,7 @@ def build_app(service: SearchService, extra_tabs: Sequence[Callable[[], Any]] = 
             results = service.find(image, text, text_weight)
         except (ValueError, UnreadableImageError) as error:
             logger.warning("search refused: %s", error)
-            return nothing_found(f"Cannot search: {error}")
+            return nothing_found(f"Cannot search: {without_server_path(str(error), image)}")
         no_image = "The attribute baseline compares pictures only: give an image to see its neighbours."
         status = f"{len(results.relsim)} neighbours by relsim" + (
             f", {len(results.baseline)} by {service.baseline_name}." if results.baseline else "."
@@ -138,8 +151,15 @@ def build_app(service: SearchService, extra_tabs: Sequence[Callable[[], Any]] = 
         with gr.Tabs() as tabs:
             with gr.Tab("Search", id=SEARCH_TAB), gr.Row():
                 with gr.Column(scale=1, min_width=260):
+                    # the file as uploaded (image_mode=None: Gradio neither decodes nor converts it), so relsim's
+                    # pixel limit refuses an oversized image from its header
                     query_image = gr.Image(
-                        label="Query image", type="filepath", sources=["upload"], height=240, elem_id="query-image"
+                        label="Query image",
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload"],
+                        height=240,
+                        elem_id="query-image",
                     )
                     relation = gr.Textbox(label="Relation text", placeholder=RELATION_EXAMPLE, elem_id="relation")
                     text_weight = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Text weight (when both are given)")
@@ -174,14 +194,22 @@ def build_app(service: SearchService, extra_tabs: Sequence[Callable[[], Any]] = 
     return app
 
 
-def launch_kwargs(service: SearchService, host: str, port: int, share: bool) -> dict[str, Any]:
-    """The settings every launch of the app uses: where it binds, and what its file route may serve."""
+def launch_kwargs(
+    service: SearchService, host: str, port: int, share: bool, extra_files: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The settings every launch of the app uses: where it binds, and what its file route may serve: the indexed
+    files and `extra_files`, nothing else (not even other files of the collection folder)."""
+    folders = sorted({*service.allowed_paths, *(str(Path(path).resolve().parent) for path in extra_files)})
+    served = Middleware(ServedFiles, files=[*service.served_files, *extra_files], folders=folders)
     return {
         "server_name": host,
         "server_port": port,
         "share": share,
-        "allowed_paths": service.allowed_paths,
+        "allowed_paths": folders,
         "blocked_paths": service.blocked_paths,
+        "app_kwargs": {"middleware": [served]},
+        # Gradio's run history keeps every call's inputs in the browser (an annotator's token included): off
+        "run_history": False,
         "max_file_size": MAX_UPLOAD_SIZE,
         "ssr_mode": False,
         "css": STYLE,

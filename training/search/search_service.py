@@ -133,11 +133,18 @@ class SearchService:
         return cls(index, model, bank, neighbours, **settings)
 
     @property
+    def served_files(self) -> list[str]:
+        """The indexed files (the manifest's paths): all the web app may serve of the collection."""
+        return [entry.path for entry in self.index.entries]
+
+    @property
     def allowed_paths(self) -> list[str]:
-        """What the web server may serve: the collection folder, or the indexed files one by one."""
+        """The folders Gradio's own check admits: the collection folder, or the folders of the indexed files of a
+        list. The app narrows them to `served_files` (`served_files.ServedFiles`); folders rather than the files one
+        by one, because Gradio resolves every listed path on each request."""
         if self.folder is not None:
             return [str(self.folder)]
-        return [entry.path for entry in self.index.entries]
+        return sorted({str(Path(path).resolve().parent) for path in self.served_files})
 
     @property
     def blocked_paths(self) -> list[str]:

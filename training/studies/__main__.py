@@ -47,7 +47,7 @@ def run_app(args: argparse.Namespace) -> None:
     launch_studies_app(
         args.index, args.db, args.seed_groups, args.descriptions, args.host, args.port,
         None if args.baseline == "none" else args.baseline, args.share,
-        caption_bank=args.captions, k=args.top_k,
+        caption_bank=args.captions, k=args.top_k, seed_group_images=args.seed_group_images or (),
     )  # fmt: skip
 
 
@@ -112,6 +112,13 @@ def parser() -> argparse.ArgumentParser:
     app.add_argument("--index", required=True, help="a search index (python -m training.search index)")
     app.add_argument("--db", required=True, help="the judgements database (SQLite; created when missing)")
     app.add_argument("--seed-groups", help="a seed_group.json to verify (image_urls: files, relative or file://)")
+    app.add_argument(
+        "--seed-group-images",
+        action="append",
+        metavar="DIR",
+        help="a folder the seed groups' images may come from besides the indexed collection (repeatable); any other "
+        "local image_urls entry is reported at start-up and not served",
+    )
     app.add_argument("--descriptions", help="literal descriptions jsonl (image_hash = md5(url)) for the leak check")
     app.add_argument("--baseline", default="auto", help="the A/B study's other method (see the search app)")
     app.add_argument("--captions", default="synthetic", help="caption bank of the search tab's why labels")

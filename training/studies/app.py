@@ -5,7 +5,9 @@
 
 One app: these tabs join Search and Browse through the search app's `extra_tabs` hook, over the same indexed
 collection and file route. Every answer is written to the `JudgementStore` (SQLite, WAL, append-only) before the
-next item is shown; the annotator is checked by their token on every write.
+next item is shown; the annotator is checked by their token on every write and before the results are shown.
+The file route serves what the search app serves plus the seed groups' images that are indexed or inside an
+operator's `--seed-group-images` folder (`seed_group_tasks`); any other local entry is reported and left out.
 
 A/B trials: the query order is a shuffle per annotator; which method is shown on the left is drawn from a secret
 per-server seed (`side_seed`), kept in the server's session state and written with the answer, never sent to the
@@ -183,7 +185,7 @@ def _verify_tab(context: StudyContext, who: gr.State) -> Callable[[Any], Any]:
             at,
             f"{credentials.name}: group {group.group_id} ({len(groups) - len(remaining) + 1} of {len(groups)}), "
             f"{len(group.image_urls)} images",
-            study_pages.group_panel(group.image_urls, group.files),
+            study_pages.group_panel(group.image_urls, group.files, group.refused),
             group.caption,
             study_pages.leak_flags(group.check),
         )
@@ -279,7 +281,7 @@ def _ab_tab(context: StudyContext, who: gr.State) -> Callable[[Any], Any]:
     return lambda event: event.then(show, who, outputs)
 
 
-def _results_tab(context: StudyContext) -> None:
+def _results_tab(context: StudyContext, who: gr.State) -> None:
     with gr.Tab("Results", id="study-results"):
         refresh = gr.Button("Refresh from the database", elem_id="results-refresh")
         gr.Markdown("### Label agreement (Cohen's kappa)")
@@ -288,12 +290,20 @@ def _results_tab(context: StudyContext) -> None:
         table = gr.Markdown(elem_id="results-ab")
         chart = gr.Plot(elem_id="results-chart", show_label=False)
 
-    def results() -> tuple[str, str, Any]:
+    def results(credentials: Credentials | None) -> tuple[str, str, Any]:
+        # the session's sign-in, checked again: the endpoint is callable without the page (Gradio's HTTP API)
+        if credentials is None:
+            return SIGN_IN_FIRST, "", None
+        try:
+            context.store.authenticate(credentials)
+        except (PermissionError, StoreLockedError, ValueError, OSError) as error:
+            logger.warning("results refused: %s", error)
+            return f"Results refused: {html.escape(str(error))}. Sign in again (tab **Annotator**).", "", None
         rows = win_rates(context.store.ab_judgements())
         return agreement_markdown(pairwise_agreement(context.store.labels())), win_rates_markdown(rows), \
             win_rate_figure(rows)  # fmt: skip
 
-    refresh.click(results, None, [kappa, table, chart])
+    refresh.click(results, who, [kappa, table, chart])
 
 
 def study_tabs(context: StudyContext) -> Callable[[], None]:
@@ -302,7 +312,7 @@ def study_tabs(context: StudyContext) -> Callable[[], None]:
     def add() -> None:
         who, signed_in = _sign_in_tab(context)
         reloads = [_label_tab(context, who), _verify_tab(context, who), _ab_tab(context, who)]
-        _results_tab(context)
+        _results_tab(context, who)
         for reload in reloads:
             reload(signed_in)
 
@@ -321,6 +331,7 @@ def launch_studies_app(
     *,
     model: Any = None,
     side_seed: str | None = None,
+    seed_group_images: Sequence[str | Path] = (),
     block: bool = True,
     **service_settings: Any,
 ) -> gr.Blocks:
@@ -330,9 +341,11 @@ def launch_studies_app(
     Args:
         index_dir: the search index of the images to label and query.
         db: the judgements database (created when missing).
-        seed_groups: a `seed_group.json` to verify; its local images are served too.
+        seed_groups: a `seed_group.json` to verify; its local images are served when they are indexed images of the
+            collection or lie inside `seed_group_images` (any other local entry is logged and left out).
         descriptions: literal descriptions (jsonl by image hash) the leak check compares captions with.
         side_seed: the A/B side seed (default: a fresh secret per server start).
+        seed_group_images: folders the seed groups' images may come from, beside the indexed collection.
         service_settings: `SearchService.open` settings (baseline_model, caption_bank, device, k, page_size).
 
     Raises:
@@ -347,15 +360,19 @@ def launch_studies_app(
         from training.pipeline.leak_check_files import read_literal_descriptions
 
         described = read_literal_descriptions(descriptions)
-    groups = read_seed_group_tasks(seed_groups, described) if seed_groups is not None else []
+    for folder in seed_group_images:
+        if not Path(folder).is_dir():
+            raise NotADirectoryError(f"--seed-group-images {folder}: not a folder")
     service = SearchService.open(index_dir, model, baseline, **service_settings)
+    groups = []
+    if seed_groups is not None:
+        groups = read_seed_group_tasks(seed_groups, described, service.served_files, seed_group_images)
     context = StudyContext(store, service, groups, described)
     if side_seed is not None:
         context.side_seed = side_seed
     if host not in LOOPBACK_HOSTS:
         logger.warning("serving on %s: anyone who can reach this machine can open the study", host)
-    settings = launch_kwargs(service, host, port, share)
-    settings["allowed_paths"] = list(settings["allowed_paths"]) + group_files(groups)
+    settings = launch_kwargs(service, host, port, share, extra_files=group_files(groups))
     settings["css"] = settings["css"] + study_pages.STUDY_STYLE
     app = build_app(service, [study_tabs(context)])
     app.launch(prevent_thread_lock=not block, head=study_pages.KEYBOARD_SCRIPT, **settings)

@@ -53,12 +53,15 @@ def label_panel(path: str | None, shown_name: str) -> str:
     return f'<div class="study-image" data-name="{html.escape(shown_name)}">{image_card(path, shown_name)}</div>'
 
 
-def group_panel(urls: Sequence[str], files: Sequence[str | None]) -> str:
-    """The group's images; a URL without a local file is listed as text (never fetched by the page)."""
+def group_panel(urls: Sequence[str], files: Sequence[str | None], refused: Sequence[str | None] = ()) -> str:
+    """The group's images; a URL without a local file, or a local entry refused (`refused`: why), is listed as text
+    (never fetched by the page)."""
     cards = []
-    for url, path in zip(urls, files, strict=True):
+    reasons = list(refused) or [None] * len(urls)
+    for url, path, reason in zip(urls, files, reasons, strict=True):
         if path is None:
-            cards.append(f'<figure class="relsim-hit missing"><figcaption>not on this machine: '
+            why = f"not served ({reason})" if reason else "not on this machine"
+            cards.append(f'<figure class="relsim-hit missing"><figcaption>{html.escape(why)}: '
                          f"{html.escape(url)}</figcaption></figure>")  # fmt: skip
         else:
             cards.append(image_card(path, Path(path).name))
