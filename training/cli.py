@@ -164,3 +164,34 @@ def run_program(
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
     return 0
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> Any:
+    """Parses `argv` (the process's own when None), sets the project's logging (DEBUG with `--debug`) and runs the
+    chosen sub-command's `run`; errors propagate (`program_of` turns them into the command-line behaviour)."""
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return args.run(args)
+
+
+def program_of(module: str, main: Callable[[list[str]], Any], has_commands: bool = True) -> Callable[[], int]:
+    """The `program()` that console scripts and `python -m <module>` call: `main` under `run_program`, so expected
+    errors print one line (exit status 2) and `--debug` shows their tracebacks."""
+
+    def program() -> int:
+        return run_program(main, prog=prog_name(module), has_commands=has_commands)
+
+    program.__doc__ = f"`python -m {module}` or its console script: expected errors as one line (exit status 2)."
+    return program
+
+
+def command_line(
+    module: str, parser: Callable[[], argparse.ArgumentParser]
+) -> tuple[Callable[[Sequence[str] | None], Any], Callable[[], int]]:
+    """`main(argv)` (parse, then run the sub-command; errors propagate, as tests want) and `program()` (the console
+    script) of a `python -m <module>` whose `parser()` sets each sub-command's `run`: one copy of that tail."""
+
+    def main(argv: Sequence[str] | None = None) -> Any:
+        return run_command(parser(), argv)
+
+    return main, program_of(module, main)

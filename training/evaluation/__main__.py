@@ -25,12 +25,10 @@ from training.cli import (
     add_command,
     add_commands,
     add_device_options,
+    command_line,
     command_parser,
-    configure_logging,
-    prog_name,
     resolve_device,
     resolve_dtype,
-    run_program,
 )
 from training.errors import import_extra, loading_model
 from training.evaluation.method_names import METHOD_NAMES
@@ -60,7 +58,7 @@ def run_embed(args: argparse.Namespace) -> None:
     from training.evaluation.embed import embed_pool
     from training.evaluation.embedding_cache import EmbeddingCache
     from training.evaluation.layout import EvalLayout
-    from training.evaluation.methods import MethodOptions, build_method
+    from training.evaluation.methods.build import MethodOptions, build_method
     from training.evaluation.pool import read_pool
 
     layout = EvalLayout(args.eval_dir)
@@ -329,17 +327,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None):
-    """Parses `argv` and runs the step; errors propagate (see `program` for the command-line behaviour)."""
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return args.run(args)
-
-
-def program() -> int:
-    """Console script `relsim-eval`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
-
+main, program = command_line(MODULE, parser)
 
 if __name__ == "__main__":
     raise SystemExit(program())

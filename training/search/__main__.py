@@ -19,19 +19,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from training.cli import (
     add_command,
     add_commands,
     add_device_options,
+    command_line,
     command_parser,
-    configure_logging,
-    prog_name,
     resolve_device,
     resolve_dtype,
-    run_program,
 )
 from training.url_fetch import add_fetch_options, policy_from_options
 
@@ -274,17 +271,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    """Parses `argv` and runs the command; errors propagate (see `program` for the command-line behaviour)."""
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return args.run(args)
-
-
-def program() -> int:
-    """Console script `relsim-search`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
-
+main, program = command_line(MODULE, parser)
 
 if __name__ == "__main__":
     raise SystemExit(program())

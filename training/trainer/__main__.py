@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+from training.cli import add_command, add_commands, command_parser, prog_name, program_of, run_command
 
 
 MODULE = "training.trainer"
@@ -76,14 +76,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
         from training.trainer.train import main as train
 
         return train(train_argv)
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return args.run(args)
+    return run_command(parser(), argv)
 
 
-def program() -> int:
-    """Console script `relsim-train`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
+program = program_of(MODULE, main)
 
 
 if __name__ == "__main__":
