@@ -68,4 +68,3 @@ def build_method(name: str, options: MethodOptions) -> EmbeddingMethod:
     if name == "clip-t":
         return ClipTextMethod(captioner, options.model or CLIP_DEFAULT, device=options.device)
     return QwenTextMethod(captioner, options.model or options.text_encoder, device=options.device)
-
