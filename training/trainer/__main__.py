@@ -47,11 +47,11 @@ def parser() -> argparse.ArgumentParser:
     # the train command's options are the dataclass fields, parsed by HfArgumentParser in training.trainer.train
     commands.add_parser("train", help=TRAIN_HELP, add_help=False)
 
-    from training.trainer import export
+    from training.trainer import export_cli
 
-    exporting = add_command(commands, "export", export.HELP, export.__doc__)
-    export.add_arguments(exporting)
-    exporting.set_defaults(run=export.run)
+    exporting = add_command(commands, "export", export_cli.HELP, export_cli.__doc__)
+    export_cli.add_arguments(exporting)
+    exporting.set_defaults(run=export_cli.run)
 
     from training.trainer import convert
 
