@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 
@@ -85,6 +86,40 @@ def add_command(
     parser = commands.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
     add_debug_option(parser)
     return parser
+
+
+def add_cli_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    cli: ModuleType,
+    help: str | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    run: Callable[[argparse.Namespace], Any] | None = None,
+) -> argparse.ArgumentParser:
+    """The sub-command a `*_cli` module defines: help `cli.HELP`, description its docstring, options
+    `cli.add_arguments`, body `cli.run` (a module with several commands names each one's own)."""
+    parser = add_command(commands, name, help or cli.HELP, cli.__doc__)
+    (add_arguments or cli.add_arguments)(parser)
+    parser.set_defaults(run=run or cli.run)
+    return parser
+
+
+def run_sub_command(
+    module: str,
+    command: str,
+    description: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], Any],
+    argv: Sequence[str] | None = None,
+) -> Any:
+    """`python -m <module> <command> ARGV` from Python (tests, notebooks): parse, set up logging, run; errors
+    propagate."""
+    parser = command_parser(module, description)
+    parser.prog += f" {command}"
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return run(args)
 
 
 def add_device_options(parser: argparse.ArgumentParser, dtype: bool = True) -> None:

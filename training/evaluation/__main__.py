@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from training.cli import (
+    add_cli_command,
     add_command,
     add_commands,
     add_device_options,
@@ -31,6 +32,7 @@ from training.cli import (
     resolve_dtype,
 )
 from training.errors import import_extra, loading_model
+from training.evaluation import ablation_cli, analogy_cli, synthetic_cli
 from training.evaluation.method_names import METHOD_NAMES
 
 
@@ -307,23 +309,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=0, help="seed of the plotted images' draw")
     report.set_defaults(run=run_report)
 
-    from training.evaluation import synthetic_cli
-
-    synthetic = add_command(commands, "synthetic", synthetic_cli.HELP, synthetic_cli.__doc__)
-    synthetic_cli.add_arguments(synthetic)
-    synthetic.set_defaults(run=synthetic_cli.run)
-
-    from training.evaluation import ablation_cli
-
-    ablate = add_command(commands, "ablate", ablation_cli.HELP, ablation_cli.__doc__)
-    ablation_cli.add_arguments(ablate)
-    ablate.set_defaults(run=ablation_cli.run)
-
-    from training.evaluation import analogy_cli
-
-    analogy = add_command(commands, "analogy", analogy_cli.HELP, analogy_cli.__doc__)
-    analogy_cli.add_arguments(analogy)
-    analogy.set_defaults(run=analogy_cli.run)
+    for name, cli in (("synthetic", synthetic_cli), ("ablate", ablation_cli), ("analogy", analogy_cli)):
+        add_cli_command(commands, name, cli)
     return top
 
 

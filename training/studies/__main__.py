@@ -21,7 +21,8 @@ import argparse
 import logging
 import sys
 
-from training.cli import add_command, add_commands, command_line, command_parser
+from training.cli import add_cli_command, add_command, add_commands, command_line, command_parser
+from training.studies import conceptual_distance_cli as distance
 
 
 MODULE = "training.studies"
@@ -134,17 +135,12 @@ def parser() -> argparse.ArgumentParser:
     groups.add_argument("--output", required=True, help="the seed_group.json to write")
     groups.set_defaults(run=run_export_seed_groups)
 
-    from training.studies import conceptual_distance_cli as distance
-
-    command = add_command(commands, "distance", distance.DISTANCE_HELP, distance.__doc__)
-    distance.add_distance_arguments(command)
-    command.set_defaults(run=distance.run_distance)
-    command = add_command(commands, "distance-eval", distance.EVALUATE_HELP, distance.__doc__)
-    distance.add_evaluate_arguments(command)
-    command.set_defaults(run=distance.run_evaluate)
-    command = add_command(commands, "train-literal-describer", distance.TRAIN_HELP, distance.__doc__)
-    distance.add_train_arguments(command)
-    command.set_defaults(run=distance.run_train)
+    for name, help, add_arguments, run in (
+        ("distance", distance.DISTANCE_HELP, distance.add_distance_arguments, distance.run_distance),
+        ("distance-eval", distance.EVALUATE_HELP, distance.add_evaluate_arguments, distance.run_evaluate),
+        ("train-literal-describer", distance.TRAIN_HELP, distance.add_train_arguments, distance.run_train),
+    ):
+        add_cli_command(commands, name, distance, help, add_arguments, run)
     return top
 
 

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from training.cli import add_command, add_commands, command_parser, prog_name, program_of, run_command
+from training.cli import add_cli_command, add_commands, command_parser, prog_name, program_of, run_command
+from training.trainer import convert, export_cli
 
 
 MODULE = "training.trainer"
@@ -47,17 +48,8 @@ def parser() -> argparse.ArgumentParser:
     # the train command's options are the dataclass fields, parsed by HfArgumentParser in training.trainer.train
     commands.add_parser("train", help=TRAIN_HELP, add_help=False)
 
-    from training.trainer import export_cli
-
-    exporting = add_command(commands, "export", export_cli.HELP, export_cli.__doc__)
-    export_cli.add_arguments(exporting)
-    exporting.set_defaults(run=export_cli.run)
-
-    from training.trainer import convert
-
-    converting = add_command(commands, "convert-official", convert.HELP, convert.__doc__)
-    convert.add_arguments(converting)
-    converting.set_defaults(run=convert.run)
+    add_cli_command(commands, "export", export_cli)
+    add_cli_command(commands, "convert-official", convert)
     return top
 
 
