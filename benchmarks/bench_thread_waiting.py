@@ -31,7 +31,7 @@ def measure(steps: int, threads: int, batch_size: int) -> float:
     """Steps/s of the demo's training step in this process (after two warm-up steps)."""
     import torch
 
-    from training.synthetic import synthetic_dataset
+    from training.synthetic.dataset import synthetic_dataset
     from training.tiny_backbone import TINY_PRESETS, build_tiny_model, build_tiny_processor
     from training.trainer.collator import RelSimCollator
     from training.trainer.losses import relational_info_nce

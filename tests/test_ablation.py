@@ -99,7 +99,7 @@ def test_the_default_plan_lists_the_issues_variants():
     ]
     with pytest.raises(ValueError, match="no variant 'nope'"):
         plan.select(["nope"])
-    from training.synthetic import FAMILIES
+    from training.synthetic.families import FAMILIES
 
     # prototypes are initialised by k-means of the distinct captions: the synthetic data has one per family
     prototypes = [variant.overrides.get("num_prototypes", 0) for variant in plan.variants]

@@ -165,7 +165,7 @@ def test_each_console_script_target_imports_and_answers_help(tmp_path, script):
 
 def test_the_evaluation_method_names_match_the_methods_package():
     from training.evaluation.__main__ import METHOD_NAMES
-    from training.evaluation.methods import METHOD_NAMES as BUILT
+    from training.evaluation.methods.build import METHOD_NAMES as BUILT
 
     assert METHOD_NAMES == BUILT
 
@@ -283,7 +283,7 @@ def write_foreign_folder(folder: Path, marker: Path, code_file: str = "evil.py")
 
 
 def test_a_foreign_model_folder_is_refused_without_trust_remote_code(tmp_path, monkeypatch, capsys):
-    from training.evaluation.methods.relsim import load_relsim
+    from training.relsim_folder import load_relsim
 
     marker = tmp_path / "marker.txt"
     folder = write_foreign_folder(tmp_path / "foreign", marker)
@@ -301,7 +301,7 @@ def test_with_trust_remote_code_the_folders_own_code_runs(tmp_path):
     marker = tmp_path / "marker.txt"
     folder = write_foreign_folder(tmp_path / "foreign", marker)
     script = (
-        "from training.evaluation.methods.relsim import load_relsim\n"
+        "from training.relsim_folder import load_relsim\n"
         f"try:\n    load_relsim({str(folder)!r}, trust_remote_code=True)\nexcept Exception:\n    pass\n"
     )
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "HF_MODULES_CACHE": str(tmp_path / "mods")}
@@ -311,7 +311,7 @@ def test_with_trust_remote_code_the_folders_own_code_runs(tmp_path):
 
 def test_a_relsim_folder_loads_without_the_flag_and_never_runs_its_saved_code(tmp_path, model, processor):
     from modeling_relsim import RelSimModel
-    from training.evaluation.methods.relsim import load_relsim
+    from training.relsim_folder import load_relsim
 
     folder = tmp_path / "relsim"
     model.save_pretrained(folder)
@@ -329,7 +329,7 @@ def test_a_relsim_folder_loads_without_the_flag_and_never_runs_its_saved_code(tm
 
 
 def test_an_uncached_hub_model_offline_names_the_id_and_the_fix(monkeypatch):
-    from training.evaluation.methods import MethodOptions, build_method
+    from training.evaluation.methods.build import MethodOptions, build_method
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for method in ("clip-i", "relsim"):
@@ -341,7 +341,7 @@ def test_an_uncached_hub_model_offline_names_the_id_and_the_fix(monkeypatch):
 
 
 def test_a_missing_folder_is_named(tmp_path):
-    from training.evaluation.methods import MethodOptions, build_method
+    from training.evaluation.methods.build import MethodOptions, build_method
 
     missing = tmp_path / "runs" / "final"
     with pytest.raises(ModelLoadError, match=f"'{missing}' .*no such folder"):
@@ -349,7 +349,7 @@ def test_a_missing_folder_is_named(tmp_path):
 
 
 def test_a_missing_extra_is_named(monkeypatch):
-    from training.evaluation.methods import MethodOptions, build_method
+    from training.evaluation.methods.build import MethodOptions, build_method
     from training.trainer.caption_encoder import CaptionEncoder
 
     monkeypatch.setitem(sys.modules, "lpips", None)

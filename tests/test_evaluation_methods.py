@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, CLIPModel, Dinov2Model
 from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
 from training.evaluation.captioner import MAX_CAPTION_WORDS, Captioner, limit_words
-from training.evaluation.methods import MethodOptions, build_method
+from training.evaluation.methods.build import MethodOptions, build_method
 from training.evaluation.methods.caption_text import ClipTextMethod, QwenTextMethod
 from training.vlm.chat import QwenVLChat
 
@@ -107,23 +107,3 @@ def test_clip_text_and_qwen_text_embed_the_captions(chat, pil_images, tmp_path, 
     expected = caption_encoder.model.encode(captions, convert_to_tensor=True, normalize_embeddings=True).cpu()
     torch.testing.assert_close(qwen_text.embed(pil_images, ["a", "b", "c"]), expected, atol=1e-5, rtol=0)
     assert qwen_text.cache_identity()["captioner"] == str(chat.model_name_or_path)
-
-
-def test_a_hub_id_is_fingerprinted_by_its_cached_commit_and_an_unknown_one_is_refused(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from training.evaluation.model_fingerprint import model_fingerprint
-    from training.store import tensors_fingerprint
-
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "models--org--tiny"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "snapshots" / commit / "config.json").write_text("{}")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    assert model_fingerprint("org/tiny") == f"hub:org/tiny@{commit}"
-    with pytest.raises(FileNotFoundError, match="cannot fingerprint the weights of 'org/other'"):
-        model_fingerprint("org/other")
-    module = torch.nn.Linear(2, 2)
-    assert model_fingerprint("org/other", module) == tensors_fingerprint(module.state_dict().items())

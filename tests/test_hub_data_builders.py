@@ -3,15 +3,12 @@ import re
 
 import pytest
 
-from training.hub_data import (
-    RejectionLog,
-    build_anonymous_captions,
-    build_filter_labels,
-    build_random_pool,
-    build_seed_groups,
-)
 from training.hub_data.__main__ import main
+from training.hub_data.captions import build_anonymous_captions, build_random_pool
+from training.hub_data.filter_labels import build_filter_labels
+from training.hub_data.seed_groups import build_seed_groups
 from training.hub_data.store import load_built
+from training.hub_data.validation import RejectionLog
 from training.image_ids import url_image_hash
 
 

@@ -252,7 +252,7 @@ def save_legacy_adapter(chat, folder, seed=1):
 
 
 def test_released_adapter_layout_with_legacy_keys_loads(tmp_path):
-    from training.vlm.sft_training import ChatModelArguments
+    from training.vlm.chat_model import ChatModelArguments
     from training.vlm.tiny import save_tiny_chat
 
     base_dir = save_tiny_chat(tmp_path / "base", extra_tokens=word_tokens(CAPTIONS))
@@ -354,7 +354,7 @@ def test_synthetic_captioner_trains_and_reports(tmp_path):
 
 
 def recipe_families():
-    from training.synthetic import FAMILY_NAMES
+    from training.synthetic.families import FAMILY_NAMES
 
     return FAMILY_NAMES
 

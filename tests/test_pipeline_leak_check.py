@@ -13,7 +13,9 @@ from training.pipeline.leak_check_files import (
     read_caption_records,
     read_literal_descriptions,
 )
-from training.synthetic import FAMILIES, literal_description, synthetic_examples
+from training.synthetic.dataset import synthetic_examples
+from training.synthetic.families import FAMILIES
+from training.synthetic.literal import literal_description
 
 
 def image_hash(name):

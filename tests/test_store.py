@@ -202,3 +202,22 @@ def test_tensors_fingerprint_changes_with_any_value():
     changed = {**state, "b": torch.tensor(1.0001)}
     assert tensors_fingerprint(state.items()) == tensors_fingerprint(reversed(list(state.items())))
     assert tensors_fingerprint(state.items()) != tensors_fingerprint(changed.items())
+
+
+def test_a_hub_id_is_fingerprinted_by_its_cached_commit_and_an_unknown_one_is_refused(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from training.store import model_fingerprint, tensors_fingerprint
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert model_fingerprint("org/tiny") == f"hub:org/tiny@{commit}"
+    with pytest.raises(FileNotFoundError, match="cannot fingerprint the weights of 'org/other'"):
+        model_fingerprint("org/other")
+    module = torch.nn.Linear(2, 2)
+    assert model_fingerprint("org/other", module) == tensors_fingerprint(module.state_dict().items())

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from training.synthetic import FAMILIES, FAMILY_NAMES, synthetic_dataset, synthetic_examples, write_official_format
 from training.synthetic.attributes import HELD_OUT_COLOURS, HELD_OUT_SHAPES, TRAIN_COLOURS, TRAIN_SHAPES
-from training.synthetic.families import SEPARATOR_RGB
+from training.synthetic.dataset import synthetic_dataset, synthetic_examples, write_official_format
+from training.synthetic.families import FAMILIES, FAMILY_NAMES, SEPARATOR_RGB
 from training.trainer.data import read_official_captions
 
 

@@ -1,7 +1,9 @@
 import pytest
 
-from training.synthetic import FAMILY_NAMES, literal_description, negative_examples, synthetic_examples
-from training.synthetic.literal import number_word, plural, with_article
+from training.synthetic.dataset import synthetic_examples
+from training.synthetic.families import FAMILY_NAMES
+from training.synthetic.literal import literal_description, number_word, plural, with_article
+from training.synthetic.negatives import negative_examples
 
 
 def test_family_descriptions_name_count_shape_colour_and_background():

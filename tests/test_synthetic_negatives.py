@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from training.synthetic import negative_examples
 from training.synthetic.attributes import BACKGROUNDS, HELD_OUT_COLOURS, HELD_OUT_SHAPES, TRAIN_COLOURS, TRAIN_SHAPES
-from training.synthetic.negatives import NEGATIVE_KINDS, is_unstructured
+from training.synthetic.negatives import NEGATIVE_KINDS, is_unstructured, negative_examples
 
 
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)

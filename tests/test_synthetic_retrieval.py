@@ -3,9 +3,9 @@ import PIL.Image
 import pytest
 import torch
 
-from training.evaluation.methods import MethodOptions, build_method
 from training.evaluation.methods.attribute_baselines import ColourHistogramMethod, PixelCosineMethod
 from training.evaluation.methods.base import embed_image_list, pixel_hash
+from training.evaluation.methods.build import MethodOptions, build_method
 from training.evaluation.methods.relsim import RelSimMethod
 from training.evaluation.reporting.neighbour_grids import (
     HEADER_HEIGHT,

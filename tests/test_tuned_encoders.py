@@ -6,7 +6,8 @@ from evaluation_helpers import save_tiny_clip, save_tiny_dinov2
 from helpers import PATTERN_CAPTIONS, pattern_dataset
 from transformers import CLIPModel, Dinov2Model
 
-from training.evaluation.methods import MethodOptions, build_method, embed_image_list
+from training.evaluation.methods.base import embed_image_list
+from training.evaluation.methods.build import MethodOptions, build_method
 from training.evaluation.methods.tuned_encoder import TunedEncoderMethod
 from training.trainer.arguments import ModelArguments, RelSimTrainingArguments
 from training.trainer.collator import ImageEncoderCollator, build_collator

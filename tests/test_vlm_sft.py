@@ -5,9 +5,9 @@ import torch
 
 from tests.conftest import random_image
 from training.vlm.chat import QwenVLChat
+from training.vlm.chat_model import ChatModelArguments
 from training.vlm.sft_data import IGNORE_INDEX, ChatSFTCollator
 from training.vlm.sft_training import (
-    ChatModelArguments,
     ChatProcessor,
     VLMSFTArguments,
     WeightedSFTTrainer,

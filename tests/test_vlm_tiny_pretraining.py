@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from tests.test_vlm_sft import bright_dark_rows, sft_arguments
-from training.synthetic import FAMILIES
+from training.synthetic.families import FAMILIES
 from training.vlm.chat import QwenVLChat
+from training.vlm.chat_model import ChatModelArguments
 from training.vlm.sft_data import ChatSFTCollator
-from training.vlm.sft_training import ChatModelArguments, WeightedSFTTrainer, train_chat_sft
+from training.vlm.sft_training import WeightedSFTTrainer, train_chat_sft
 from training.vlm.tiny import PRETRAINED_TINY_CHAT, build_tiny_chat, load_pretrained_tiny_chat
 from training.vlm.tiny_pretraining import (
     LiteralPretrainingArguments,

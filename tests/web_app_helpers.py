@@ -104,7 +104,7 @@ def screenshot(page: Any, folder: Path, name: str) -> Path:
 def write_synthetic_collection(folder: Path, per_family: int, image_size: int = 56) -> list[Path]:
     """`per_family` held-out synthetic images of each family as `<family>/<index>.png` under `folder` (a collection
     with sub-folders, like a person's photos), returned in the order the index lists them (sorted paths)."""
-    from training.synthetic import synthetic_examples
+    from training.synthetic.dataset import synthetic_examples
 
     paths = []
     for example in synthetic_examples(per_family, "heldout", seed=7, image_size=image_size):

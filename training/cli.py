@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 
@@ -85,6 +86,40 @@ def add_command(
     parser = commands.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
     add_debug_option(parser)
     return parser
+
+
+def add_cli_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    cli: ModuleType,
+    help: str | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    run: Callable[[argparse.Namespace], Any] | None = None,
+) -> argparse.ArgumentParser:
+    """The sub-command a `*_cli` module defines: help `cli.HELP`, description its docstring, options
+    `cli.add_arguments`, body `cli.run` (a module with several commands names each one's own)."""
+    parser = add_command(commands, name, help or cli.HELP, cli.__doc__)
+    (add_arguments or cli.add_arguments)(parser)
+    parser.set_defaults(run=run or cli.run)
+    return parser
+
+
+def run_sub_command(
+    module: str,
+    command: str,
+    description: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], Any],
+    argv: Sequence[str] | None = None,
+) -> Any:
+    """`python -m <module> <command> ARGV` from Python (tests, notebooks): parse, set up logging, run; errors
+    propagate."""
+    parser = command_parser(module, description)
+    parser.prog += f" {command}"
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return run(args)
 
 
 def add_device_options(parser: argparse.ArgumentParser, dtype: bool = True) -> None:
@@ -164,3 +199,34 @@ def run_program(
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
     return 0
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> Any:
+    """Parses `argv` (the process's own when None), sets the project's logging (DEBUG with `--debug`) and runs the
+    chosen sub-command's `run`; errors propagate (`program_of` turns them into the command-line behaviour)."""
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "debug", False))
+    return args.run(args)
+
+
+def program_of(module: str, main: Callable[[list[str]], Any], has_commands: bool = True) -> Callable[[], int]:
+    """The `program()` that console scripts and `python -m <module>` call: `main` under `run_program`, so expected
+    errors print one line (exit status 2) and `--debug` shows their tracebacks."""
+
+    def program() -> int:
+        return run_program(main, prog=prog_name(module), has_commands=has_commands)
+
+    program.__doc__ = f"`python -m {module}` or its console script: expected errors as one line (exit status 2)."
+    return program
+
+
+def command_line(
+    module: str, parser: Callable[[], argparse.ArgumentParser]
+) -> tuple[Callable[[Sequence[str] | None], Any], Callable[[], int]]:
+    """`main(argv)` (parse, then run the sub-command; errors propagate, as tests want) and `program()` (the console
+    script) of a `python -m <module>` whose `parser()` sets each sub-command's `run`: one copy of that tail."""
+
+    def main(argv: Sequence[str] | None = None) -> Any:
+        return run_command(parser(), argv)
+
+    return main, program_of(module, main)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.cli import command_parser, configure_logging, prog_name, run_program
+from training.cli import command_parser, configure_logging, program_of
 from training.cpu_threads import prefer_passive_waiting
 
 
@@ -217,9 +217,7 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
     return run
 
 
-def program() -> int:
-    """Console script `relsim-demo`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE))
+program = program_of(MODULE, main, has_commands=False)
 
 
 if __name__ == "__main__":

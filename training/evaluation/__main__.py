@@ -22,17 +22,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from training.cli import (
+    add_cli_command,
     add_command,
     add_commands,
     add_device_options,
+    command_line,
     command_parser,
-    configure_logging,
-    prog_name,
     resolve_device,
     resolve_dtype,
-    run_program,
 )
 from training.errors import import_extra, loading_model
+from training.evaluation import ablation_cli, analogy_cli, synthetic_cli
 from training.evaluation.method_names import METHOD_NAMES
 
 
@@ -60,7 +60,7 @@ def run_embed(args: argparse.Namespace) -> None:
     from training.evaluation.embed import embed_pool
     from training.evaluation.embedding_cache import EmbeddingCache
     from training.evaluation.layout import EvalLayout
-    from training.evaluation.methods import MethodOptions, build_method
+    from training.evaluation.methods.build import MethodOptions, build_method
     from training.evaluation.pool import read_pool
 
     layout = EvalLayout(args.eval_dir)
@@ -309,37 +309,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=0, help="seed of the plotted images' draw")
     report.set_defaults(run=run_report)
 
-    from training.evaluation import synthetic_cli
-
-    synthetic = add_command(commands, "synthetic", synthetic_cli.HELP, synthetic_cli.__doc__)
-    synthetic_cli.add_arguments(synthetic)
-    synthetic.set_defaults(run=synthetic_cli.run)
-
-    from training.evaluation import ablation_cli
-
-    ablate = add_command(commands, "ablate", ablation_cli.HELP, ablation_cli.__doc__)
-    ablation_cli.add_arguments(ablate)
-    ablate.set_defaults(run=ablation_cli.run)
-
-    from training.evaluation import analogy_cli
-
-    analogy = add_command(commands, "analogy", analogy_cli.HELP, analogy_cli.__doc__)
-    analogy_cli.add_arguments(analogy)
-    analogy.set_defaults(run=analogy_cli.run)
+    for name, cli in (("synthetic", synthetic_cli), ("ablate", ablation_cli), ("analogy", analogy_cli)):
+        add_cli_command(commands, name, cli)
     return top
 
 
-def main(argv: Sequence[str] | None = None):
-    """Parses `argv` and runs the step; errors propagate (see `program` for the command-line behaviour)."""
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return args.run(args)
-
-
-def program() -> int:
-    """Console script `relsim-eval`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
-
+main, program = command_line(MODULE, parser)
 
 if __name__ == "__main__":
     raise SystemExit(program())

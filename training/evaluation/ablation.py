@@ -18,7 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from modeling_relsim import RelSimModel
+from training.cpu_threads import set_torch_threads
+from training.evaluation.methods.relsim import RelSimMethod
+from training.evaluation.methods.tuned_encoder import TunedEncoderMethod
+from training.evaluation.synthetic_retrieval import held_out_pool, run_benchmark
+from training.recipes import read_recipe
+from training.store import atomic_write
+from training.trainer.caption_encoder import CaptionEncoder
+from training.trainer.collator import build_collator
+from training.trainer.data import load_training_data
+from training.trainer.model_factory import build_processor_and_model
+from training.trainer.objectives.arguments import ObjectiveTrainingArguments
+from training.trainer.objectives.trainer import ObjectiveTrainer
+from training.trainer.train import OBJECTIVE_ARGUMENT_CLASSES, parse_into, recipe_to_arguments
 
 
 logger = logging.getLogger(__name__)
@@ -68,9 +81,7 @@ def read_plan(path: str | Path) -> AblationPlan:
         ValueError: naming the plan and the malformed entry.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ablation plan {path} does not exist (the plans are training/configs/ablation-*.yaml)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_recipe(path, "ablation plan", " (the plans are training/configs/ablation-*.yaml)")
     allowed = {spec.name for spec in dataclasses.fields(AblationPlan)} - {"source"}
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -97,8 +108,6 @@ def read_plan(path: str | Path) -> AblationPlan:
 
 def trainer_fields() -> set[str]:
     """Every field a recipe may set (ModelArguments, DataArguments, ObjectiveTrainingArguments)."""
-    from training.trainer.train import OBJECTIVE_ARGUMENT_CLASSES
-
     return {spec.name for argument_class in OBJECTIVE_ARGUMENT_CLASSES for spec in dataclasses.fields(argument_class)}
 
 
@@ -125,7 +134,7 @@ def check_variants(plan: AblationPlan, variants: Sequence[Variant]) -> None:
 
 def run_settings(plan: AblationPlan, variant: Variant, seed: int, steps: int, run_dir: Path) -> dict[str, Any]:
     """The recipe of one run: base recipe, then the plan's overrides, the variant's, and the run's own."""
-    recipe = yaml.safe_load(plan.recipe.read_text(encoding="utf-8")) or {}
+    recipe = read_recipe(plan.recipe)
     return {
         **recipe,
         **plan.overrides,
@@ -157,8 +166,6 @@ class AblationRunner:
 
     def pool(self):
         if self._pool is None:
-            from training.evaluation.synthetic_retrieval import held_out_pool
-
             settings = self.plan.pool_num_per_family, self.plan.pool_seed
             image_size = self.plan.overrides.get("synthetic_image_size", 112)
             self._pool = held_out_pool(*settings, image_size=image_size)
@@ -177,23 +184,12 @@ class AblationRunner:
             logger.warning("%s seed %d: %s was made with other settings; running again", variant.name, seed, path)
         result = self.train_and_score(variant, seed, settings)
         run_dir.mkdir(parents=True, exist_ok=True)
-        from training.store import atomic_write
 
         atomic_write(path, (json.dumps(result, indent=2) + "\n").encode("utf-8"))
         return result
 
     def train_and_score(self, variant: Variant, seed: int, settings: dict[str, Any]) -> dict[str, Any]:
         from transformers import set_seed
-
-        from training.cpu_threads import set_torch_threads
-        from training.evaluation.synthetic_retrieval import run_benchmark
-        from training.trainer.caption_encoder import CaptionEncoder
-        from training.trainer.collator import build_collator
-        from training.trainer.data import load_training_data
-        from training.trainer.model_factory import build_processor_and_model
-        from training.trainer.objectives.arguments import ObjectiveTrainingArguments
-        from training.trainer.objectives.trainer import ObjectiveTrainer
-        from training.trainer.train import parse_into, recipe_to_arguments
 
         where = f"{self.plan.source}: variant {variant.name!r}"
         arguments = recipe_to_arguments(settings, where)
@@ -236,13 +232,8 @@ class AblationRunner:
 
 def embedding_method(model: Any, processor: Any, name: str, device: Any):
     """The evaluation method for a model just trained: relsim's, or a tuned encoder's."""
-    from modeling_relsim import RelSimModel
-
     if isinstance(model, RelSimModel):
-        from training.evaluation.methods.relsim import RelSimMethod
-
         return RelSimMethod(name, device=device, model=model, processor=processor)
-    from training.evaluation.methods.tuned_encoder import TunedEncoderMethod
 
     return TunedEncoderMethod(name, device=device, model=model, image_processor=processor)
 

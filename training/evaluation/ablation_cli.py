@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.cli import command_parser, configure_logging
+from training.cli import run_sub_command
 
 
 logger = logging.getLogger("relsim.eval")
@@ -57,9 +57,4 @@ def run(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> Any:
     """`python -m training.evaluation ablate ...` from Python: each variant's run results; errors propagate."""
-    parser = command_parser("training.evaluation", __doc__)
-    parser.prog += " ablate"
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return run(args)
+    return run_sub_command("training.evaluation", "ablate", __doc__, add_arguments, run, argv)

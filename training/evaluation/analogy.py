@@ -29,7 +29,11 @@ from typing import Any
 
 import torch
 
+from modeling_relsim.image_decoding import UnreadableImageError
+from training.evaluation.embed import read_image
 from training.evaluation.methods.base import EmbeddingMethod, embed_image_list
+from training.json_lines import json_lines
+from training.store import atomic_write
 
 
 logger = logging.getLogger(__name__)
@@ -81,17 +85,7 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any] | str]]:
         return rows
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise ValueError(f"{path}: triplets are read from .csv (with a header) or .jsonl files")
-    rows = []
-    for line, content in enumerate(text.splitlines(), start=1):
-        if not content.strip():
-            continue
-        try:
-            record = json.loads(content)
-        except json.JSONDecodeError as error:
-            rows.append((line, f"not JSON ({error.msg})"))
-            continue
-        rows.append((line, record if isinstance(record, dict) else f"expected an object, got {type(record).__name__}"))
-    return rows
+    return list(json_lines(path, text.encode("utf-8")))
 
 
 def read_triplets(path: str | Path) -> tuple[list[Triplet], list[BadRow]]:
@@ -101,9 +95,6 @@ def read_triplets(path: str | Path) -> tuple[list[Triplet], list[BadRow]]:
         FileNotFoundError: no such file.
         ValueError: an unknown file type, or a csv header without `source` and `generated`.
     """
-    from modeling_relsim.image_decoding import UnreadableImageError
-    from training.evaluation.embed import read_image
-
     path = Path(path)
     triplets, bad = [], []
     for line, row in _rows(path):
@@ -146,8 +137,6 @@ def score_triplets(
 ) -> list[dict[str, Any]]:
     """One row per triplet: `model`, `source`, `generated`, `reference`, and for every metric
     `<metric>/source-generated` and, with a reference, `<metric>/reference-generated` (cosines; LPIPS distances)."""
-    from training.evaluation.embed import read_image
-
     if not triplets:
         raise ValueError("no triplets to score (every row was left out, or the file is empty)")
     images = list(dict.fromkeys(path for t in triplets for path in (t.source, t.generated, t.reference) if path))
@@ -250,8 +239,6 @@ def write_analogy_report(
 ) -> dict[str, Path]:
     """`scores.jsonl` (one row per triplet), `report.json` and `report.md` (per-model tables, the rows left out,
     the notes) and `relational_vs_attribute.png`."""
-    from training.store import atomic_write
-
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     table = per_model_table(rows)

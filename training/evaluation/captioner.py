@@ -14,9 +14,8 @@ from pathlib import Path
 
 import PIL.Image
 
-from training.evaluation.model_fingerprint import model_fingerprint
 from training.image_ids import pixel_hash
-from training.store import RecordLog
+from training.store import RecordLog, model_fingerprint
 from training.vlm.chat import QwenVLChat
 
 

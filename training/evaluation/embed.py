@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from training.evaluation.embedding_cache import EmbeddingCache
 from training.evaluation.methods.base import EmbeddingMethod
 from training.evaluation.pool import PoolItem
 from training.image_ids import file_sha256
+from training.json_lines import append_json_lines
 
 
 logger = logging.getLogger(__name__)
@@ -118,9 +118,7 @@ class _Collate:
 def _record_failures(failures: list[dict[str, str]], cache: EmbeddingCache, attempted: int) -> None:
     if not failures:
         return
-    with (cache.folder / FAILURES_FILE).open("a", encoding="utf-8") as out:
-        for failure in failures:
-            out.write(json.dumps(failure) + "\n")
+    append_json_lines(cache.folder / FAILURES_FILE, failures)
     logger.warning("%d of %d images could not be read; see %s", len(failures), attempted, cache.folder / FAILURES_FILE)
 
 

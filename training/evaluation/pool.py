@@ -10,13 +10,17 @@ folder of image files a pool (`python -m training.evaluation pool --images DIR -
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.evaluation.records import iter_objects
+from training.hub_data.features import ANONYMOUS_CAPTIONS, RANDOM_POOL, SEED_GROUP_IMAGES
+from training.hub_data.images import downloaded_images
+from training.hub_data.store import load_built
+from training.image_folder import image_file_extensions, scan_image_folder
+from training.json_lines import write_json_lines
 
 
 logger = logging.getLogger(__name__)
@@ -79,23 +83,15 @@ def read_pool(path: str | Path) -> list[PoolItem]:
 
 
 def write_pool(items: Iterable[PoolItem], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-        for item in items:
-            record = {key: value for key, value in asdict(item).items() if value is not None}
-            out.write(json.dumps(record) + "\n")
-    return path
+    return write_json_lines(
+        path, ({key: value for key, value in asdict(item).items() if value is not None} for item in items)
+    )
 
 
 def manifest_from_downloads(built_root: str | Path, image_folder: str | Path, output: str | Path) -> Path:
     """The paper's pool from the dataset pipeline's folders: the anonymous-caption test split and the seed-group
     images (captions and groups known) plus the random distractors; images that failed to download are left out
     (the download report lists them)."""
-    from training.hub_data.features import ANONYMOUS_CAPTIONS, RANDOM_POOL, SEED_GROUP_IMAGES
-    from training.hub_data.images import downloaded_images
-    from training.hub_data.store import load_built
-
     built = load_built(built_root)
     image_folder = Path(image_folder)
     if (image_folder / "images").is_dir():  # the folder given to `training.hub_data download --output`
@@ -146,8 +142,6 @@ def manifest_from_folder(image_folder: str | Path, output: str | Path) -> Path:
         NotADirectoryError: when `image_folder` is not a folder.
         ValueError: when no readable image file is found.
     """
-    from training.image_folder import image_file_extensions, scan_image_folder
-
     try:
         scan = scan_image_folder(image_folder)
     except NotADirectoryError as error:

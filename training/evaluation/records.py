@@ -1,16 +1,16 @@
-"""JSON-lines files of the evaluation (pool, retrievals, judgements): one reader and writer, so every file reports a
-bad line the same way. Caches that grow record by record (judge answers, captions) use `training.store.RecordLog`."""
+"""JSON-lines records of the evaluation (pool, retrievals, judgements) as dataclasses, on the one JSON-lines reader
+and writer (`training.json_lines`, through the dataset pipeline's strict `read_jsonl`), so every file reports a bad
+line the same way. Caches that grow record by record (judge answers, captions) use `training.store.RecordLog`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 from training.hub_data.validation import RejectionLog, read_jsonl
-from training.store import atomic_write
+from training.json_lines import write_json_lines
 
 
 Record = TypeVar("Record")
@@ -18,8 +18,7 @@ Record = TypeVar("Record")
 
 def write_records(records: Iterable[Any], path: str | Path) -> Path:
     """Writes dataclass instances, one JSON object per line, replacing the file atomically (never half-written)."""
-    lines = "".join(json.dumps(asdict(record)) + "\n" for record in records)
-    return atomic_write(path, lines.encode("utf-8"))
+    return write_json_lines(path, (asdict(record) for record in records))
 
 
 def iter_objects(path: str | Path, what: str, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:

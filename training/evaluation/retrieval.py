@@ -17,6 +17,7 @@ import torch
 from training.evaluation.embedding_cache import EmbeddingCache
 from training.evaluation.pool import PoolItem
 from training.evaluation.records import read_records, write_records
+from training.vector_index import VectorIndex
 
 
 @dataclass
@@ -91,8 +92,6 @@ def search_faiss(
     """The same search through a FAISS index built shard by shard: "Flat" is exact; a compressed factory string
     (e.g. "IVF4096,PQ64") keeps a pool larger than memory searchable, approximately. A trained index learns its
     clusters and codebooks from the first shard (`training.vector_index`, the one FAISS builder)."""
-    from training.vector_index import VectorIndex
-
     digests = cache.content_digests
     _, queries = cache.load(query_hashes)
     in_pool = set(pool_hashes)

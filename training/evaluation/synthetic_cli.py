@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.cli import add_device_options, command_parser, configure_logging, resolve_device
+from training.cli import add_device_options, resolve_device, run_sub_command
 
 
 logger = logging.getLogger("relsim.eval")
@@ -78,9 +78,4 @@ def run(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> Any:
     """`python -m training.evaluation synthetic ...` from Python: the `BenchmarkRun`; errors propagate."""
-    parser = command_parser("training.evaluation", __doc__)
-    parser.prog += " synthetic"
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return run(args)
+    return run_sub_command("training.evaluation", "synthetic", __doc__, add_arguments, run, argv)

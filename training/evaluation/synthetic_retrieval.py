@@ -13,7 +13,7 @@ from training.evaluation.methods.attribute_baselines import ColourHistogramMetho
 from training.evaluation.methods.base import EmbeddingMethod, embed_image_list
 from training.evaluation.retrieval import closeness
 from training.metrics import attribute_trap_rate, relational_retrieval_metrics
-from training.synthetic import synthetic_dataset
+from training.synthetic.dataset import synthetic_dataset
 
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+from training.cli import add_command, add_commands, command_line, command_parser
 from training.url_fetch import add_fetch_options, policy_from_options
 
 
@@ -151,17 +150,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parses `argv` and runs the step; errors propagate (see `program` for the command-line behaviour)."""
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    args.run(args)
-
-
-def program() -> int:
-    """Console script `relsim-data`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
-
+main, program = command_line(MODULE, parser)
 
 if __name__ == "__main__":
     raise SystemExit(program())

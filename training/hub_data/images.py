@@ -19,7 +19,9 @@ import datasets
 import pandas as pd
 
 from training.hub_data.features import ANONYMOUS_CAPTIONS, IMAGE_COLUMNS, SEED_GROUPS
+from training.image_folder import image_file_extensions
 from training.image_ids import url_image_hash
+from training.json_lines import write_json_lines
 from training.url_fetch import FetchPolicy, download_with_policy
 
 
@@ -79,7 +81,7 @@ def download_images(
             report.status[reason] = report.status.get(reason, 0) + 1
     report.count = report.failed_to_download = len(report.refused)
     url_list = output_folder / "urls.jsonl"
-    url_list.write_text("".join(json.dumps(row) + "\n" for row in fetched), encoding="utf-8")
+    write_json_lines(url_list, fetched)
     if fetched:
         download_with_policy(
             policy,
@@ -162,8 +164,6 @@ def attach_local_images(splits: datasets.DatasetDict, image_dir: str | Path) -> 
     """Adds the `image` column of an anonymous-captions build from a local folder of `<image_hash>.<ext>` files (the
     data pipeline's hand-off images), matched by `image_hash`; returns the image hashes that have no file there
     (their rows keep None and are reported)."""
-    from training.image_folder import image_file_extensions
-
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise NotADirectoryError(f"{image_dir} is not a folder of <image_hash>.<ext> images")

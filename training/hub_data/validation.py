@@ -17,6 +17,7 @@ from typing import Any
 
 from training.caption_text import caption_placeholders, normalize_caption, still_quoted
 from training.image_ids import is_image_hash, url_image_hash
+from training.json_lines import json_lines, write_json_lines
 
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,7 @@ class RejectionLog:
         if not self.findings:
             path.unlink(missing_ok=True)
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(asdict(item)) + "\n" for item in self.findings), encoding="utf-8")
+        write_json_lines(path, (asdict(item) for item in self.findings))
         if self.rejections:
             logger.warning("%d rows were rejected; each is listed with its reason in %s", self.rejected_rows, path)
         if self.warnings:
@@ -183,23 +183,10 @@ def warn_if_still_quoted(caption: str, path: str | Path, line: int, field_name: 
 def read_jsonl(path: str | Path, log: RejectionLog) -> Iterator[tuple[int, dict[str, Any]]]:
     """`(line number, object)` for every parseable object line; malformed lines (bad JSON, not an object, not
     UTF-8) go to the log. A byte-order mark before the first line is skipped."""
-    with Path(path).open("rb") as lines:
-        for number, raw_line in enumerate(lines, start=1):
-            try:
-                line = raw_line.decode(TEXT_ENCODING if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                log.reject(path, number, "<line>", f"not UTF-8 text (byte {error.start + 1}: {error.reason})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                log.reject(path, number, "<line>", f"malformed JSON ({error.msg} at column {error.colno})")
-                continue
-            if not isinstance(record, dict):
-                log.reject(path, number, "<line>", f"expected a JSON object, got {type(record).__name__}")
-                continue
+    for number, record in json_lines(path):
+        if isinstance(record, str):
+            log.reject(path, number, "<line>", record)
+        else:
             yield number, record
 
 

@@ -70,7 +70,7 @@ class DemoResult:
 def _labelled_images(per_family: int, negatives: int, split: str, seed: int, size: int) -> list[dict[str, Any]]:
     """Family images (label 1, with their family and true caption) then negatives (label 0), with literal
     descriptions for the leak check."""
-    from training.synthetic import synthetic_examples
+    from training.synthetic.dataset import synthetic_examples
     from training.synthetic.literal import literal_description
     from training.synthetic.negatives import negative_examples
 
@@ -215,7 +215,7 @@ _FAMILY_ENCODER: dict[str, Any] = {}
 def _closest_family(caption: str) -> str:
     """The family whose true caption is closest to `caption` in MiniLM space."""
     from training.pipeline.captioning.quality import embed_captions, load_text_encoder
-    from training.synthetic import FAMILIES
+    from training.synthetic.families import FAMILIES
 
     if "encoder" not in _FAMILY_ENCODER:
         _FAMILY_ENCODER["encoder"] = load_text_encoder()

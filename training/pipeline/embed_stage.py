@@ -50,7 +50,7 @@ class EmbedStage(ImageStage):
 
     def setup(self) -> None:
         from training.cli import resolve_device, resolve_dtype
-        from training.evaluation.methods.relsim import load_relsim
+        from training.relsim_folder import load_relsim
 
         logger.info("embed: loading %s", self.model_name_or_path)
         model, self.processor = load_relsim(

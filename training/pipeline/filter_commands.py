@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from training.json_lines import read_json_lines
 
 
 logger = logging.getLogger(__name__)
@@ -113,8 +114,7 @@ def read_labels(path: str | Path) -> dict[str, int]:
         with path.open(newline="", encoding="utf-8-sig") as file:
             records = list(enumerate(csv.DictReader(file), start=2))
     elif path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8-sig") as file:
-            records = [(number, json.loads(line)) for number, line in enumerate(file, start=1) if line.strip()]
+        records = list(read_json_lines(path))
     else:
         raise ValueError(f"{path}: labels are a .csv or .jsonl file of image_hash, label")
     labels = {}

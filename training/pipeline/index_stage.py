@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from training.json_lines import read_json_lines
 from training.pipeline.scale_recipe import IndexSettings
 from training.pipeline.shards import ShardPlan, shard_path
 from training.store import atomic_write
@@ -162,4 +163,4 @@ def build_shard_index(
 def read_index_ids(output_dir: str | Path) -> list[dict[str, str]]:
     """Vector id -> `{"image_hash", "url"}` of the index built in `output_dir`."""
     path = Path(output_dir) / INDEX_FOLDER / IDS_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [row for _, row in read_json_lines(path)]

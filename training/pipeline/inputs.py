@@ -16,7 +16,6 @@ time, so a sharded run plans a list of any length without holding it (a folder i
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from training.image_folder import scan_image_folder
 from training.image_ids import file_image_hash, require_image_hash, url_image_hash
+from training.json_lines import read_json_lines
 from training.pipeline.stages import Row, failed_row
 
 
@@ -60,17 +60,7 @@ def _list_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         with path.open(newline="", encoding="utf-8-sig") as file:
             yield from ((number, dict(record)) for number, record in enumerate(csv.DictReader(file), start=2))
         return
-    with path.open(encoding="utf-8-sig") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+    yield from read_json_lines(path)
 
 
 def rows_from_list(path: str | Path) -> list[Row]:

@@ -18,6 +18,7 @@ import PIL.Image
 from training.caption_text import normalize_caption
 from training.image_folder import image_file_extensions
 from training.image_ids import require_image_hash
+from training.json_lines import read_json_lines
 from training.pipeline.leak_check import LeakReport, check_captions
 from training.store import atomic_write
 
@@ -36,20 +37,7 @@ REPORT_MARKDOWN = "leak_check.md"
 
 def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """`(file:line, object)` for every non-blank line; a line that is not a JSON object is an error naming it."""
-    rows = []
-    with path.open(encoding="utf-8-sig") as lines:  # a byte-order mark before the first row is skipped
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: malformed JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            rows.append((where, record))
-    return rows
+    return [(f"{path}:{line_number}", record) for line_number, record in read_json_lines(path)]
 
 
 def read_caption_records(captions_jsonl: str | Path) -> list[dict[str, Any]]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.recipes import read_recipe
+
 
 @dataclass
 class ModelSettings:
@@ -116,13 +118,5 @@ def load_pipeline_recipe(path: str | Path | None) -> PipelineRecipe:
     """The recipe in `path` (YAML), or the defaults when `path` is None."""
     if path is None:
         return PipelineRecipe()
-    import yaml
-
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a recipe is a mapping of settings, got {type(values).__name__}")
+    values = read_recipe(path)
     return recipe_from_dict(values, str(path))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from training.pipeline.recipe import PipelineRecipe, build_settings, recipe_from_dict
+from training.recipes import read_recipe
 from training.url_fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, parse_url_schemes
 
 
@@ -156,13 +157,5 @@ def load_scale_recipe(path: str | Path | None) -> ScaleRecipe:
     """The recipe in `path` (YAML), or the defaults when `path` is None."""
     if path is None:
         return ScaleRecipe(pipeline=PipelineRecipe())
-    import yaml
-
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a recipe is a mapping of settings, got {type(values).__name__}")
+    values = read_recipe(path)
     return scale_recipe_from_dict(values, str(path))

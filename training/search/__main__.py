@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,12 +30,10 @@ from training.cli import (
     add_command,
     add_commands,
     add_device_options,
+    command_line,
     command_parser,
-    configure_logging,
-    prog_name,
     resolve_device,
     resolve_dtype,
-    run_program,
 )
 from training.url_fetch import add_fetch_options, policy_from_options
 
@@ -205,6 +203,17 @@ def quiet_answer(quiet: bool) -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+def quietly(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+    """`run` under `quiet_answer` unless `--verbose` or `--debug` is given (index and app keep their progress and
+    INFO lines: they are long runs, not one-shot answers)."""
+
+    def quiet_run(args: argparse.Namespace) -> None:
+        with quiet_answer(not (args.verbose or getattr(args, "debug", False))):
+            return run(args)
+
+    return quiet_run
+
+
 def _verbose_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--verbose",
@@ -273,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--why", metavar="CAPTIONS", help="label each result from a caption bank (see `why`)")
     _verbose_option(search)
     _model_options(search, required=False)
-    search.set_defaults(run=run_search)
+    search.set_defaults(run=quietly(run_search))
 
     why = add_command(commands, "why", "captions of a caption bank that fit both a query and a result")
     _query_options(why)
@@ -287,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
     why.add_argument("--top", type=int, default=5, help="labels shown")
     _verbose_option(why)
     _model_options(why, required=False)
-    why.set_defaults(run=run_why)
+    why.set_defaults(run=quietly(run_why))
 
     app = add_command(
         commands,
@@ -316,20 +325,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    """Parses `argv` and runs the command; errors propagate (see `program` for the command-line behaviour)."""
-    args = parser().parse_args(argv)
-    debug = getattr(args, "debug", False)
-    configure_logging(debug)
-    # only search and why have --verbose: index and app keep their progress and INFO lines
-    with quiet_answer(hasattr(args, "verbose") and not (args.verbose or debug)):
-        return args.run(args)
-
-
-def program() -> int:
-    """Console script `relsim-search`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
-
+main, program = command_line(MODULE, parser)
 
 if __name__ == "__main__":
     raise SystemExit(program())

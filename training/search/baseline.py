@@ -15,8 +15,15 @@ from typing import Any
 
 import torch
 
+from training.evaluation.embed import embed_pool, read_image
+from training.evaluation.embedding_cache import EmbeddingCache
+from training.evaluation.methods.build import MethodOptions, build_method
+from training.evaluation.methods.vision_encoders import CLIP_DEFAULT, DINO_DEFAULT
+from training.evaluation.pool import PoolItem
+from training.image_ids import file_sha256
 from training.search.index import SearchIndex
 from training.search.sources import IndexEntry
+from training.vector_index import VectorIndex
 
 
 logger = logging.getLogger(__name__)
@@ -57,7 +64,6 @@ def choose_baseline(name: str = "auto", model: str | None = None) -> str:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_NAMES)}")
     if name != "auto":
         return name
-    from training.evaluation.methods.vision_encoders import CLIP_DEFAULT, DINO_DEFAULT
 
     for method, default in (("clip-i", CLIP_DEFAULT), ("dino", DINO_DEFAULT)):
         if weights_available_locally(model or default):
@@ -86,11 +92,6 @@ class BaselineNeighbours:
     def __init__(
         self, method: Any, entries: Sequence[IndexEntry], cache_folder: str | Path, batch_size: int = 32
     ) -> None:
-        from training.evaluation.embed import embed_pool
-        from training.evaluation.embedding_cache import EmbeddingCache
-        from training.evaluation.pool import PoolItem
-        from training.vector_index import VectorIndex
-
         if method.metric != "cosine":
             raise ValueError(f"the app's baseline must compare by cosine; {method.name} uses {method.metric}")
         self.method = method
@@ -113,8 +114,6 @@ class BaselineNeighbours:
         cls, index: SearchIndex, name: str = "auto", model: str | None = None, device: str = "cpu"
     ) -> BaselineNeighbours:
         """The baseline `choose_baseline(name, model)` over `index`'s collection, cached in the index folder."""
-        from training.evaluation.methods import MethodOptions, build_method
-
         chosen = choose_baseline(name, model)
         method = build_method(chosen, MethodOptions(model=model, device=device))
         return cls(method, index.entries, Path(index.folder) / BASELINES_FOLDER / chosen)
@@ -129,8 +128,6 @@ class BaselineNeighbours:
         Raises:
             UnreadableImageError: naming the file.
         """
-        from training.evaluation.embed import read_image
-
         picture, _ = read_image(str(image))
         with torch.inference_mode():
             return self.method.embed(self.method.preprocess([picture]), ["query"])[0].float()
@@ -138,8 +135,6 @@ class BaselineNeighbours:
     def search(self, image: str | Path, k: int = 10, exclude_query: bool = True) -> list[BaselineHit]:
         """The `k` indexed images closest to `image` by this baseline, best first; with `exclude_query`, indexed
         files with the query's bytes are left out (as relsim's search does)."""
-        from training.image_ids import file_sha256
-
         query_sha256 = file_sha256(image) if exclude_query else None
         extra = self.sha256.count(query_sha256) if query_sha256 else 0
         scores, rows = self.vectors.search(self.query_vector(image)[None], k + extra)

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from training.json_lines import read_json_lines, write_json_lines
 from training.search.generation import (
     INDEX_FILE,
     INDEX_FORMAT,
@@ -98,19 +99,7 @@ def _check_model(folder: Path, stored: dict[str, Any], wanted: dict[str, Any]) -
 def _read_jsonl(path: Path, data: bytes | None = None) -> list[dict[str, Any]]:
     if data is None and not path.is_file():
         return []
-    text = (path.read_bytes() if data is None else data).decode("utf-8")
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error})") from error
-    return rows
-
-
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))
+    return [row for _, row in read_json_lines(path, data)]
 
 
 def read_manifest(folder: str | Path) -> list[IndexEntry]:
@@ -301,11 +290,11 @@ def index_collection(
     shards = list(dict.fromkeys(shard_files))
     position = {name: number for number, name in enumerate(shards)}
     vectors.save(output / VECTORS_FILE)
-    _write_jsonl(
+    write_json_lines(
         output / MANIFEST_FILE,
         [entry.manifest_row() | {"shard": position[name]} for entry, name in zip(ordered, shard_files, strict=True)],
     )
-    _write_jsonl(output / UNREADABLE_FILE, [{"path": path, "reason": reason} for path, reason in unreadable])
+    write_json_lines(output / UNREADABLE_FILE, [{"path": path, "reason": reason} for path, reason in unreadable])
     # the commit: written last, it names the one generation of files that belong together
     files = {name: file_record(output / name) for name in RECORDED_FILES}
     info = {"format": INDEX_FORMAT, "model": identity, "factory": factory, "count": len(ordered), "source": source,

@@ -13,6 +13,10 @@ from typing import Any
 
 import torch
 
+from training.relsim_folder import load_relsim
+from training.store import model_fingerprint, tensors_fingerprint
+from training.trainer.caption_encoder import CaptionEncoder
+
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +43,6 @@ class SearchModel:
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
-        from training.store import tensors_fingerprint
-
         model.check_processor(processor)
         self.model = model.eval()
         self.processor = processor
@@ -62,11 +64,8 @@ class SearchModel:
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> SearchModel:
-        """A saved relsim folder or hub id (see `training.evaluation.methods.relsim.load_relsim`), fingerprinted by
+        """A saved relsim folder or hub id (see `training.relsim_folder.load_relsim`), fingerprinted by
         its files."""
-        from training.evaluation.methods.relsim import load_relsim
-        from training.evaluation.model_fingerprint import model_fingerprint
-
         model, processor = load_relsim(model_name_or_path, dtype, trust_remote_code)
         return cls(
             model.to(device), processor, model_name_or_path, model_fingerprint(model_name_or_path, model), **kwargs
@@ -104,8 +103,6 @@ class SearchModel:
     def text_model(self) -> Any:
         """The sentence-transformers text encoder (frozen, on the CPU), loaded on first use."""
         if self._text_model is None:
-            from training.trainer.caption_encoder import CaptionEncoder
-
             self._text_model = CaptionEncoder(self.text_encoder_name).model
         return self._text_model
 

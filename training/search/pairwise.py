@@ -25,6 +25,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from modeling_relsim import RelSimModel, RelSimProcessor, decode_image, move_batch
 from modeling_relsim.image_decoding import as_image_list, image_source
+from training.relsim_folder import load_relsim
 
 
 logger = logging.getLogger(__name__)
@@ -190,8 +191,6 @@ def relsim(
         ValueError: `pretrained` is False, `checkpoint_dir` is missing, or names an unconverted official checkpoint.
         ModelLoadError: the folder or hub id cannot be loaded.
     """
-    from training.evaluation.methods.relsim import load_relsim
-
     if not pretrained:
         raise ValueError("relsim(pretrained=False) is not supported: give pretrained=True and a checkpoint_dir")
     if checkpoint_dir is None:

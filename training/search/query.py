@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from training.image_ids import file_sha256
 from training.search.index import SearchIndex
 from training.search.model import SearchModel
 
@@ -81,8 +82,6 @@ def search(
     if exclude_query and isinstance(image, bytes):
         query_sha256 = hashlib.sha256(image).hexdigest()
     elif exclude_query and isinstance(image, str | Path) and Path(image).is_file():
-        from training.image_ids import file_sha256
-
         query_sha256 = file_sha256(image)
     excluded = set(exclude_ids)
     excluded |= {i for i, entry in enumerate(index.entries) if query_sha256 and entry.sha256 == query_sha256}

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.hub_data.images import download_images, downloaded_images
 from training.image_folder import ImageFile, scan_image_folder, verify_image_file
-from training.image_ids import file_image_hash_and_sha256
+from training.image_ids import file_image_hash_and_sha256, url_image_hash
 from training.url_fetch import FetchPolicy
 
 
@@ -113,9 +114,6 @@ def download_urls(
     that grows later fetches just its new lines (img2dataset's own resume works per shard of one URL list).
     Images are resized by img2dataset so their shorter side is at most 448 pixels (relsim's processor crops later).
     """
-    from training.hub_data.images import download_images, downloaded_images
-    from training.image_ids import url_image_hash
-
     folder = Path(folder)
     by_hash = {url_image_hash(url): url for url in urls}
 

@@ -17,6 +17,7 @@ import torch
 from training.metrics import relational_retrieval_metrics
 from training.search.model import SearchModel
 from training.search.why import CaptionBank
+from training.synthetic.families import FAMILIES
 
 
 RELATION_TEXT_MAP = "relation-text mAP"
@@ -26,8 +27,6 @@ WHY_ACCURACY = "why accuracy"
 
 def family_captions(pool: Any) -> list[str]:
     """The anonymous caption of each family label of a synthetic pool, in label order."""
-    from training.synthetic import FAMILIES
-
     return [FAMILIES[name].caption for name in pool.features["family"].names]
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from training.caption_text import normalize_caption
+from training.json_lines import read_json_lines
 from training.search.model import SearchModel
+from training.synthetic.families import FAMILIES
 
 
 SYNTHETIC_BANK = "synthetic"
@@ -48,8 +50,6 @@ def read_caption_bank(source: str | Path) -> list[str]:
         ValueError: a malformed file or row (named with its line or position), or an empty bank.
     """
     if str(source) == SYNTHETIC_BANK:
-        from training.synthetic import FAMILIES
-
         return [family.caption for family in FAMILIES.values()]
     path = Path(source)
     text = path.read_text(encoding="utf-8")
@@ -63,14 +63,8 @@ def read_caption_bank(source: str | Path) -> list[str]:
                 raise ValueError(f"{path}: [{position}].anonymous_caption: missing or not a string")
             captions.append(normalize_caption(group["anonymous_caption"]))
     elif path.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: malformed JSON ({error})") from error
-            if not isinstance(row, dict) or not isinstance(row.get("caption"), str):
+        for number, row in read_json_lines(path, text.encode("utf-8")):
+            if not isinstance(row.get("caption"), str):
                 raise ValueError(f"{path}:{number}: caption: missing or not a string")
             captions.append(normalize_caption(row["caption"]))
     else:

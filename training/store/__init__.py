@@ -1,6 +1,6 @@
 """One atomic, content-keyed store for caches and resumable outputs (the evaluation's embedding cache and judge
-answers today; the data pipeline's shards and the search index next). It imports only the standard library, torch
-and safetensors, so every product of `training/` can build on it.
+answers today; the data pipeline's shards and the search index next). It imports only the standard library, torch,
+safetensors and huggingface_hub, so every product of `training/` can build on it.
 
 A cached row is keyed by *what it was computed from*, never by a name that can come to mean something else:
 the identity of the computation (method, settings and the model's weights fingerprint, `weights_fingerprint`) is
@@ -19,7 +19,7 @@ fixed per store folder, and each row carries the sha256 of its input file beside
 
 from training.store.atomic import atomic_write
 from training.store.checksums import checksum_path, checksum_problem, remove_with_checksum, write_with_checksum
-from training.store.fingerprint import tensors_fingerprint, weights_fingerprint
+from training.store.fingerprint import adapter_fingerprint, model_fingerprint, tensors_fingerprint, weights_fingerprint
 from training.store.record_log import RecordLog
 from training.store.tensor_shards import (
     DamagedShardError,
@@ -35,9 +35,11 @@ __all__ = [
     "IdentityMismatchError",
     "RecordLog",
     "TensorShardStore",
+    "adapter_fingerprint",
     "atomic_write",
     "checksum_path",
     "checksum_problem",
+    "model_fingerprint",
     "read_identity",
     "read_shard",
     "remove_with_checksum",

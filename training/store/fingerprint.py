@@ -8,7 +8,7 @@ safetensors headers (names, dtypes, shapes, offsets) are identical for two train
 modification times change on a mere copy while an in-place rewrite can keep them. The cost is one read of the
 weights (a few seconds per GB per core; the files are hashed on parallel threads, and the page cache serves the
 model load that follows). Hub downloads cost nothing: the Hub cache names every large file by its sha256, checked
-at download, and a hub id is fingerprinted by its resolved commit (see `training.evaluation.model_fingerprint`).
+at download, and a hub id is fingerprinted by its resolved commit (`model_fingerprint`, `adapter_fingerprint`).
 Hashes are remembered for the life of the process, keyed by path, size, modification time and inode.
 """
 
@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 
 from training.image_ids import file_sha256
 
@@ -82,3 +83,39 @@ def tensors_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> st
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return "tensors-sha256:" + digest.hexdigest()
+
+
+def hub_fingerprint(repo_id: str, marker_file: str) -> str | None:
+    """`hub:<id>@<commit>` when `marker_file` of the hub id is in the local Hub cache (free: a commit names every
+    file's content), else None."""
+    found = try_to_load_from_cache(repo_id, marker_file)
+    if isinstance(found, str):  # .../snapshots/<commit>/<marker_file>
+        return f"hub:{repo_id}@{Path(found).parent.name}"
+    return None
+
+
+def model_fingerprint(model_name_or_path: str, model: torch.nn.Module | None = None) -> str:
+    """The fingerprint of a model named by folder or hub id: the folder's files, the hub id's commit in the local
+    Hub cache, or else the tensors of `model` when one is given.
+
+    Raises:
+        FileNotFoundError: `model_name_or_path` is neither a folder nor in the Hub cache, and no model was given.
+    """
+    if Path(model_name_or_path).is_dir():
+        return weights_fingerprint(model_name_or_path)
+    fingerprint = hub_fingerprint(model_name_or_path, "config.json")
+    if fingerprint is not None:
+        return fingerprint
+    if model is not None:
+        return tensors_fingerprint(model.state_dict().items())
+    raise FileNotFoundError(
+        f"cannot fingerprint the weights of {model_name_or_path!r}: not a folder, and not in the local Hub cache"
+    )
+
+
+def adapter_fingerprint(adapter: str) -> str | None:
+    """A LoRA adapter's folder (its files hashed) or hub id (its commit in the local Hub cache); None when neither
+    can be found, and the caller falls back to the loaded weights."""
+    if Path(adapter).is_dir():
+        return weights_fingerprint(adapter)
+    return hub_fingerprint(adapter, "adapter_config.json")

@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
 
-from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+from training.cli import add_cli_command, add_command, add_commands, command_line, command_parser
+from training.studies import conceptual_distance_cli as distance
 
 
 MODULE = "training.studies"
@@ -143,30 +142,16 @@ def parser() -> argparse.ArgumentParser:
     groups.add_argument("--output", required=True, help="the seed_group.json to write")
     groups.set_defaults(run=run_export_seed_groups)
 
-    from training.studies import conceptual_distance_cli as distance
-
-    command = add_command(commands, "distance", distance.DISTANCE_HELP, distance.__doc__)
-    distance.add_distance_arguments(command)
-    command.set_defaults(run=distance.run_distance)
-    command = add_command(commands, "distance-eval", distance.EVALUATE_HELP, distance.__doc__)
-    distance.add_evaluate_arguments(command)
-    command.set_defaults(run=distance.run_evaluate)
-    command = add_command(commands, "train-literal-describer", distance.TRAIN_HELP, distance.__doc__)
-    distance.add_train_arguments(command)
-    command.set_defaults(run=distance.run_train)
+    for name, help, add_arguments, run in (
+        ("distance", distance.DISTANCE_HELP, distance.add_distance_arguments, distance.run_distance),
+        ("distance-eval", distance.EVALUATE_HELP, distance.add_evaluate_arguments, distance.run_evaluate),
+        ("train-literal-describer", distance.TRAIN_HELP, distance.add_train_arguments, distance.run_train),
+    ):
+        add_cli_command(commands, name, distance, help, add_arguments, run)
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return args.run(args)
-
-
-def program() -> int:
-    """Console script `relsim-studies`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
-
+main, program = command_line(MODULE, parser)
 
 if __name__ == "__main__":
     raise SystemExit(program())

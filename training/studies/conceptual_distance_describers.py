@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from training.store import adapter_fingerprint, model_fingerprint, tensors_fingerprint
 from training.studies.conceptual_distance_runner import Describer
 from training.vlm.chat import QwenVLChat
+from training.vlm.tiny_pretraining import TINY_PRETRAIN_RECIPE, load_pretraining_recipe, pretrain_tiny_chat
 
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,6 @@ def train_literal_describer(
     Returns:
         the trained describer, named "literal".
     """
-    from training.vlm.tiny_pretraining import TINY_PRETRAIN_RECIPE, load_pretraining_recipe, pretrain_tiny_chat
-
     recipe = recipe or TINY_PRETRAIN_RECIPE
     trained = pretrain_tiny_chat(output_dir, recipe, overrides)
     prompt = load_pretraining_recipe(recipe, {**(overrides or {}), "output_dir": str(output_dir)})[2].prompt
@@ -73,14 +73,9 @@ def load_describer(
     )
     fingerprint = None
     if adapter:
-        from training.evaluation.model_fingerprint import model_fingerprint
-        from training.pipeline.captioning.cache_keys import adapter_fingerprint
-
         base = model_fingerprint(model_name_or_path, chat.model)
         adapter_id = adapter_fingerprint(adapter)
         fingerprint = f"{base}+{adapter_id}" if adapter_id else None  # None: the merged tensors are fingerprinted
         if fingerprint is None:
-            from training.store import tensors_fingerprint
-
             fingerprint = tensors_fingerprint(chat.model.state_dict().items())
     return Describer(chat, prompt, name, fingerprint)

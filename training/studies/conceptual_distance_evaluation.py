@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from training.evaluation.methods.relsim import RelSimMethod
 from training.store import atomic_write
 from training.studies.conceptual_distance import PairDistance
 from training.studies.conceptual_distance_runner import ConceptualDistance, Describer, DistanceSettings
+from training.synthetic.dataset import synthetic_examples
+from training.synthetic.families import FAMILY_NAMES
 
 
 logger = logging.getLogger(__name__)
@@ -54,8 +57,6 @@ def synthetic_pool(
 ) -> SyntheticPool:
     """`num_per_family` images of each relation family (at least two, so same-family pairs exist; all families
     unless `families` names some) and all pairs."""
-    from training.synthetic import FAMILY_NAMES, synthetic_examples
-
     if num_per_family < 2:
         raise ValueError(f"num_per_family must be at least 2 to form same-family pairs, got {num_per_family}")
     examples = list(synthetic_examples(num_per_family, split, seed, image_size, families or FAMILY_NAMES))
@@ -71,8 +72,6 @@ def same_family_auc(same_family: np.ndarray, scores: Sequence[float]) -> float:
 def relsim_cosines(relsim: Any, pool: SyntheticPool, batch_size: int = 16) -> list[float]:
     """relsim's cosine similarity of every pair; `relsim` is a model folder / hub id or an `EmbeddingMethod`."""
     import torch
-
-    from training.evaluation.methods.relsim import RelSimMethod
 
     method = RelSimMethod(str(relsim)) if isinstance(relsim, (str, Path)) else relsim
     embeddings = []

@@ -24,6 +24,7 @@ import PIL.Image
 from transformers.utils.logging import tqdm
 
 from training.pipeline.captioning.image_inputs import image_name, read_image
+from training.store import model_fingerprint
 from training.studies.conceptual_distance import PairDistance, check_lengths, pair_distance
 from training.studies.conceptual_distance_cache import DistanceCache, description_key, score_key
 from training.vlm.chat import QwenVLChat
@@ -53,8 +54,6 @@ class Describer:
         if not self.prompt.strip():
             raise ValueError(f"the {self.name} describer's prompt is empty; give the text that asks for a description")
         if self.fingerprint is None:
-            from training.evaluation.model_fingerprint import model_fingerprint
-
             self.fingerprint = model_fingerprint(self.chat.model_name_or_path, self.chat.model)
 
     @property

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.json_lines import write_json_lines
 from training.store import atomic_write
 from training.studies.judgement_store import GroupJudgement, LabelJudgement
 from training.studies.label_agreement import current_labels
@@ -56,9 +57,8 @@ def export_filter_labels(judgements: Sequence[LabelJudgement], path: str | Path)
             logger.warning("%s: %d annotators say relational, %d not: left out of the export", image, len(yes), len(no))
             continue
         label, agreed = ("relational", yes) if len(yes) > len(no) else ("not_relational", no)
-        lines.append(json.dumps({"url": image_url(image), "label": label, "annotator": ",".join(agreed)}))
-    path = Path(path)
-    atomic_write(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+        lines.append({"url": image_url(image), "label": label, "annotator": ",".join(agreed)})
+    path = write_json_lines(path, lines)
     return ExportReport(path, len(lines), ties)
 
 

@@ -269,13 +269,7 @@ class JudgementStore:
 
     def record_label(self, who: Credentials, image: str, relational: bool) -> int:
         """Stores "is `image` relationally interesting?" by `who`; returns the row id."""
-        with self._transaction() as connection:
-            name = self._check(connection, who)
-            cursor = connection.execute(
-                "INSERT INTO label_judgements (annotator, created_at, image, relational) VALUES (?, ?, ?, ?)",
-                (name, _now(), str(image), int(bool(relational))),
-            )
-            return cursor.lastrowid
+        return self._insert(who, "label_judgements", {"image": str(image), "relational": int(bool(relational))})
 
     def record_group_verdict(
         self,
@@ -292,27 +286,24 @@ class JudgementStore:
             raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
         if verdict == "edit" and not caption.strip():
             raise ValueError(f"group {group_id}: an edited caption cannot be empty")
-        with self._transaction() as connection:
-            name = self._check(connection, who)
-            cursor = connection.execute(
-                "INSERT INTO group_judgements (annotator, created_at, group_id, verdict, caption, original_caption, "
-                "image_urls) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, _now(), int(group_id), verdict, caption.strip(), original_caption, json.dumps(list(image_urls))),
-            )
-            return cursor.lastrowid
+        row = {"group_id": int(group_id), "verdict": verdict, "caption": caption.strip()}
+        row |= {"original_caption": original_caption, "image_urls": json.dumps(list(image_urls))}
+        return self._insert(who, "group_judgements", row)
 
     def record_ab(self, who: Credentials, query: str, left_method: str, right_method: str, choice: str) -> int:
         """Stores an A/B choice: which side (shown without method names) `who` preferred, or "neither"."""
         if choice not in AB_CHOICES:
             raise ValueError(f"choice {choice!r} is not one of {AB_CHOICES}")
+        row = {"query": str(query), "left_method": left_method, "right_method": right_method, "choice": choice}
+        return self._insert(who, "ab_judgements", row)
+
+    def _insert(self, who: Credentials, table: str, row: dict[str, Any]) -> int:
+        """One row of `table` by `who` (checked first) at this moment, in its own transaction; returns its id."""
+        columns = ["annotator", "created_at", *row]
         with self._transaction() as connection:
-            name = self._check(connection, who)
-            cursor = connection.execute(
-                "INSERT INTO ab_judgements (annotator, created_at, query, left_method, right_method, choice) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, _now(), str(query), left_method, right_method, choice),
-            )
-            return cursor.lastrowid
+            values = [self._check(connection, who), _now(), *row.values()]
+            statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            return connection.execute(statement, values).lastrowid
 
     # reads
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from transformers.utils.logging import tqdm
 
 from training.image_ids import url_image_hash
+from training.json_lines import write_json_lines
 from training.synthetic.attributes import SPLITS, sample_style
 from training.synthetic.families import FAMILIES, FAMILY_NAMES, draw_example
 
@@ -106,8 +106,7 @@ def write_official_format(dataset: datasets.Dataset, folder: str | Path, split: 
         url = synthetic_url(split, family_names[example["family"]], example["index"])
         image_hash = url_image_hash(url)
         example["image"].save(folder / "images" / f"{image_hash}.png")
-        lines.append(json.dumps({"image_hash": image_hash, "caption": f'"{example["caption"]}"', "url_link": url}))
-    jsonl = folder / "captions.jsonl"
-    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines.append({"image_hash": image_hash, "caption": f'"{example["caption"]}"', "url_link": url})
+    jsonl = write_json_lines(folder / "captions.jsonl", lines)
     logger.info("wrote %d images and %s", len(lines), jsonl)
     return jsonl

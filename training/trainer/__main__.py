@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+from training.cli import add_cli_command, add_commands, command_parser, prog_name, program_of, run_command
+from training.trainer import convert, export_cli
 
 
 MODULE = "training.trainer"
@@ -47,17 +48,8 @@ def parser() -> argparse.ArgumentParser:
     # the train command's options are the dataclass fields, parsed by HfArgumentParser in training.trainer.train
     commands.add_parser("train", help=TRAIN_HELP, add_help=False)
 
-    from training.trainer import export
-
-    exporting = add_command(commands, "export", export.HELP, export.__doc__)
-    export.add_arguments(exporting)
-    exporting.set_defaults(run=export.run)
-
-    from training.trainer import convert
-
-    converting = add_command(commands, "convert-official", convert.HELP, convert.__doc__)
-    convert.add_arguments(converting)
-    converting.set_defaults(run=convert.run)
+    add_cli_command(commands, "export", export_cli)
+    add_cli_command(commands, "convert-official", convert)
     return top
 
 
@@ -76,14 +68,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
         from training.trainer.train import main as train
 
         return train(train_argv)
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    return args.run(args)
+    return run_command(parser(), argv)
 
 
-def program() -> int:
-    """Console script `relsim-train`: expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
+program = program_of(MODULE, main)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from training.errors import import_extra, loading_model
+
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ class CaptionEncoder:
     """
 
     def __init__(self, name_or_path: str, device: torch.device | str = "cpu", batch_size: int = 256) -> None:
-        from training.errors import import_extra, loading_model
-
         sentence_transformers = import_extra("sentence_transformers", "train", "the caption encoder (text tower)")
         self.device = torch.device(device)
         with loading_model(name_or_path, "the text encoder", "text_encoder"):

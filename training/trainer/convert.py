@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.cli import DTYPE_NAMES, command_parser, configure_logging, prog_name, resolve_dtype, run_program
+from training.cli import DTYPE_NAMES, command_parser, configure_logging, program_of, resolve_dtype
 
 
 logger = logging.getLogger("relsim.convert")
@@ -49,6 +49,4 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return run(args)
 
 
-def program() -> int:
-    """Console script `relsim-convert-official`: expected errors as one line (exit status 2)."""
-    return run_program(main, prog=prog_name("training.trainer"))
+program = program_of("training.trainer", main, has_commands=False)

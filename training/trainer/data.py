@@ -7,7 +7,6 @@ of a `datasets.Image(decode=False)` column) and a normalised `caption`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import datasets
 
 from training.caption_text import normalize_caption, still_quoted
 from training.image_ids import require_image_hash
+from training.json_lines import read_json_lines
+from training.synthetic.dataset import synthetic_dataset
 from training.trainer.arguments import DataArguments
 
 
@@ -39,29 +40,20 @@ def read_official_captions(jsonl_path: str | Path, image_dir: str | Path) -> dat
     files_by_hash = {path.stem: str(path) for path in image_dir.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS}
     rows: dict[str, list[str]] = {"image": [], "caption": [], "image_hash": []}
     still_quoted_lines = []
-    with jsonl_path.open(encoding="utf-8-sig") as lines:  # a byte-order mark before the first row is skipped
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{jsonl_path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: malformed JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            for field in ("image_hash", "caption"):
-                if not isinstance(record.get(field), str):
-                    raise ValueError(f"{where}: field {field!r} is missing or not a string")
-            require_image_hash(record["image_hash"], f"{where}: field 'image_hash'")
-            caption = normalize_caption(record["caption"])
-            if not caption:
-                raise ValueError(f"{where}: field 'caption' is empty")
-            if still_quoted(caption):
-                still_quoted_lines.append(line_number)
-            rows["image"].append(files_by_hash.get(record["image_hash"], ""))
-            rows["caption"].append(caption)
-            rows["image_hash"].append(record["image_hash"])
+    for line_number, record in read_json_lines(jsonl_path):
+        where = f"{jsonl_path}:{line_number}"
+        for field in ("image_hash", "caption"):
+            if not isinstance(record.get(field), str):
+                raise ValueError(f"{where}: field {field!r} is missing or not a string")
+        require_image_hash(record["image_hash"], f"{where}: field 'image_hash'")
+        caption = normalize_caption(record["caption"])
+        if not caption:
+            raise ValueError(f"{where}: field 'caption' is empty")
+        if still_quoted(caption):
+            still_quoted_lines.append(line_number)
+        rows["image"].append(files_by_hash.get(record["image_hash"], ""))
+        rows["caption"].append(caption)
+        rows["image_hash"].append(record["image_hash"])
     if still_quoted_lines:
         logger.warning(
             "%d captions of %s still begin or end with a quote after normalisation (lines %s)",
@@ -102,8 +94,6 @@ def _load_splits(name: str, config: str | None) -> datasets.DatasetDict:
 def load_training_data(arguments: DataArguments, seed: int) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """The training split and the held-out split (or None) as `image` / `caption` datasets."""
     if arguments.synthetic_num_per_family:
-        from training.synthetic import synthetic_dataset
-
         settings = {
             "seed": arguments.synthetic_seed,
             "image_size": arguments.synthetic_image_size,

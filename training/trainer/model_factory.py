@@ -16,6 +16,7 @@ import torch
 from peft import get_peft_model
 
 from modeling_relsim import RelSimModel, RelSimProcessor
+from training.errors import loading_model
 from training.tiny_backbone import TINY_PRESETS, build_tiny_model, build_tiny_processor
 from training.trainer.arguments import ModelArguments
 from training.trainer.lora import relsim_lora_config
@@ -106,8 +107,6 @@ def build_image_encoder(arguments: ModelArguments) -> tuple[Any, TunedImageEncod
         )
         return image_processor, model.to(getattr(torch, arguments.dtype))
     from transformers import AutoImageProcessor
-
-    from training.errors import loading_model
 
     with loading_model(arguments.image_encoder, "the image encoder", "image_encoder"):
         image_processor = AutoImageProcessor.from_pretrained(arguments.image_encoder)

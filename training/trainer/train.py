@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-import yaml
 from transformers import HfArgumentParser, set_seed
 
 from training.cli import HelpFormatter, configure_logging, prog_name
 from training.cpu_threads import set_torch_threads
+from training.recipes import read_recipe
 from training.trainer.arguments import DataArguments, ModelArguments, RelSimTrainingArguments
 from training.trainer.checkpoints import resolve_resume_checkpoint
 from training.trainer.collator import build_collator
@@ -136,16 +136,7 @@ def parse_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments,
             raise ValueError("--config needs a YAML file")
         config_path = Path(argv[position + 1])
         del argv[position : position + 2]
-        if not config_path.is_file():
-            raise FileNotFoundError(f"recipe {config_path} does not exist (the recipes are in training/configs/)")
-        try:
-            recipe = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{config_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(config_path)
-            raise ValueError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from error
-        if not isinstance(recipe, dict):
-            raise ValueError(f"{config_path}: a recipe is a mapping of argument names to values")
+        recipe = read_recipe(config_path, hint=" (the recipes are in training/configs/)")
         recipe_arguments = recipe_to_arguments(recipe, str(config_path))
     arguments = recipe_arguments + argv
     return parse_into(arguments, training_arguments_class(arguments))

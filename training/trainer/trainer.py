@@ -14,7 +14,6 @@ embeddings), `_loss_parameters` (trainable tensors of that loss outside the mode
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from accelerate.utils import DistributedType
 from transformers import Trainer, TrainerCallback
 
 from modeling_relsim import RelSimModel
+from training.json_lines import write_json_lines
 from training.metrics import retrieval_compute_metrics
 from training.trainer.arguments import RelSimTrainingArguments
 from training.trainer.caption_encoder import CaptionEncoder
@@ -160,8 +160,7 @@ class RelSimTrainer(Trainer):
         rank, world_size = world()
         name = "unreadable_images.jsonl" if world_size == 1 else f"unreadable_images.rank{rank}.jsonl"
         path = Path(self.args.output_dir) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        write_json_lines(path, rows)
         logger.warning("%d unreadable images were skipped; see %s", len(rows), path)
         return path
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
 
-from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
+from training.cli import add_command, add_commands, command_line, command_parser
 
 
 MODULE = "training.vlm"
@@ -39,17 +38,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parses `argv` and runs the command; errors propagate (see `program`)."""
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    args.run(args)
-
-
-def program() -> int:
-    """Expected errors as one line (exit status 2), tracebacks with --debug."""
-    return run_program(main, prog=prog_name(MODULE), has_commands=True)
-
+main, program = command_line(MODULE, parser)
 
 if __name__ == "__main__":
     raise SystemExit(program())

@@ -1,7 +1,7 @@
 """PEFT LoRA adapters for the generating Qwen2.5-VL, from a folder or the Hub, merged into the weights.
 
-The key remapping for adapters saved by transformers 4.x is modeling_relsim.convert_official's (one rule for the
-relsim release and the released captioner alike).
+The merge itself (and the key remapping for adapters saved by transformers 4.x) is `modeling_relsim.lora_adapters`,
+shared with the official relsim converter.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from modeling_relsim.convert_official import merge_adapter
+from modeling_relsim.lora_adapters import merge_adapter
 from training.errors import loading_model
 
 

@@ -19,6 +19,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.utils.logging import tqdm
 
 from modeling_relsim.image_decoding import decode_image
+from training.errors import loading_model
+from training.vlm.adapters import merge_lora_adapter
 from training.vlm.decoding import Decoding
 
 
@@ -67,15 +69,11 @@ class QwenVLChat:
         """Loads a Qwen2.5-VL folder or hub id, optionally with a PEFT LoRA `adapter` (folder or hub id, e.g.
         thaoshibe/relsim-anonymous-caption-qwen25vl-lora) merged into its weights; adapters saved by transformers
         4.x have their keys moved to the 5.x layout first."""
-        from training.errors import loading_model
-
         with loading_model(model_name_or_path, "the Qwen2.5-VL model", "--caption-model / --judge-model"):
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_name_or_path, dtype=dtype)
             tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
             image_processor = Qwen2VLImageProcessorPil.from_pretrained(model_name_or_path)
         if adapter is not None:
-            from training.vlm.adapters import merge_lora_adapter
-
             model = merge_lora_adapter(model, adapter, base=model_name_or_path)
         return cls(model.to(device), tokenizer, image_processor, model_name_or_path, max_pixels)
 

@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from training.store import atomic_write
-from training.synthetic import FAMILIES, synthetic_examples
+from training.synthetic.dataset import synthetic_examples
+from training.synthetic.families import FAMILIES
 from training.synthetic.literal import literal_description
 from training.synthetic.negatives import negative_examples
 from training.vlm.chat import QwenVLChat
-from training.vlm.sft_training import ChatModelArguments, VLMSFTArguments, load_recipe, train_chat_sft
+from training.vlm.chat_model import ChatModelArguments
+from training.vlm.sft_training import VLMSFTArguments, load_recipe, train_chat_sft
+from training.vlm.tiny import build_tiny_chat
 
 
 logger = logging.getLogger(__name__)
@@ -110,8 +113,6 @@ def pretrain_tiny_chat(
     """Builds the tiny random chat with `tiny_vocabulary()` and trains it (TRL SFT, in full) to describe training
     images literally; saves it to `output_dir` (a folder `QwenVLChat.from_pretrained` loads) with
     `pretraining.json` (rows, steps, seconds, final training loss)."""
-    from training.vlm.tiny import build_tiny_chat
-
     output_dir = Path(output_dir)
     model_arguments, sft_arguments, settings = load_pretraining_recipe(
         recipe, {**(overrides or {}), "output_dir": str(output_dir)}

@@ -9,7 +9,7 @@ import PIL.Image
 
 from training.evaluation.judges.cache import JudgeFailure
 from training.evaluation.judges.prompt import PROMPT_VERSION, RELATIONAL_SIMILARITY_QUESTION
-from training.evaluation.model_fingerprint import model_fingerprint
+from training.store import model_fingerprint
 from training.vlm.chat import QwenVLChat
 
 

@@ -14,7 +14,7 @@ from training.errors import import_extra, loading_model
 from training.evaluation.captioner import Captioner
 from training.evaluation.methods.base import EmbeddingMethod
 from training.evaluation.methods.vision_encoders import CLIP_DEFAULT
-from training.evaluation.model_fingerprint import model_fingerprint
+from training.store import model_fingerprint
 from training.trainer.caption_encoder import resolve_text_encoder
 
 

@@ -11,8 +11,7 @@ import torch
 
 from training.errors import loading_model
 from training.evaluation.methods.base import EmbeddingMethod
-from training.evaluation.model_fingerprint import model_fingerprint
-from training.store import tensors_fingerprint
+from training.store import model_fingerprint, tensors_fingerprint
 from training.tuned_encoders import TunedEncoderConfig, TunedImageEncoder
 
 

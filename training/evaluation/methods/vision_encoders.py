@@ -12,7 +12,7 @@ from transformers import AutoImageProcessor, AutoModel, CLIPModel
 
 from training.errors import loading_model
 from training.evaluation.methods.base import EmbeddingMethod
-from training.evaluation.model_fingerprint import model_fingerprint
+from training.store import model_fingerprint
 
 
 CLIP_DEFAULT = "openai/clip-vit-large-patch14"

@@ -7,25 +7,10 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from training.evaluation.model_fingerprint import model_fingerprint
-from training.store import weights_fingerprint
+from training.store import model_fingerprint
 from training.vlm.chat import QwenVLChat
-
-
-def adapter_fingerprint(adapter: str) -> str | None:
-    """A LoRA adapter's folder (its files hashed) or hub id (its commit in the local Hub cache); None when neither
-    can be found, and the caller falls back to the loaded weights."""
-    if Path(adapter).is_dir():
-        return weights_fingerprint(adapter)
-    from huggingface_hub import try_to_load_from_cache
-
-    config = try_to_load_from_cache(adapter, "adapter_config.json")
-    if isinstance(config, str):  # .../snapshots/<commit>/adapter_config.json
-        return f"hub:{adapter}@{Path(config).parent.name}"
-    return None
 
 
 def chat_fingerprint(chat: QwenVLChat) -> str:

@@ -124,7 +124,8 @@ def seed_groups_from_json(path: str | Path, image_dir: str | Path) -> list[SeedG
     one file per image named `<md5(url)>.<ext>` (how `python -m training.hub_data download` and the pipeline's
     hand-off name them). Rows the builder rejects are logged as warnings; a URL without a file is reported as
     unreadable when the group is captioned."""
-    from training.hub_data import RejectionLog, build_seed_groups
+    from training.hub_data.seed_groups import build_seed_groups
+    from training.hub_data.validation import RejectionLog
     from training.image_ids import url_image_hash
 
     image_dir = Path(image_dir)

@@ -75,7 +75,7 @@ class CaptionerDataArguments:
 
 @dataclass
 class CaptionerRecipe:
-    model: Any  # training.vlm.sft_training.ChatModelArguments
+    model: Any  # training.vlm.chat_model.ChatModelArguments
     captioner: CaptionerArguments
     data: CaptionerDataArguments
     sft: Any  # training.vlm.sft_training.VLMSFTArguments
@@ -83,7 +83,8 @@ class CaptionerRecipe:
 
 def load_captioner_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> CaptionerRecipe:
     """Parses a captioner recipe; unknown keys are refused with their names."""
-    from training.vlm.sft_training import ChatModelArguments, VLMSFTArguments, load_recipe
+    from training.vlm.chat_model import ChatModelArguments
+    from training.vlm.sft_training import VLMSFTArguments, load_recipe
 
     model, captioner, data, sft = load_recipe(
         path, [ChatModelArguments, CaptionerArguments, CaptionerDataArguments, VLMSFTArguments], overrides

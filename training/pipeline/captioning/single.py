@@ -28,16 +28,11 @@ from transformers.utils.logging import tqdm
 
 from modeling_relsim.image_decoding import UnreadableImageError
 from training.caption_text import normalize_caption
-from training.pipeline.captioning.cache_keys import (
-    adapter_fingerprint,
-    caption_key,
-    chat_fingerprint,
-    decoding_settings,
-)
+from training.pipeline.captioning.cache_keys import caption_key, chat_fingerprint, decoding_settings
 from training.pipeline.captioning.group import SeedGroup
 from training.pipeline.captioning.image_inputs import UnreadableImage, image_name, read_image
 from training.pipeline.captioning.prompts import SINGLE_IMAGE_PROMPT, CaptionPrompt
-from training.store import RecordLog, tensors_fingerprint, weights_fingerprint
+from training.store import RecordLog, adapter_fingerprint, tensors_fingerprint, weights_fingerprint
 from training.vlm.chat import QwenVLChat
 from training.vlm.decoding import Decoding
 

@@ -66,7 +66,8 @@ def train_synthetic_captioner(
     Returns:
         the trained chat and its quality (mean cosine to the family caption, placeholder rate, family accuracy).
     """
-    from training.synthetic import FAMILIES, synthetic_examples
+    from training.synthetic.dataset import synthetic_examples
+    from training.synthetic.families import FAMILIES
     from training.synthetic.literal import literal_description
     from training.vlm.tiny import build_tiny_chat
 

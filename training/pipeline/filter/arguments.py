@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from training.pipeline.filter.rows import BALANCES
-from training.vlm.sft_training import ChatModelArguments, VLMSFTArguments, load_recipe
+from training.vlm.chat_model import ChatModelArguments
+from training.vlm.sft_training import VLMSFTArguments, load_recipe
 
 
 @dataclass
