@@ -7,11 +7,11 @@ import datasets
 import PIL.Image
 import pytest
 
-from tests.pipeline_helpers import write_images
+from tests.pipeline_helpers import run_locally, write_images
 from training.image_ids import file_image_hash, url_image_hash
 from training.pipeline.handoff import HandoffStage, handoff_image_path
 from training.pipeline.inputs import read_input_rows, rows_from_list
-from training.pipeline.runner import read_stage_rows, run_stages
+from training.pipeline.run.summary import read_stage_rows
 from training.pipeline.stages import Stage
 
 
@@ -82,7 +82,7 @@ def test_dataset_input_writes_in_memory_images_once_and_uses_the_url_id(tmp_path
 
 def _handoff(tmp_path, rows):
     handoff = tmp_path / "out" / "handoff"
-    run_stages(rows, [CaptionByWidthStage(), HandoffStage(handoff)], tmp_path / "out", show_progress=False)
+    run_locally(rows, [CaptionByWidthStage(), HandoffStage(handoff)], tmp_path / "out")
     return handoff
 
 
@@ -159,7 +159,7 @@ def test_handoff_rows_without_caption_are_counted_not_handed_off(tmp_path):
     handoff = tmp_path / "out" / "handoff"
     rows = [{"image": str(path), "image_hash": file_image_hash(path)}]
 
-    summary = run_stages(rows, [HandoffStage(handoff)], tmp_path / "out", show_progress=False)
+    summary = run_locally(rows, [HandoffStage(handoff)], tmp_path / "out")
 
     (row,) = read_stage_rows(tmp_path / "out", "handoff")
     assert (row["handed_off"], row["handoff_reason"]) == (False, "no caption")

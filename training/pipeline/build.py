@@ -1,7 +1,8 @@
 """Stages by name, built from a recipe: what `run --stages download,filter,caption,check,embed,handoff,index` runs.
 
 One list of names serves both executors. `download` and `index` are not row stages: the sharded run
-(`training.pipeline.scale_run`) runs them before and after the row stages, so `build_stages` builds only the others.
+(`training.pipeline.run.pipeline_run`) runs them before and after the row stages, so `build_stages` builds only the
+others.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from training.pipeline.stages import Stage
 
 
 if TYPE_CHECKING:
-    from training.pipeline.scale_recipe import EmbedSettings
+    from training.pipeline.run.recipe import EmbedSettings
 
 STAGE_NAMES = ("download", "filter", "caption", "check", "embed", "handoff", "index")
 AROUND_ROW_STAGES = ("download", "index")  # run by the sharded run before and after the row stages

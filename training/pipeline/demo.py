@@ -10,7 +10,7 @@
    family's true anonymous caption, like the paper's verified seed groups); on held-out images, how often the
    generated caption's MiniLM embedding is closest to the right family's caption;
 4. pipeline: a pool of family images and negatives runs through filter -> caption -> check -> hand-off with the
-   local runner (the same stages as `python -m training.pipeline run`);
+   local executor (the same stages as `python -m training.pipeline run`);
 5. relsim: trained twice with one reduced recipe (`training/configs/tiny-cpu.yaml`, fewer steps): on the pipeline's
    hand-off and on the true captions of the pool's family images; both on the synthetic benchmark (held-out shapes
    and colours), side by side.
@@ -168,7 +168,7 @@ def run_the_pipeline(args: argparse.Namespace, result: DemoResult, filter_chat, 
     """The pool through filter -> caption -> check -> hand-off; returns the pool's examples and input rows."""
     from training.pipeline.handoff import HandoffStage
     from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
-    from training.pipeline.runner import run
+    from training.pipeline.run.sharded import run
 
     examples = _labelled_images(args.pool_per_family, args.pool_negatives, "train", SEEDS["pool"], args.image_size)
     rows = _write_pool(examples, args.output / "pool")
@@ -185,7 +185,7 @@ def run_the_pipeline(args: argparse.Namespace, result: DemoResult, filter_chat, 
         CheckStage(),
         HandoffStage(folder / "handoff"),
     ]
-    summary = run(rows, stages, folder, batch_size=32)
+    summary = run(rows, stages, folder, batch_size=32, stage_logs=[stage.name for stage in stages])
     truth = {row["image_hash"]: example for row, example in zip(rows, examples, strict=True)}
     kept = [row for row in _stage_rows(folder, "filter") if row.get("kept")]
     handed = [row for row in _stage_rows(folder, "handoff") if row.get("handed_off")]
@@ -204,7 +204,7 @@ def run_the_pipeline(args: argparse.Namespace, result: DemoResult, filter_chat, 
 
 
 def _stage_rows(folder: Path, stage: str) -> list[dict[str, Any]]:
-    from training.pipeline.runner import read_stage_rows
+    from training.pipeline.run.summary import read_stage_rows
 
     return read_stage_rows(folder, stage)
 

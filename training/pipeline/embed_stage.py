@@ -25,7 +25,7 @@ class EmbedStage(ImageStage):
         model: a saved relsim folder or hub id (loaded once per process / Ray actor in `setup`).
         device, dtype: where and in which precision the model runs ("auto": CUDA when available).
         embed_batch_size: images per forward inside `embed_images`.
-        batch_size: rows per call of `process` (None: the runner's default).
+        batch_size: rows per call of `process` (None: the run's default).
     """
 
     name = "embed"

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from training.pipeline.scale_recipe import IndexSettings
-from training.pipeline.shards import ShardPlan, shard_path
+from training.pipeline.run.recipe import IndexSettings
+from training.pipeline.run.shards import ShardPlan, shard_path
 from training.store import atomic_write
 from training.vector_index import VectorIndex, recall_against_exact
 

@@ -1,5 +1,5 @@
 """The pipeline's model stages: thin wrappers that give the filter, the captioner and the checker the `Stage` shape
-(load once in `setup`, then batches of rows), so the local runner and a Ray executor run them unchanged.
+(load once in `setup`, then batches of rows), so the local and the Ray executor run them unchanged.
 
 - `FilterStage` adds `filter_score` (P(yes) from one forward, `training.pipeline.filter.score_images`) and `kept`
   (score >= threshold); rows below the threshold stop here, their scores kept in `filter.jsonl`.

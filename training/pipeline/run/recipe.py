@@ -17,7 +17,7 @@
     index:    {factory: "IVF65536,PQ64", metric: inner_product, training_sample: 2000000, nprobe: 64,
                recall_queries: 100, recall_k: 10}   # recall@k against exact search, reported in summary.json
 
-`load_scale_recipe` splits a YAML file into these sections and the local pipeline's `PipelineRecipe`, so one file
+`load_run_recipe` splits a YAML file into these sections and the local pipeline's `PipelineRecipe`, so one file
 configures either executor; unknown keys are refused with their names, as the local recipe does.
 """
 
@@ -103,7 +103,7 @@ class IndexSettings:
 
 
 @dataclass
-class ScaleRecipe:
+class RunRecipe:
     pipeline: PipelineRecipe
     ray: RaySettings = field(default_factory=RaySettings)
     download: DownloadSettings = field(default_factory=DownloadSettings)
@@ -114,7 +114,7 @@ class ScaleRecipe:
 DOWNLOAD_FORMATS = ("webdataset", "parquet")
 
 
-def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> ScaleRecipe:
+def run_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> RunRecipe:
     """A recipe from a parsed mapping; the `ray`, `download`, `embed` and `index` sections are this module's, the
     rest goes to the local pipeline's `recipe_from_dict`."""
     values = dict(values)
@@ -126,7 +126,7 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
     ray.actors = {
         name: build_settings(ActorSettings, value, f"{where}: ray.actors.{name}") for name, value in actors.items()
     }
-    recipe = ScaleRecipe(
+    recipe = RunRecipe(
         pipeline=PipelineRecipe(),
         ray=ray,
         download=build_settings(DownloadSettings, values.pop("download", None), f"{where}: download"),
@@ -152,10 +152,10 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
     return recipe
 
 
-def load_scale_recipe(path: str | Path | None) -> ScaleRecipe:
+def load_run_recipe(path: str | Path | None) -> RunRecipe:
     """The recipe in `path` (YAML), or the defaults when `path` is None."""
     if path is None:
-        return ScaleRecipe(pipeline=PipelineRecipe())
+        return RunRecipe(pipeline=PipelineRecipe())
     import yaml
 
     path = Path(path)
@@ -165,4 +165,4 @@ def load_scale_recipe(path: str | Path | None) -> ScaleRecipe:
         raise ValueError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe is a mapping of settings, got {type(values).__name__}")
-    return scale_recipe_from_dict(values, str(path))
+    return run_recipe_from_dict(values, str(path))
