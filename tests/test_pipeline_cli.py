@@ -314,7 +314,7 @@ def test_run_chains_the_stages_and_a_rerun_redoes_nothing(tmp_path, tiny_recipe)
 
 
 def test_filter_score_and_caption_generate_are_the_single_stages(tmp_path, tiny_recipe):
-    from training.pipeline.filter import score_images
+    from training.pipeline.filter.scoring import score_images
     from training.pipeline.run.summary import read_stage_rows
     from training.vlm.chat import QwenVLChat
 

@@ -31,8 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
-from training.pipeline.demo import add_demo_arguments
-from training.url_fetch import add_fetch_options
+from training.url_fetch import add_fetch_options, parse_url_schemes
 
 
 MODULE = "training.pipeline"
@@ -71,7 +70,6 @@ def run_pipeline_command(args: argparse.Namespace):
     """`run`: the stages of `--stages` over the input, sharded, here or on Ray."""
     from training.pipeline.build import parse_stage_names
     from training.pipeline.run.pipeline_run import run_pipeline
-    from training.url_fetch import parse_url_schemes
 
     recipe = _recipe(args)
     if args.allow_url_schemes is not None:
@@ -183,6 +181,20 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--split", default="train", help="datasets input: the split")
 
 
+def _add_demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, default=Path("pipeline-demo"), help="folder of the report and runs")
+    parser.add_argument("--filter-per-family", type=int, help="filter training images per family (default: recipe's)")
+    parser.add_argument("--filter-steps", type=int, help="filter SFT steps (default: filter-tiny-cpu.yaml's)")
+    parser.add_argument("--captioner-per-family", type=int, help="seed-group images per family (default: recipe's)")
+    parser.add_argument("--captioner-steps", type=int, help="captioner SFT steps (default: captioner-tiny-cpu.yaml's)")
+    parser.add_argument("--heldout-per-family", type=int, default=10, help="held-out images per family (bars)")
+    parser.add_argument("--pool-per-family", type=int, default=60, help="pipeline input images per family")
+    parser.add_argument("--pool-negatives", type=int, default=120, help="pipeline input non-relational images")
+    parser.add_argument("--relsim-steps", type=int, default=700, help="relsim training steps (each of two runs)")
+    parser.add_argument("--benchmark-per-family", type=int, default=50, help="benchmark images per family")
+    parser.add_argument("--image-size", type=int, default=112, help="side of the generated images")
+
+
 def parser() -> argparse.ArgumentParser:
     top = command_parser(MODULE, __doc__)
     commands = add_commands(top)
@@ -253,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
     checking.set_defaults(run=check)
 
     demo_parser = add_command(commands, "demo", "offline end to end: filter, captioner, relsim on pipeline captions")
-    add_demo_arguments(demo_parser)
+    _add_demo_options(demo_parser)
     demo_parser.set_defaults(run=demo)
     return top
 

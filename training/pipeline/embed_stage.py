@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 
+from training.cli import resolve_device, resolve_dtype
+from training.evaluation.methods.relsim import load_relsim
 from training.pipeline.stages import ImageStage, Row, failed_row
 
 
@@ -49,9 +51,6 @@ class EmbedStage(ImageStage):
         return {"model": self.model_name_or_path, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
 
     def setup(self) -> None:
-        from training.cli import resolve_device, resolve_dtype
-        from training.evaluation.methods.relsim import load_relsim
-
         logger.info("embed: loading %s", self.model_name_or_path)
         model, self.processor = load_relsim(
             self.model_name_or_path, dtype=resolve_dtype(self.dtype), trust_remote_code=self.trust_remote_code
