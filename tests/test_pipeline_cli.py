@@ -240,12 +240,12 @@ def test_local_folder_hand_off_is_built_by_hub_data_and_read_by_the_trainer(tmp_
     """images -> (caption) -> hand-off -> `hub_data build anonymous-captions --image-dir` -> the trainer's data."""
     from training.hub_data.__main__ import main as hub_data
     from training.pipeline.handoff import HandoffStage
-    from training.pipeline.inputs import read_input_rows
+    from training.pipeline.inputs import iter_input_rows
     from training.trainer.arguments import DataArguments
     from training.trainer.data import load_training_data
 
     paths = write_images(tmp_path / "folder", [(30, 20), (40, 20)])
-    rows = read_input_rows(tmp_path / "folder", tmp_path / "materialised")
+    rows = list(iter_input_rows(tmp_path / "folder", tmp_path / "materialised"))
     run_locally(rows, [FixedCaptionStage(), HandoffStage(tmp_path / "out" / "handoff")], tmp_path / "out")
     handoff = tmp_path / "out" / "handoff"
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.pipeline_helpers import peak_traced_bytes
 from training.image_ids import url_image_hash
-from training.pipeline.inputs import rows_from_list
+from training.pipeline.inputs import iter_list_rows
 from training.pipeline.recipe import PipelineRecipe
 from training.pipeline.run.carried import INTERNAL
 from training.pipeline.run.pipeline_run import iter_parquet_list, read_run_input, run_pipeline
@@ -87,7 +87,7 @@ def test_the_streamed_plan_has_the_rows_order_and_fingerprints_of_the_whole_list
     records += [{"url": urls[0], "image_hash": url_image_hash(urls[0])}, {"image": "missing.png"}]
     source = _write_jsonl(tmp_path / "urls.jsonl", records)
     first_seen = {}
-    for row in rows_from_list(source):
+    for row in iter_list_rows(source):
         first_seen.setdefault(row["image_hash"], row)
     unique, duplicates = list(first_seen.values()), len(records) - len(first_seen)
     whole = ShardPlan.from_rows(unique, 5)

@@ -88,11 +88,11 @@ def run_pipeline_command(args: argparse.Namespace):
 def _run_one_stage(args: argparse.Namespace, name: str):
     """`filter score` / `caption generate`: one stage through the sharded run, here or on Ray (same files)."""
     from training.pipeline.build import build_stages
-    from training.pipeline.inputs import read_input_rows
+    from training.pipeline.inputs import iter_input_rows
     from training.pipeline.run.sharded import run
 
     recipe = _recipe(args)
-    rows = read_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
+    rows = iter_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
     summary = run(
         rows, build_stages([name], recipe.pipeline, args.output), args.output,
         batch_size=args.batch_size or recipe.pipeline.batch_size, settings=recipe.ray, executor=_executor(args),

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 @dataclass
 class ModelSettings:
@@ -112,12 +114,12 @@ def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> PipelineR
     return recipe
 
 
-def load_pipeline_recipe(path: str | Path | None) -> PipelineRecipe:
-    """The recipe in `path` (YAML), or the defaults when `path` is None."""
-    if path is None:
-        return PipelineRecipe()
-    import yaml
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a YAML recipe file, as a mapping.
 
+    Raises:
+        ValueError: the file is not valid YAML or not a mapping (the file named).
+    """
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -125,4 +127,11 @@ def load_pipeline_recipe(path: str | Path | None) -> PipelineRecipe:
         raise ValueError(f"{path}: not valid YAML: {error}") from error
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe is a mapping of settings, got {type(values).__name__}")
-    return recipe_from_dict(values, str(path))
+    return values
+
+
+def load_pipeline_recipe(path: str | Path | None) -> PipelineRecipe:
+    """The recipe in `path` (YAML), or the defaults when `path` is None."""
+    if path is None:
+        return PipelineRecipe()
+    return recipe_from_dict(read_recipe_file(path), str(path))

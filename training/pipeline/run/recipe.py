@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.pipeline.recipe import PipelineRecipe, build_settings, recipe_from_dict
+from training.pipeline.recipe import PipelineRecipe, build_settings, read_recipe_file, recipe_from_dict
 from training.url_fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, parse_url_schemes
 
 
@@ -156,13 +156,4 @@ def load_run_recipe(path: str | Path | None) -> RunRecipe:
     """The recipe in `path` (YAML), or the defaults when `path` is None."""
     if path is None:
         return RunRecipe(pipeline=PipelineRecipe())
-    import yaml
-
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a recipe is a mapping of settings, got {type(values).__name__}")
-    return run_recipe_from_dict(values, str(path))
+    return run_recipe_from_dict(read_recipe_file(path), str(path))
