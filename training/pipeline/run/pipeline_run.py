@@ -1,7 +1,7 @@
-"""`python -m training.pipeline run`: download -> filter -> caption -> check -> embed -> handoff -> index, on this
-machine (`--executor local`, the default) or on Ray Data (`--executor ray` / `--ray-address ADDRESS`), configured by
-one YAML recipe (`scale_recipe`). Both executors run the same stage classes and write the same outputs
-(`training.pipeline.run.sharded`).
+"""What `python -m training.pipeline run` runs: download -> filter -> caption -> check -> embed -> handoff -> index,
+on this machine (`--executor local`, the default) or on Ray Data (`--executor ray` / `--ray-address ADDRESS`),
+configured by one YAML recipe (`training.pipeline.run.recipe`). Both executors run the same stage classes and write
+the same outputs (`training.pipeline.run.sharded`).
 
 Inputs (`--input`): a `.parquet` or `.jsonl`/`.csv` URL list (LAION-style `url`/`URL`, optional `caption`/`TEXT`), a
 folder of image shards (img2dataset's webdataset or parquet output), a folder of images, or a `datasets` dataset. The

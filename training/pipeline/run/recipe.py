@@ -1,4 +1,5 @@
-"""The recipe sections of the scaled-out pipeline (issue 15), beside the local pipeline's (`recipe.py`):
+"""The run's recipe: the sections of the sharded run and the stages around it, beside the stages' own
+(`training.pipeline.recipe`):
 
     ray:
       address: null                  # null: start Ray here; "auto" / "ray://host:10001": join a running cluster
