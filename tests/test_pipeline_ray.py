@@ -327,7 +327,7 @@ def test_run_command_with_the_ray_executor_embeds_and_indexes(ray_address, model
     assert shard_path(tmp_path / "out", 0).is_file()
 
 
-def test_scale_recipe_refuses_unknown_settings_by_name():
+def test_run_recipe_refuses_unknown_settings_by_name():
     with pytest.raises(ValueError, match=r"ray.actors.embed: unknown settings \['gpus'\]"):
         run_recipe_from_dict({"ray": {"actors": {"embed": {"gpus": 1}}}})
     recipe = run_recipe_from_dict({"ray": {"actors": {"filter": {"num_gpus": 1}}}, "filter": {"threshold": 0.7}})

@@ -113,11 +113,6 @@ def read_run_input(source: str | Path, output_dir: Path, image_column: str = "im
     return RunInput(rows=iter_input_rows(source, output_dir / "input_images", image_column, split))
 
 
-def build_run_stages(names: Sequence[str], recipe: RunRecipe, output_dir: Path) -> list[Stage]:
-    """The row stages among `names` (download and index are not row stages), built from the recipe."""
-    return build_stages(names, recipe.pipeline, output_dir, recipe.embed)
-
-
 class RepeatedInputs:
     """Leaves out the rows that repeat an earlier row's image_hash (the first is kept), counting them, on the routes
     that plan shards as given (download, a folder of image shards), as `plan_rows` does on the others: every route
@@ -225,7 +220,7 @@ def run_pipeline(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    row_stages = list(stages) if stages is not None else build_run_stages(names, recipe, output_dir)
+    row_stages = list(stages) if stages is not None else build_stages(names, recipe.pipeline, output_dir, recipe.embed)
     on_ray = executor == "ray"
     started = False
     if on_ray:
