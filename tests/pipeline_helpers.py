@@ -1,4 +1,4 @@
-"""Trivial pipeline stages for testing the runner without models: they count their calls and can fail on demand."""
+"""Trivial pipeline stages for testing the run without models: they count their calls and can fail on demand."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import PIL.Image
 
+from training.pipeline.run.sharded import run
+from training.pipeline.run.summary import RunSummary
 from training.pipeline.stages import ImageStage, Row, Stage
 
 
@@ -69,3 +71,9 @@ def peak_traced_bytes(function: Callable[[], object]) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def run_locally(rows, stages: list[Stage], output, **options) -> RunSummary:
+    """The run with the local executor, quiet, writing every stage's `<stage>.jsonl`."""
+    options.setdefault("show_progress", False)
+    return run(rows, stages, output, stage_logs=[stage.name for stage in stages], **options)

@@ -57,13 +57,13 @@ def driver_main(argv: list[str]) -> None:
     """`python tests/ray_pipeline_helpers.py IMAGES OUTPUT RELSIM_DIR RAY_ADDRESS`: the embed stage alone, slowly,
     on an existing Ray cluster, in shards of 20 (the driver-kill test)."""
     from training.pipeline.inputs import rows_from_folder
-    from training.pipeline.ray_executor import run_on_ray
-    from training.pipeline.scale_recipe import ActorSettings, RaySettings
+    from training.pipeline.run.recipe import ActorSettings, RaySettings
+    from training.pipeline.run.sharded import run
 
     images, output, relsim_dir, address = argv
     settings = RaySettings(address=address, shard_size=20, actors={"embed": ActorSettings(num_cpus=0.5, batch_size=10)})
     stage = SlowEmbedStage(relsim_dir, device="cpu", delay=0.4)
-    run_on_ray(rows_from_folder(images), [stage], output, settings=settings, show_progress=False)
+    run(rows_from_folder(images), [stage], output, executor="ray", settings=settings, show_progress=False)
 
 
 if __name__ == "__main__":

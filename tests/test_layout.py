@@ -213,3 +213,95 @@ def test_the_papers_trainer_imports_nothing_of_the_objective_options(module):
 def test_the_objective_rule_finds_an_import_of_the_options():
     # the train CLI does import them: the check must see it
     assert any("training.trainer.objectives" in found for found in objective_imports_reached("training.trainer.train"))
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (at the top of the file or inside functions); `from package import
+    name` points at the submodule when `name` is one."""
+    modules = {module_name(path): path for path in project_files()}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for (_, imported), node in zip(imported_modules(path), _import_nodes(tree), strict=True):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.ImportFrom) else [None]
+            for name in names:
+                target = f"{imported}.{name}" if name and f"{imported}.{name}" in modules else imported
+                if target in modules and target != module:
+                    targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def _import_nodes(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """The import nodes in `imported_modules`' order, one per entry it lists."""
+    nodes = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            nodes += [ast.Import(names=[alias]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            nodes.append(node)
+    return nodes
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (as a path that returns to its start) per group of modules that import each other in a circle
+    (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return [_cycle_in(group, graph) for group in groups]
+
+
+def _cycle_in(group: set[str], graph: dict[str, set[str]]) -> list[str]:
+    """A path inside `group` from its first module back to it (breadth-first: the shortest)."""
+    start = min(group)
+    paths = {start: [start]}
+    pending = [start]
+    while pending:
+        module = pending.pop(0)
+        for target in sorted(graph[module] & group):
+            if target == start:
+                return [*paths[module], start]
+            if target not in paths:
+                paths[target] = [*paths[module], target]
+                pending.append(target)
+    raise AssertionError(f"no cycle through {start} in {sorted(group)}")
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    cycles = [" -> ".join(cycle) for cycle in import_cycles(import_graph())]
+    assert cycles == []
+
+
+def test_the_cycle_rule_names_a_circle_of_imports():
+    graph = {"a.run": {"a.ray"}, "a.ray": {"a.sharded"}, "a.sharded": {"a.run", "a.shards"}, "a.shards": set()}
+    assert import_cycles(graph) == [["a.ray", "a.sharded", "a.run", "a.ray"]]
+    assert import_cycles({"a.run": {"a.ray"}, "a.ray": set()}) == []

@@ -11,7 +11,7 @@ import PIL.Image
 import pytest
 import yaml
 
-from tests.pipeline_helpers import write_images
+from tests.pipeline_helpers import run_locally, write_images
 from training.image_ids import file_image_hash, url_image_hash
 from training.pipeline.__main__ import main
 from training.pipeline.stages import Stage
@@ -240,15 +240,13 @@ def test_local_folder_hand_off_is_built_by_hub_data_and_read_by_the_trainer(tmp_
     """images -> (caption) -> hand-off -> `hub_data build anonymous-captions --image-dir` -> the trainer's data."""
     from training.hub_data.__main__ import main as hub_data
     from training.pipeline.handoff import HandoffStage
-    from training.pipeline.inputs import read_input_rows
-    from training.pipeline.runner import run_stages
+    from training.pipeline.inputs import iter_input_rows
     from training.trainer.arguments import DataArguments
     from training.trainer.data import load_training_data
 
     paths = write_images(tmp_path / "folder", [(30, 20), (40, 20)])
-    rows = read_input_rows(tmp_path / "folder", tmp_path / "materialised")
-    run_stages(rows, [FixedCaptionStage(), HandoffStage(tmp_path / "out" / "handoff")], tmp_path / "out",
-               show_progress=False)  # fmt: skip
+    rows = list(iter_input_rows(tmp_path / "folder", tmp_path / "materialised"))
+    run_locally(rows, [FixedCaptionStage(), HandoffStage(tmp_path / "out" / "handoff")], tmp_path / "out")
     handoff = tmp_path / "out" / "handoff"
 
     hub_data(["build", "anonymous-captions", "--train", str(handoff / "captions.jsonl"), "--image-dir",
@@ -316,8 +314,8 @@ def test_run_chains_the_stages_and_a_rerun_redoes_nothing(tmp_path, tiny_recipe)
 
 
 def test_filter_score_and_caption_generate_are_the_single_stages(tmp_path, tiny_recipe):
-    from training.pipeline.filter import score_images
-    from training.pipeline.runner import read_stage_rows
+    from training.pipeline.filter.scoring import score_images
+    from training.pipeline.run.summary import read_stage_rows
     from training.vlm.chat import QwenVLChat
 
     paths = _image_folder(tmp_path)

@@ -3,7 +3,7 @@
 import json
 
 from training.pipeline.__main__ import main
-from training.pipeline.runner import read_stage_rows
+from training.pipeline.run.summary import read_stage_rows
 
 
 def test_demo_with_tiny_steps_writes_every_stage_and_the_report(tmp_path):

@@ -13,9 +13,9 @@ from training.image_ids import file_image_hash, url_image_hash
 from training.pipeline.__main__ import main
 from training.pipeline.handoff import HandoffStage
 from training.pipeline.recipe import PipelineRecipe
-from training.pipeline.scale_recipe import DownloadSettings, RaySettings, ScaleRecipe, scale_recipe_from_dict
-from training.pipeline.scale_run import run_scaled
-from training.pipeline.shards import table_to_rows
+from training.pipeline.run.pipeline_run import run_pipeline
+from training.pipeline.run.recipe import DownloadSettings, RaySettings, RunRecipe, run_recipe_from_dict
+from training.pipeline.run.shards import table_to_rows
 from training.pipeline.stages import Stage
 
 
@@ -26,9 +26,9 @@ class FixedCaptionStage(Stage):
         return [{**row, "caption": "{Object}s in a row"} for row in rows]
 
 
-def _recipe(**download) -> ScaleRecipe:
+def _recipe(**download) -> RunRecipe:
     settings = {"image_size": 32, "threads": 2, "timeout": 5, "shard_size": 8, **download}
-    return ScaleRecipe(pipeline=PipelineRecipe(), ray=RaySettings(shard_size=8), download=DownloadSettings(**settings))
+    return RunRecipe(pipeline=PipelineRecipe(), ray=RaySettings(shard_size=8), download=DownloadSettings(**settings))
 
 
 def _output_rows(output) -> list[dict]:
@@ -54,7 +54,7 @@ def test_only_http_urls_are_fetched_and_every_refusal_is_a_counted_failed_row(tm
         }
         _write_jsonl(tmp_path / "list.jsonl", [{"url": url} for url in urls.values()] + [{"image": str(local)}])
         stages = [FixedCaptionStage(), HandoffStage(tmp_path / "out" / "handoff")]
-        summary = run_scaled(tmp_path / "list.jsonl", tmp_path / "out", ["download", "caption", "handoff"],
+        summary = run_pipeline(tmp_path / "list.jsonl", tmp_path / "out", ["download", "caption", "handoff"],
                              _recipe(max_image_bytes=2**20), show_progress=False, stages=stages)  # fmt: skip
 
     errors = {row["url"]: row["error"] for row in _output_rows(tmp_path / "out") if "error" in row}
@@ -96,12 +96,12 @@ def test_the_command_line_opt_in_fetches_file_urls(tmp_path):
 
 def test_the_recipe_opts_in_to_schemes_by_list_or_comma_string_and_names_a_bad_value():
     for value in (["file", "ftp"], "file,ftp"):
-        policy = scale_recipe_from_dict({"download": {"allow_url_schemes": value}}).download.fetch_policy()
+        policy = run_recipe_from_dict({"download": {"allow_url_schemes": value}}).download.fetch_policy()
         assert policy.schemes == ("http", "https", "file", "ftp") and policy.max_image_bytes == 32 * 2**20
     with pytest.raises(ValueError, match=r"recipe: download: 'file ftp' is not a URL scheme"):
-        scale_recipe_from_dict({"download": {"allow_url_schemes": ["file ftp"]}})
+        run_recipe_from_dict({"download": {"allow_url_schemes": ["file ftp"]}})
     with pytest.raises(ValueError, match=r"recipe: download: max_image_bytes must be at least 1, got -1"):
-        scale_recipe_from_dict({"download": {"max_image_bytes": -1}})
+        run_recipe_from_dict({"download": {"max_image_bytes": -1}})
 
 
 @pytest.mark.parametrize("stages", [["download", "caption"], ["caption"]])
@@ -111,7 +111,7 @@ def test_a_repeated_input_gives_one_row_and_is_counted_on_every_route(tmp_path, 
     with serve_folder(image.parent) as server:
         row = {"url": server.url(image.name)} if repeated == "url" else {"image": str(image)}
         _write_jsonl(tmp_path / "list.jsonl", [row, row])
-        summary = run_scaled(tmp_path / "list.jsonl", tmp_path / "out", stages, _recipe(), show_progress=False,
+        summary = run_pipeline(tmp_path / "list.jsonl", tmp_path / "out", stages, _recipe(), show_progress=False,
                              stages=[FixedCaptionStage()])  # fmt: skip
 
     rows = _output_rows(tmp_path / "out")
@@ -128,7 +128,7 @@ def test_a_repeated_row_of_an_image_shard_folder_is_left_out_and_counted(tmp_pat
     row = {"key": "000000000", "url": "https://example.com/a.png", "status": "success", "jpg": image.read_bytes()}
     pq.write_table(pa.Table.from_pylist([row, {**row, "key": "000000001"}]), shards / "00000.parquet")
 
-    summary = run_scaled(shards, tmp_path / "out", ["caption"], _recipe(), show_progress=False,
+    summary = run_pipeline(shards, tmp_path / "out", ["caption"], _recipe(), show_progress=False,
                          stages=[FixedCaptionStage()])  # fmt: skip
 
     assert [row["image_hash"] for row in _output_rows(tmp_path / "out")] == [url_image_hash(row["url"])]

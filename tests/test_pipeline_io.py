@@ -7,11 +7,11 @@ import datasets
 import PIL.Image
 import pytest
 
-from tests.pipeline_helpers import write_images
+from tests.pipeline_helpers import run_locally, write_images
 from training.image_ids import file_image_hash, url_image_hash
 from training.pipeline.handoff import HandoffStage, handoff_image_path
-from training.pipeline.inputs import read_input_rows, rows_from_list
-from training.pipeline.runner import read_stage_rows, run_stages
+from training.pipeline.inputs import iter_input_rows, iter_list_rows
+from training.pipeline.run.summary import read_stage_rows
 from training.pipeline.stages import Stage
 
 
@@ -31,7 +31,7 @@ def test_folder_input_ids_are_md5_of_file_bytes_and_broken_files_are_error_rows(
     paths = write_images(tmp_path / "images", [(20, 20), (30, 20)])
     (tmp_path / "images" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
 
-    rows = read_input_rows(tmp_path / "images", tmp_path / "materialised")
+    rows = list(iter_input_rows(tmp_path / "images", tmp_path / "materialised"))
 
     assert [row["image_hash"] for row in rows[:2]] == [file_image_hash(path) for path in paths]
     assert rows[2]["image_hash"] == file_image_hash(tmp_path / "images" / "broken.jpg")
@@ -48,18 +48,18 @@ def test_list_input_takes_paths_urls_and_given_hashes_and_names_bad_lines(tmp_pa
         + json.dumps({"path": "missing.png", "image_hash": given}) + "\n"
     )  # fmt: skip
 
-    rows = rows_from_list(listing)
+    rows = list(iter_list_rows(listing))
 
     assert rows[0] == {"image": str(tmp_path / "images" / "image_00.png"), "image_hash": file_image_hash(path)}
     assert rows[1]["image_hash"] == url_image_hash("https://example.com/a.jpg")
     assert rows[2] == {"image": str(tmp_path / "missing.png"), "image_hash": given}
     listing.write_text(json.dumps({"image": "a.png"}) + "\n" + json.dumps({"image_hash": "x", "url": "u"}) + "\n")
     with pytest.raises(ValueError, match=r"list.jsonl:2: image_hash: 'x' is not an image hash"):
-        rows_from_list(listing)
+        list(iter_list_rows(listing))
     csv_listing = tmp_path / "list.csv"
     csv_listing.write_text("url,image\nhttps://example.com/b.jpg,images/image_00.png\n,\n")
     with pytest.raises(ValueError, match=r"list.csv:3: a row needs `image` \(or `path`\) or `url`"):
-        rows_from_list(csv_listing)
+        list(iter_list_rows(csv_listing))
 
 
 def test_dataset_input_writes_in_memory_images_once_and_uses_the_url_id(tmp_path):
@@ -70,19 +70,19 @@ def test_dataset_input_writes_in_memory_images_once_and_uses_the_url_id(tmp_path
     )
     dataset.save_to_disk(tmp_path / "saved")
 
-    rows = read_input_rows(tmp_path / "saved", tmp_path / "materialised", image_column="picture")
+    rows = list(iter_input_rows(tmp_path / "saved", tmp_path / "materialised", image_column="picture"))
 
     assert rows[0]["image_hash"] == url_image_hash("https://example.com/1.png")
     assert rows[1]["image_hash"] == file_image_hash(rows[1]["image"])  # no URL: md5 of the image bytes
     assert all(os.path.dirname(row["image"]) == str(tmp_path / "materialised") for row in rows)
     assert PIL.Image.open(rows[1]["image"]).size == (16, 24)
     with pytest.raises(ValueError, match="has no column 'image'"):
-        read_input_rows(tmp_path / "saved", tmp_path / "materialised")
+        list(iter_input_rows(tmp_path / "saved", tmp_path / "materialised"))
 
 
 def _handoff(tmp_path, rows):
     handoff = tmp_path / "out" / "handoff"
-    run_stages(rows, [CaptionByWidthStage(), HandoffStage(handoff)], tmp_path / "out", show_progress=False)
+    run_locally(rows, [CaptionByWidthStage(), HandoffStage(handoff)], tmp_path / "out")
     return handoff
 
 
@@ -159,7 +159,7 @@ def test_handoff_rows_without_caption_are_counted_not_handed_off(tmp_path):
     handoff = tmp_path / "out" / "handoff"
     rows = [{"image": str(path), "image_hash": file_image_hash(path)}]
 
-    summary = run_stages(rows, [HandoffStage(handoff)], tmp_path / "out", show_progress=False)
+    summary = run_locally(rows, [HandoffStage(handoff)], tmp_path / "out")
 
     (row,) = read_stage_rows(tmp_path / "out", "handoff")
     assert (row["handed_off"], row["handoff_reason"]) == (False, "no caption")

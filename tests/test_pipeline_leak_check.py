@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import json
 
+import PIL.Image
 import pytest
 
 from training.pipeline.leak_check import RELATIONAL_VOCABULARY, check_caption, check_captions, content_words
@@ -10,6 +11,7 @@ from training.pipeline.leak_check_files import (
     REPORT_ROWS,
     REPORT_SUMMARY,
     check_caption_file,
+    describe_images,
     read_caption_records,
     read_literal_descriptions,
 )
@@ -234,3 +236,24 @@ def test_literal_captioner_descriptions_feed_the_check(tmp_path, backbone_dir):
     assert len(report.errors) == 1 and report.errors[0][0] == hashes[2] and "no such image" in report.errors[0][1]
     with pytest.raises(ValueError, match="needs image_dir"):
         check_caption_file(captions, tmp_path / "again", captioner=captioner)
+
+
+def test_describing_images_decodes_them_upright_and_names_unreadable_files(tmp_path):
+    upright = PIL.Image.new("RGB", (40, 20), "red")
+    exif = upright.getexif()
+    exif[0x0112] = 6  # EXIF orientation: the camera was turned, show the pixels rotated 90 degrees
+    upright.save(tmp_path / f"{'a' * 32}.jpg", exif=exif)
+    (tmp_path / f"{'b' * 32}.png").write_bytes(b"not a png at all")
+    sizes = []
+
+    def captioner(images, hashes):
+        sizes.extend(image.size for image in images)
+        return ["a caption" for _ in images]
+
+    descriptions, errors = describe_images(captioner, ["a" * 32, "b" * 32, "c" * 32], tmp_path)
+
+    assert sizes == [(20, 40)]  # upright, as every relsim path decodes images
+    assert descriptions == {"a" * 32: ["a caption"]}
+    assert [image_hash for image_hash, _ in errors] == ["b" * 32, "c" * 32]
+    assert errors[0][1].startswith(f"{tmp_path / ('b' * 32)}.png: ")
+    assert errors[1][1] == f"{tmp_path / ('c' * 32)}.*: no such image"

@@ -27,19 +27,19 @@ from training.pipeline.embed_stage import EmbedStage
 from training.pipeline.index_stage import build_shard_index, read_index_ids
 from training.pipeline.inputs import rows_from_folder
 from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
-from training.pipeline.ray_executor import run_on_ray
 from training.pipeline.recipe import PipelineRecipe
-from training.pipeline.runner import read_stage_rows
-from training.pipeline.scale_recipe import (
+from training.pipeline.run.pipeline_run import read_run_input, run_pipeline
+from training.pipeline.run.recipe import (
     ActorSettings,
     DownloadSettings,
     IndexSettings,
     RaySettings,
-    ScaleRecipe,
-    scale_recipe_from_dict,
+    RunRecipe,
+    run_recipe_from_dict,
 )
-from training.pipeline.scale_run import read_scale_input, run_scaled
-from training.pipeline.shards import ShardPlan, read_all_shards, shard_path, table_to_rows
+from training.pipeline.run.sharded import run
+from training.pipeline.run.shards import ShardPlan, read_all_shards, shard_path, table_to_rows
+from training.pipeline.run.summary import read_stage_rows
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
 from training.vector_index import VectorIndex, recall_against_exact
 from training.vlm.tiny import save_tiny_chat
@@ -79,7 +79,7 @@ def full_run(ray_address, models, tmp_path_factory):
     write_image_folder(root / "images", 200, corrupt=2)
     marker = root / "embed-crashed"
     half, quarter = ActorSettings(num_cpus=0.5, batch_size=16), ActorSettings(num_cpus=0.25, batch_size=32)
-    recipe = ScaleRecipe(
+    recipe = RunRecipe(
         pipeline=PipelineRecipe(),
         ray=RaySettings(shard_size=50, actors={"filter": half, "caption": half, "check": quarter, "embed": half}),
         index=IndexSettings(factory="Flat"),
@@ -93,7 +93,7 @@ def full_run(ray_address, models, tmp_path_factory):
     ]
     names = ["filter", "caption", "check", "embed", "index"]
     started = time.monotonic()
-    summary = run_scaled(root / "images", root / "out", names, recipe, show_progress=False, stages=stages,
+    summary = run_pipeline(root / "images", root / "out", names, recipe, show_progress=False, stages=stages,
                          executor="ray")  # fmt: skip
     seconds = time.monotonic() - started
     input_rows = rows_from_folder(root / "images")
@@ -228,8 +228,8 @@ def test_killed_driver_rerun_redoes_only_missing_shards_without_duplicates(ray_a
 
     rows = rows_from_folder(tmp_path / "images")
     settings = RaySettings(shard_size=20, actors={"embed": ActorSettings(num_cpus=0.5, batch_size=10)})
-    summary = run_on_ray(rows, [EmbedStage(models["relsim"], device="cpu")], output, settings=settings,
-                         show_progress=False)  # fmt: skip
+    summary = run(rows, [EmbedStage(models["relsim"], device="cpu")], output, executor="ray", settings=settings,
+                  show_progress=False)  # fmt: skip
 
     after = _fingerprints(output)
     assert len(after) == 4 and {name: after[name] for name in finished} == finished
@@ -254,8 +254,8 @@ def _full_run_stages(models):
 def test_a_rerun_of_a_finished_output_recomputes_nothing_and_keeps_every_shard(full_run, models):
     before = _fingerprints(full_run["output"])
     stages = _full_run_stages(models)
-    summary = run_on_ray(full_run["input"], stages, full_run["output"], settings=RaySettings(shard_size=50),
-                         show_progress=False)  # fmt: skip
+    summary = run(full_run["input"], stages, full_run["output"], executor="ray", settings=RaySettings(shard_size=50),
+                  show_progress=False)  # fmt: skip
     assert _fingerprints(full_run["output"]) == before
     assert (summary.stage("filter").computed_now, summary.stage("filter").done_before) == (0, 202)
     assert [asdict(stage) for stage in summary.stages] == [
@@ -265,8 +265,8 @@ def test_a_rerun_of_a_finished_output_recomputes_nothing_and_keeps_every_shard(f
 
 def test_an_output_of_other_inputs_is_refused(full_run, models):
     with pytest.raises(ValueError, match=r"plan\.json records 5 shards of another input"):
-        run_on_ray(full_run["input"][:30], _full_run_stages(models), full_run["output"],
-                   settings=RaySettings(shard_size=50))  # fmt: skip
+        run(full_run["input"][:30], _full_run_stages(models), full_run["output"],
+            executor="ray", settings=RaySettings(shard_size=50))  # fmt: skip
 
 
 @pytest.mark.parametrize("output_format", ["webdataset", "parquet"])
@@ -279,7 +279,7 @@ def test_download_with_img2dataset_on_ray_reports_every_failed_url(ray_address, 
         urls.append(f"file://{sources / f'{index}.png'}")
     (sources / "broken.png").write_bytes(b"not an image")
     urls += [f"file://{sources / 'gone.png'}", f"file://{sources / 'broken.png'}"]
-    recipe = ScaleRecipe(
+    recipe = RunRecipe(
         pipeline=PipelineRecipe(),
         ray=RaySettings(shard_size=4),
         download=DownloadSettings(output_format, 32, threads=2, shard_size=4, allow_url_schemes=["file"],
@@ -289,9 +289,9 @@ def test_download_with_img2dataset_on_ray_reports_every_failed_url(ray_address, 
         urls.append(server.url("huge.jpg"))
         url_list = tmp_path / "urls.parquet"
         pq.write_table(pa.table({"URL": urls, "TEXT": [f"alt {index}" for index in range(len(urls))]}), url_list)
-        summary = run_scaled(url_list, tmp_path / "out", ["download"], recipe, show_progress=False, executor="ray")
+        summary = run_pipeline(url_list, tmp_path / "out", ["download"], recipe, show_progress=False, executor="ray")
 
-    shards = list(read_scale_input(tmp_path / "out" / "download", tmp_path / "again").shards)
+    shards = list(read_run_input(tmp_path / "out" / "download", tmp_path / "again").shards)
     assert [len(shard) for shard in shards] == [4, 4, 3]
     rows = read_all_shards(tmp_path / "out", ShardPlan.from_shards(shards, 4))
     assert sorted(row["image_hash"] for row in rows) == sorted(url_image_hash(url) for url in urls)
@@ -327,10 +327,10 @@ def test_run_command_with_the_ray_executor_embeds_and_indexes(ray_address, model
     assert shard_path(tmp_path / "out", 0).is_file()
 
 
-def test_scale_recipe_refuses_unknown_settings_by_name():
+def test_run_recipe_refuses_unknown_settings_by_name():
     with pytest.raises(ValueError, match=r"ray.actors.embed: unknown settings \['gpus'\]"):
-        scale_recipe_from_dict({"ray": {"actors": {"embed": {"gpus": 1}}}})
-    recipe = scale_recipe_from_dict({"ray": {"actors": {"filter": {"num_gpus": 1}}}, "filter": {"threshold": 0.7}})
+        run_recipe_from_dict({"ray": {"actors": {"embed": {"gpus": 1}}}})
+    recipe = run_recipe_from_dict({"ray": {"actors": {"filter": {"num_gpus": 1}}}, "filter": {"threshold": 0.7}})
     assert recipe.ray.actor("filter").num_gpus == 1 and recipe.pipeline.filter.threshold == 0.7
 
 
@@ -404,7 +404,7 @@ def test_filter_score_and_caption_generate_run_on_ray_with_the_local_files(ray_a
         (["caption", "generate"], "caption", ["--ray-address", ray_address]),
     ):
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="training.pipeline.sharded_run"):
+        with caplog.at_level(logging.INFO, logger="training.pipeline.run.sharded"):
             ray_summary = main([*command, *common, "--output", str(tmp_path / f"{stage}-ray"), *on_ray])
         assert "shards to compute" in caplog.text and "(ray executor)" in caplog.text
         local_summary = main([*command, *common, "--output", str(tmp_path / f"{stage}-local")])

@@ -18,10 +18,10 @@ from training.cli import run_program
 from training.pipeline.__main__ import main
 from training.pipeline.inputs import rows_from_folder
 from training.pipeline.model_stages import CheckStage
-from training.pipeline.ray_executor import check_cluster_fits, run_on_ray
-from training.pipeline.scale_recipe import ActorSettings, RaySettings
-from training.pipeline.sharded_run import run_sharded
-from training.pipeline.shards import ShardPlan, read_all_shards
+from training.pipeline.run.ray_executor import check_cluster_fits
+from training.pipeline.run.recipe import ActorSettings, RaySettings
+from training.pipeline.run.sharded import run
+from training.pipeline.run.shards import ShardPlan, read_all_shards
 
 
 SIZES = [(40, 30), (30, 40), (50, 20), (20, 20), (60, 30), (30, 60)]
@@ -88,7 +88,7 @@ def test_stages_asking_for_more_cpus_than_the_cluster_has_are_refused_at_once_na
     stages = [ImageSizeStage(), WideFilterStage(), CheckStage()]  # Ray's default: 1 CPU per actor, 3 on 2 CPUs
     started = time.monotonic()
     with time_limit(120), pytest.raises(ValueError) as refused:
-        run_on_ray(rows, stages, tmp_path / "out", settings=RaySettings(shard_size=3), show_progress=False)
+        run(rows, stages, tmp_path / "out", executor="ray", settings=RaySettings(shard_size=3), show_progress=False)
 
     assert str(refused.value) == (
         "the stages ask for 3.25 CPUs at once (size 1 x 1, wide 1 x 1, check 1 x 1, reading inputs 0.25: actors x "
@@ -125,9 +125,9 @@ def test_the_ray_route_uses_no_deprecated_ray_data_api_and_writes_the_local_outp
     stages = [ImageSizeStage(), WideFilterStage(), CheckStage()]
     with time_limit(300), warnings.catch_warnings():
         warnings.simplefilter("error", RayDeprecationWarning)
-        summary = run_on_ray(rows, stages, tmp_path / "ray", settings=settings, show_progress=False)
-    local = run_sharded(rows, [ImageSizeStage(), WideFilterStage(), CheckStage()], tmp_path / "local", batch_size=2,
-                        settings=settings, show_progress=False)  # fmt: skip
+        summary = run(rows, stages, tmp_path / "ray", executor="ray", settings=settings, show_progress=False)
+    local = run(rows, [ImageSizeStage(), WideFilterStage(), CheckStage()], tmp_path / "local", batch_size=2,
+                settings=settings, show_progress=False)  # fmt: skip
 
     plan = ShardPlan.from_rows(rows, 3)
     written = read_all_shards(tmp_path / "ray", plan)

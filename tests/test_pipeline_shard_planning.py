@@ -9,14 +9,14 @@ import pytest
 
 from tests.pipeline_helpers import peak_traced_bytes
 from training.image_ids import url_image_hash
-from training.pipeline.inputs import rows_from_list
+from training.pipeline.inputs import iter_list_rows
 from training.pipeline.recipe import PipelineRecipe
-from training.pipeline.runner import read_stage_rows, unique_rows
-from training.pipeline.scale_recipe import RaySettings, ScaleRecipe
-from training.pipeline.scale_run import iter_parquet_list, read_scale_input, run_scaled
-from training.pipeline.shard_planning import plan_rows
-from training.pipeline.sharded_run import INTERNAL
-from training.pipeline.shards import ShardPlan, read_shard_input, shard_input_path, shard_path, table_to_rows
+from training.pipeline.run.carried import INTERNAL
+from training.pipeline.run.pipeline_run import iter_parquet_list, read_run_input, run_pipeline
+from training.pipeline.run.planning import plan_rows
+from training.pipeline.run.recipe import RaySettings, RunRecipe
+from training.pipeline.run.shards import ShardPlan, read_shard_input, shard_input_path, shard_path, table_to_rows
+from training.pipeline.run.summary import read_stage_rows
 from training.pipeline.stages import Stage
 
 
@@ -40,7 +40,7 @@ def _write_jsonl(path, records):
 
 
 def _recipe(shard_size):
-    return ScaleRecipe(pipeline=PipelineRecipe(), ray=RaySettings(shard_size=shard_size))
+    return RunRecipe(pipeline=PipelineRecipe(), ray=RaySettings(shard_size=shard_size))
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
@@ -55,9 +55,9 @@ def test_a_100k_row_url_list_is_planned_holding_one_shard_not_the_list(tmp_path,
     del urls
     output = tmp_path / "out"
     warm_up = _write_jsonl(tmp_path / "one.jsonl", [{"url": last_url}])
-    run_scaled(warm_up, tmp_path / "warm-up", [], _recipe(10), stages=[], show_progress=False)  # lazy imports
+    run_pipeline(warm_up, tmp_path / "warm-up", [], _recipe(10), stages=[], show_progress=False)  # lazy imports
 
-    peak = peak_traced_bytes(lambda: run_scaled(source, output, [], _recipe(1_000), stages=[], show_progress=False))
+    peak = peak_traced_bytes(lambda: run_pipeline(source, output, [], _recipe(1_000), stages=[], show_progress=False))
 
     # holding the list (the driver before streaming: every row dict, then the unique rows) peaked at 72 MB (jsonl) and
     # 65 MB (parquet) here; streamed, one shard of 1,000 rows and one 4,096-row parquet batch at a time: 0.9 and 2.4 MB
@@ -73,7 +73,7 @@ def test_a_url_list_through_a_stage_writes_every_row_once_in_order(tmp_path):
     urls = _urls(2_500)
     source = _write_jsonl(tmp_path / "urls.jsonl", [{"url": url} for url in urls])
 
-    summary = run_scaled(source, tmp_path / "out", [], _recipe(1_000), stages=[UrlLengthStage()], show_progress=False)
+    summary = run_pipeline(source, tmp_path / "out", [], _recipe(1_000), stages=[UrlLengthStage()], show_progress=False)
 
     written = read_stage_rows(tmp_path / "out", "length")
     assert [row["image_hash"] for row in written] == [url_image_hash(url) for url in urls]
@@ -86,10 +86,13 @@ def test_the_streamed_plan_has_the_rows_order_and_fingerprints_of_the_whole_list
     records = [{"url": url} for url in urls[:10]] + [{"url": urls[3]}] + [{"url": url} for url in urls[10:]]
     records += [{"url": urls[0], "image_hash": url_image_hash(urls[0])}, {"image": "missing.png"}]
     source = _write_jsonl(tmp_path / "urls.jsonl", records)
-    unique, duplicates = unique_rows(rows_from_list(source))
+    first_seen = {}
+    for row in iter_list_rows(source):
+        first_seen.setdefault(row["image_hash"], row)
+    unique, duplicates = list(first_seen.values()), len(records) - len(first_seen)
     whole = ShardPlan.from_rows(unique, 5)
 
-    streamed = plan_rows(read_scale_input(source, tmp_path).rows, tmp_path / "out", 5)
+    streamed = plan_rows(read_run_input(source, tmp_path).rows, tmp_path / "out", 5)
 
     assert (streamed.specs, streamed.duplicates) == (whole.specs, duplicates) and duplicates == 2
     assert [spec.count for spec in streamed.specs] == [5, 5, 5, 5, 4]
@@ -120,27 +123,27 @@ def test_a_malformed_jsonl_line_is_reported_with_its_file_and_line_number(tmp_pa
     source.write_text('{"url": "https://a.example/1.jpg"}\n\n{"url": "https://a.example/2.jpg"\n')
 
     with pytest.raises(ValueError, match=r"urls\.jsonl:3: malformed JSON"):
-        run_scaled(source, tmp_path / "out", [], _recipe(1), stages=[UrlLengthStage()], show_progress=False)
+        run_pipeline(source, tmp_path / "out", [], _recipe(1), stages=[UrlLengthStage()], show_progress=False)
 
 
 def test_a_parquet_list_without_a_url_column_names_the_file_and_its_columns(tmp_path):
     pq.write_table(pa.table({"link": ["https://a.example/1.jpg"], "TEXT": ["a"]}), tmp_path / "urls.parquet")
 
     with pytest.raises(ValueError, match=r"urls\.parquet: a URL list needs a `url`.*it has \['link', 'TEXT'\]"):
-        run_scaled(tmp_path / "urls.parquet", tmp_path / "out", [], _recipe(1), stages=[], show_progress=False)
+        run_pipeline(tmp_path / "urls.parquet", tmp_path / "out", [], _recipe(1), stages=[], show_progress=False)
 
 
 def test_an_image_shard_without_its_images_names_the_file_and_its_columns(tmp_path):
     pq.write_table(pa.table({"key": ["000000000"], "url": ["https://a.example/1.jpg"]}), tmp_path / "00000.parquet")
 
     with pytest.raises(ValueError, match=r"00000\.parquet: neither a 00000\.tar .* \(it has \['key', 'url'\]\)"):
-        run_scaled(tmp_path, tmp_path / "out", [], _recipe(1), stages=[], show_progress=False)
+        run_pipeline(tmp_path, tmp_path / "out", [], _recipe(1), stages=[], show_progress=False)
 
 
 def test_a_rerun_over_another_input_is_refused_at_the_first_differing_shard_without_reading_on(tmp_path):
     urls = _urls(40)
     output = tmp_path / "out"
-    run_scaled(_write_jsonl(tmp_path / "a.jsonl", [{"url": url} for url in urls]), output, [], _recipe(10),
+    run_pipeline(_write_jsonl(tmp_path / "a.jsonl", [{"url": url} for url in urls]), output, [], _recipe(10),
                stages=[UrlLengthStage()], show_progress=False)  # fmt: skip
     read = []
 

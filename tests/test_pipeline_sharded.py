@@ -1,4 +1,4 @@
-"""The sharded run with the local executor (no Ray, no model): the local runner's files, a truncated or damaged
+"""The sharded run with the local executor (no Ray, no model): the stage files, a truncated or damaged
 shard, another recipe's folder, an interrupted run, a driver that streams its shards, and the index stage's exact
 neighbours."""
 
@@ -16,10 +16,10 @@ from tests.pipeline_helpers import ImageSizeStage, WideFilterStage, peak_traced_
 from training.pipeline.index_stage import build_shard_index, exact_neighbours
 from training.pipeline.inputs import rows_from_folder
 from training.pipeline.model_stages import CheckStage
-from training.pipeline.runner import read_stage_rows, run_stages
-from training.pipeline.scale_recipe import IndexSettings, RaySettings
-from training.pipeline.sharded_run import run_sharded
-from training.pipeline.shards import ShardPlan, read_all_shards, shard_path, write_shard
+from training.pipeline.run.recipe import IndexSettings, RaySettings
+from training.pipeline.run.sharded import run
+from training.pipeline.run.shards import ShardPlan, read_all_shards, shard_path, write_shard
+from training.pipeline.run.summary import read_stage_rows
 from training.pipeline.stages import Stage
 from training.vector_index import VectorIndex, recall_against_exact
 
@@ -35,8 +35,8 @@ def rows(tmp_path):
 
 
 def _sharded(rows, stages, output, shard_size=2, **options):
-    return run_sharded(rows, stages, output, batch_size=2, settings=RaySettings(shard_size=shard_size),
-                       show_progress=False, **options)  # fmt: skip
+    return run(rows, stages, output, batch_size=2, settings=RaySettings(shard_size=shard_size),
+               show_progress=False, **options)  # fmt: skip
 
 
 def _files(output):
@@ -46,13 +46,14 @@ def _files(output):
     }
 
 
-def test_local_sharded_run_writes_the_local_runners_stage_files_and_summary(rows, tmp_path):
-    reference = run_stages(rows, [ImageSizeStage(), WideFilterStage()], tmp_path / "runner", show_progress=False)
+def test_the_stage_files_and_summary_do_not_depend_on_the_shard_size(rows, tmp_path):
+    one_shard = _sharded(rows, [ImageSizeStage(), WideFilterStage()], tmp_path / "one", shard_size=100,
+                         stage_logs=["size", "wide"])  # fmt: skip
     sharded = _sharded(rows, [ImageSizeStage(), WideFilterStage()], tmp_path / "sharded", stage_logs=["size", "wide"])
 
     for stage in ("size", "wide"):
-        assert read_stage_rows(tmp_path / "sharded", stage) == read_stage_rows(tmp_path / "runner", stage)
-    assert sharded == reference
+        assert read_stage_rows(tmp_path / "sharded", stage) == read_stage_rows(tmp_path / "one", stage)
+    assert sharded == one_shard and sharded.stage("wide").kept == 4
     assert len(read_stage_rows(tmp_path / "sharded", "wide")) == 7  # the broken file never reached it
 
 
@@ -105,7 +106,7 @@ def test_a_shard_with_damaged_data_and_an_intact_footer_is_named_and_computed_ag
     assert data_end > 200 and pq.read_metadata(damaged).num_rows == 2  # the footer still says "2 rows, finished"
 
     again = ImageSizeStage()
-    with caplog.at_level(logging.WARNING, logger="training.pipeline.shards"):
+    with caplog.at_level(logging.WARNING, logger="training.pipeline.run.shards"):
         summary = _sharded(rows, [again, WideFilterStage()], output)
 
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]

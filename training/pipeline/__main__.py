@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.cli import add_command, add_commands, command_parser, configure_logging, prog_name, run_program
-from training.url_fetch import add_fetch_options
+from training.url_fetch import add_fetch_options, parse_url_schemes
 
 
 MODULE = "training.pipeline"
@@ -39,50 +39,79 @@ logger = logging.getLogger("relsim.pipeline")
 EXECUTORS = ("local", "ray")  # kept as strings so --help imports nothing
 
 
-def _run_named_stages(args: argparse.Namespace, names: list[str]):
-    """`filter score` / `caption generate`: one stage through `runner.run`, locally or on Ray (same files)."""
-    from training.pipeline.build import build_stages
-    from training.pipeline.inputs import read_input_rows
-    from training.pipeline.runner import run
-    from training.pipeline.scale_recipe import load_scale_recipe
+def _recipe(args: argparse.Namespace):
+    """The run recipe with the command line's overrides (device, Ray address)."""
+    from training.pipeline.run.recipe import load_run_recipe
 
-    recipe = load_scale_recipe(args.recipe)
+    recipe = load_run_recipe(args.recipe)
     if args.device is not None:
-        recipe.pipeline.device = args.device
-    options = {}
-    if args.executor == "ray" or args.ray_address:
-        recipe.ray.address = args.ray_address or recipe.ray.address
-        options = {"executor": "ray", "settings": recipe.ray}
-    rows = read_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
-    summary = run(
-        rows, build_stages(names, recipe.pipeline, args.output), args.output,
-        batch_size=args.batch_size or recipe.pipeline.batch_size, **options,
-    )  # fmt: skip
+        recipe.pipeline.device = recipe.embed.device = args.device
+    if args.ray_address:
+        recipe.ray.address = args.ray_address
+    return recipe
+
+
+def _executor(args: argparse.Namespace) -> str:
+    return "ray" if args.executor == "ray" or args.ray_address else "local"
+
+
+def _log_summary(summary, output: Path) -> None:
     for stage in summary.stages:
         logger.info(
             "%s: %d in (%d done earlier), %d kept, %d dropped, failed: %s", stage.stage, stage.rows_in,
             stage.done_before, stage.kept, stage.dropped, stage.failed or "none",
         )  # fmt: skip
-    logger.info("summary: %s", args.output / "summary.json")
+    if summary.index:
+        logger.info("index: %s", summary.index)
+    logger.info("summary: %s", output / "summary.json")
+
+
+def run_pipeline_command(args: argparse.Namespace):
+    """`run`: the stages of `--stages` over the input, sharded, here or on Ray."""
+    from training.pipeline.build import parse_stage_names
+    from training.pipeline.run.pipeline_run import run_pipeline
+
+    recipe = _recipe(args)
+    if args.allow_url_schemes is not None:
+        recipe.download.allow_url_schemes = list(parse_url_schemes(args.allow_url_schemes))
+    if args.max_image_bytes is not None:
+        recipe.download.max_image_bytes = args.max_image_bytes
+    recipe.download.fetch_policy()  # a bad value is refused before the input is read
+    summary = run_pipeline(
+        args.input, args.output, parse_stage_names(args.stages), recipe, batch_size=args.batch_size,
+        image_column=args.image_column, split=args.split, executor=_executor(args),
+    )  # fmt: skip
+    _log_summary(summary, Path(args.output))
     return summary
 
 
-def run_pipeline(args: argparse.Namespace):
-    from training.pipeline.scale_run import run_command
+def _run_one_stage(args: argparse.Namespace, name: str):
+    """`filter score` / `caption generate`: one stage through the sharded run, here or on Ray (same files)."""
+    from training.pipeline.build import build_stages
+    from training.pipeline.inputs import iter_input_rows
+    from training.pipeline.run.sharded import run
 
-    return run_command(args)
+    recipe = _recipe(args)
+    rows = iter_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
+    summary = run(
+        rows, build_stages([name], recipe.pipeline, args.output), args.output,
+        batch_size=args.batch_size or recipe.pipeline.batch_size, settings=recipe.ray, executor=_executor(args),
+        stage_logs=[name],
+    )  # fmt: skip
+    _log_summary(summary, args.output)
+    return summary
 
 
 def filter_score(args: argparse.Namespace):
-    return _run_named_stages(args, ["filter"])
+    return _run_one_stage(args, "filter")
 
 
 def caption_generate(args: argparse.Namespace):
-    return _run_named_stages(args, ["caption"])
+    return _run_one_stage(args, "caption")
 
 
 def filter_train(args: argparse.Namespace) -> dict:
-    from training.pipeline.filter_commands import train_filter_command
+    from training.pipeline.filter.commands import train_filter_command
 
     report = train_filter_command(args.recipe, args.labels, args.synthetic_per_family, args.output)
     logger.info("filter on held-out labels: %s", json.dumps(report.get("trained", {}), indent=1))
@@ -90,7 +119,7 @@ def filter_train(args: argparse.Namespace) -> dict:
 
 
 def filter_evaluate(args: argparse.Namespace):
-    from training.pipeline.filter_commands import evaluate_scores_command
+    from training.pipeline.filter.commands import evaluate_scores_command
 
     report = evaluate_scores_command(args.scores, args.labels, args.output, target_precision=args.target_precision)
     logger.info("filter evaluation (%s): %s", args.output, report)
@@ -98,13 +127,13 @@ def filter_evaluate(args: argparse.Namespace):
 
 
 def group_caption(args: argparse.Namespace) -> dict:
-    from training.pipeline.caption_commands import group_caption_command
+    from training.pipeline.captioning.commands import group_caption_command
 
     return group_caption_command(args.seed_groups, args.output, args.recipe, images=args.images)
 
 
 def caption_train(args: argparse.Namespace) -> dict:
-    from training.pipeline.caption_commands import train_captioner_command
+    from training.pipeline.captioning.commands import train_captioner_command
 
     quality = train_captioner_command(args.recipe, seed_groups=args.seed_groups, images=args.images)
     logger.info("captioner quality on held-out groups: %s", quality or "no held-out groups")
@@ -112,7 +141,7 @@ def caption_train(args: argparse.Namespace) -> dict:
 
 
 def caption_evaluate(args: argparse.Namespace):
-    from training.pipeline.caption_commands import evaluate_captions_command
+    from training.pipeline.captioning.commands import evaluate_captions_command
 
     quality = evaluate_captions_command(args.captions, args.references, args.output)
     logger.info("captioner evaluation (%s): %s", args.output, quality.summary())
@@ -152,6 +181,20 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--split", default="train", help="datasets input: the split")
 
 
+def _add_demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, default=Path("pipeline-demo"), help="folder of the report and runs")
+    parser.add_argument("--filter-per-family", type=int, help="filter training images per family (default: recipe's)")
+    parser.add_argument("--filter-steps", type=int, help="filter SFT steps (default: filter-tiny-cpu.yaml's)")
+    parser.add_argument("--captioner-per-family", type=int, help="seed-group images per family (default: recipe's)")
+    parser.add_argument("--captioner-steps", type=int, help="captioner SFT steps (default: captioner-tiny-cpu.yaml's)")
+    parser.add_argument("--heldout-per-family", type=int, default=10, help="held-out images per family (bars)")
+    parser.add_argument("--pool-per-family", type=int, default=60, help="pipeline input images per family")
+    parser.add_argument("--pool-negatives", type=int, default=120, help="pipeline input non-relational images")
+    parser.add_argument("--relsim-steps", type=int, default=700, help="relsim training steps (each of two runs)")
+    parser.add_argument("--benchmark-per-family", type=int, default=50, help="benchmark images per family")
+    parser.add_argument("--image-size", type=int, default=112, help="side of the generated images")
+
+
 def parser() -> argparse.ArgumentParser:
     top = command_parser(MODULE, __doc__)
     commands = add_commands(top)
@@ -163,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated, in the order download,filter,caption,check,embed,handoff,index",
     )  # fmt: skip
     add_fetch_options(run_parser, recipe_defaults=True)
-    run_parser.set_defaults(run=run_pipeline)
+    run_parser.set_defaults(run=run_pipeline_command)
 
     filter_parser = add_command(commands, "filter", "the relational filter: train, score, evaluate")
     filter_commands = add_commands(filter_parser, dest="filter_command")
@@ -222,9 +265,7 @@ def parser() -> argparse.ArgumentParser:
     checking.set_defaults(run=check)
 
     demo_parser = add_command(commands, "demo", "offline end to end: filter, captioner, relsim on pipeline captions")
-    from training.pipeline.demo import add_demo_arguments
-
-    add_demo_arguments(demo_parser)
+    _add_demo_options(demo_parser)
     demo_parser.set_defaults(run=demo)
     return top
 

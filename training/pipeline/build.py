@@ -1,21 +1,22 @@
 """Stages by name, built from a recipe: what `run --stages download,filter,caption,check,embed,handoff,index` runs.
 
 One list of names serves both executors. `download` and `index` are not row stages: the sharded run
-(`training.pipeline.scale_run`) runs them before and after the row stages, so `build_stages` builds only the others.
+(`training.pipeline.run.pipeline_run`) runs them before and after the row stages, so `build_stages` builds only the
+others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from training.pipeline.embed_stage import EmbedStage
+from training.pipeline.handoff import HandoffStage
+from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
 from training.pipeline.recipe import ModelSettings, PipelineRecipe
+from training.pipeline.run.recipe import EmbedSettings
 from training.pipeline.stages import Stage
 
-
-if TYPE_CHECKING:
-    from training.pipeline.scale_recipe import EmbedSettings
 
 STAGE_NAMES = ("download", "filter", "caption", "check", "embed", "handoff", "index")
 AROUND_ROW_STAGES = ("download", "index")  # run by the sharded run before and after the row stages
@@ -48,9 +49,6 @@ def build_stages(
 ) -> list[Stage]:
     """The named row stages with the recipe's settings (models are loaded later, in each stage's `setup`);
     `download` and `index` are skipped (see the module docstring); `embed` needs the recipe's `embed` section."""
-    from training.pipeline.handoff import HandoffStage
-    from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
-
     stages: list[Stage] = []
     for name in names:
         if name in AROUND_ROW_STAGES:
@@ -78,8 +76,6 @@ def build_stages(
 
 
 def _embed_stage(settings: EmbedSettings | None) -> Stage:
-    from training.pipeline.embed_stage import EmbedStage
-
     if settings is None or not settings.model:
         raise ValueError("the embed stage needs `embed: {model: <relsim folder or hub id>}` in the recipe")
     return EmbedStage(

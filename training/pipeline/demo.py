@@ -10,7 +10,7 @@
    family's true anonymous caption, like the paper's verified seed groups); on held-out images, how often the
    generated caption's MiniLM embedding is closest to the right family's caption;
 4. pipeline: a pool of family images and negatives runs through filter -> caption -> check -> hand-off with the
-   local runner (the same stages as `python -m training.pipeline run`);
+   local executor (the same stages as `python -m training.pipeline run`);
 5. relsim: trained twice with one reduced recipe (`training/configs/tiny-cpu.yaml`, fewer steps): on the pipeline's
    hand-off and on the true captions of the pool's family images; both on the synthetic benchmark (held-out shapes
    and colours), side by side.
@@ -29,6 +29,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modeling_relsim import RelSimModel, RelSimProcessor
+from training.cpu_threads import prefer_passive_waiting
+from training.evaluation.methods.relsim import RelSimMethod
+from training.evaluation.reporting.tables import markdown_table, rows_from_table
+from training.evaluation.synthetic_report import METRIC_COLUMNS
+from training.evaluation.synthetic_retrieval import attribute_baselines, held_out_pool, run_benchmark
+from training.image_ids import file_image_hash
+from training.pipeline.captioning.quality import embed_captions, load_text_encoder
+from training.pipeline.captioning.recipe import load_captioner_recipe
+from training.pipeline.captioning.synthetic import train_synthetic_captioner
+from training.pipeline.filter.arguments import load_filter_recipe
+from training.pipeline.filter.synthetic import TINY_FILTER_RECIPE, train_synthetic_filter
+from training.pipeline.handoff import IMAGES_FOLDER, HandoffStage, handoff_image_path, write_captions_jsonl
+from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
+from training.pipeline.run import sharded
+from training.pipeline.run.summary import read_stage_rows
+from training.synthetic.dataset import synthetic_examples
+from training.synthetic.families import FAMILIES
+from training.synthetic.literal import literal_description
+from training.synthetic.negatives import negative_examples
+from training.trainer.train import main as train
+
 
 logger = logging.getLogger("relsim.pipeline.demo")
 
@@ -40,20 +62,6 @@ WELL_ABOVE_UNTRAINED = 0.2  # "well above the untrained model's": at least 0.2 m
 # each role draws its images from its own seed; held-out images come from the generator's "heldout" split (other
 # shapes and colours), so no image is shared between training and evaluation
 SEEDS = {"filter": 11, "captioner": 21, "pool": 31, "benchmark": 1}
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", type=Path, default=Path("pipeline-demo"), help="folder of the report and runs")
-    parser.add_argument("--filter-per-family", type=int, help="filter training images per family (default: recipe's)")
-    parser.add_argument("--filter-steps", type=int, help="filter SFT steps (default: filter-tiny-cpu.yaml's)")
-    parser.add_argument("--captioner-per-family", type=int, help="seed-group images per family (default: recipe's)")
-    parser.add_argument("--captioner-steps", type=int, help="captioner SFT steps (default: captioner-tiny-cpu.yaml's)")
-    parser.add_argument("--heldout-per-family", type=int, default=10, help="held-out images per family (bars)")
-    parser.add_argument("--pool-per-family", type=int, default=60, help="pipeline input images per family")
-    parser.add_argument("--pool-negatives", type=int, default=120, help="pipeline input non-relational images")
-    parser.add_argument("--relsim-steps", type=int, default=700, help="relsim training steps (each of two runs)")
-    parser.add_argument("--benchmark-per-family", type=int, default=50, help="benchmark images per family")
-    parser.add_argument("--image-size", type=int, default=112, help="side of the generated images")
 
 
 @dataclass
@@ -70,10 +78,6 @@ class DemoResult:
 def _labelled_images(per_family: int, negatives: int, split: str, seed: int, size: int) -> list[dict[str, Any]]:
     """Family images (label 1, with their family and true caption) then negatives (label 0), with literal
     descriptions for the leak check."""
-    from training.synthetic.dataset import synthetic_examples
-    from training.synthetic.literal import literal_description
-    from training.synthetic.negatives import negative_examples
-
     examples = [
         {**example, "label": 1, "literal": literal_description(example)}
         for example in synthetic_examples(per_family, split, seed=seed, image_size=size)
@@ -87,8 +91,6 @@ def _labelled_images(per_family: int, negatives: int, split: str, seed: int, siz
 
 def _write_pool(examples: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
     """The pool as PNG files and pipeline input rows (with literal descriptions and the truth kept aside)."""
-    from training.image_ids import file_image_hash
-
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for position, example in enumerate(examples):
@@ -107,9 +109,6 @@ def train_the_filter(args: argparse.Namespace, result: DemoResult):
     weighting for the class balance); records held-out agreement before and after training. The bar is read at the
     fixed threshold 0.5 (balanced training makes 0.5 the natural one), so it is not tuned on the held-out images;
     the pipeline then keeps rows at the held-out agreement-maximising threshold, as `filter evaluate` reports it."""
-    from training.pipeline.filter import load_filter_recipe
-    from training.pipeline.filter.synthetic import TINY_FILTER_RECIPE, train_synthetic_filter
-
     heldout = args.heldout_per_family
     overrides: dict[str, Any] = {
         "synthetic_eval_positives_per_family": heldout, "synthetic_eval_negatives": 8 * heldout,
@@ -138,9 +137,6 @@ def train_the_captioner(args: argparse.Namespace, result: DemoResult):
     """Fine-tunes the single-image captioner on synthetic seed groups
     (`training.pipeline.captioning.synthetic.train_synthetic_captioner`, the tiny captioner recipe with the demo's
     sizes); records how often a held-out image's caption lands nearest the right family's caption."""
-    from training.pipeline.captioning.recipe import load_captioner_recipe
-    from training.pipeline.captioning.synthetic import train_synthetic_captioner
-
     folder = args.output / "captioner"
     overrides: dict[str, Any] = {
         "output_dir": str(folder / "model"), "synthetic_eval_num_per_family": args.heldout_per_family,
@@ -166,10 +162,6 @@ def train_the_captioner(args: argparse.Namespace, result: DemoResult):
 
 def run_the_pipeline(args: argparse.Namespace, result: DemoResult, filter_chat, threshold: float, captioner, settings):
     """The pool through filter -> caption -> check -> hand-off; returns the pool's examples and input rows."""
-    from training.pipeline.handoff import HandoffStage
-    from training.pipeline.model_stages import CaptionStage, CheckStage, FilterStage
-    from training.pipeline.runner import run
-
     examples = _labelled_images(args.pool_per_family, args.pool_negatives, "train", SEEDS["pool"], args.image_size)
     rows = _write_pool(examples, args.output / "pool")
     folder = args.output / "pipeline"
@@ -185,10 +177,10 @@ def run_the_pipeline(args: argparse.Namespace, result: DemoResult, filter_chat, 
         CheckStage(),
         HandoffStage(folder / "handoff"),
     ]
-    summary = run(rows, stages, folder, batch_size=32)
+    summary = sharded.run(rows, stages, folder, batch_size=32, stage_logs=[stage.name for stage in stages])
     truth = {row["image_hash"]: example for row, example in zip(rows, examples, strict=True)}
-    kept = [row for row in _stage_rows(folder, "filter") if row.get("kept")]
-    handed = [row for row in _stage_rows(folder, "handoff") if row.get("handed_off")]
+    kept = [row for row in read_stage_rows(folder, "filter") if row.get("kept")]
+    handed = [row for row in read_stage_rows(folder, "handoff") if row.get("handed_off")]
     right = sum(
         truth[row["image_hash"]]["label"] == 1 and _closest_family(row["caption"]) == truth[row["image_hash"]]["family"]
         for row in handed
@@ -203,20 +195,11 @@ def run_the_pipeline(args: argparse.Namespace, result: DemoResult, filter_chat, 
     return examples, rows
 
 
-def _stage_rows(folder: Path, stage: str) -> list[dict[str, Any]]:
-    from training.pipeline.runner import read_stage_rows
-
-    return read_stage_rows(folder, stage)
-
-
 _FAMILY_ENCODER: dict[str, Any] = {}
 
 
 def _closest_family(caption: str) -> str:
     """The family whose true caption is closest to `caption` in MiniLM space."""
-    from training.pipeline.captioning.quality import embed_captions, load_text_encoder
-    from training.synthetic.families import FAMILIES
-
     if "encoder" not in _FAMILY_ENCODER:
         _FAMILY_ENCODER["encoder"] = load_text_encoder()
         _FAMILY_ENCODER["families"] = embed_captions(_FAMILY_ENCODER["encoder"], [f.caption for f in FAMILIES.values()])
@@ -226,8 +209,6 @@ def _closest_family(caption: str) -> str:
 
 def write_true_captions(examples: list[dict[str, Any]], rows: list[dict[str, Any]], folder: Path) -> Path:
     """The pool's family images with their true captions, in the hand-off format (the ideal pipeline's output)."""
-    from training.pipeline.handoff import IMAGES_FOLDER, handoff_image_path, write_captions_jsonl
-
     images_dir = folder / IMAGES_FOLDER
     images_dir.mkdir(parents=True, exist_ok=True)
     true_rows = []
@@ -243,8 +224,6 @@ def write_true_captions(examples: list[dict[str, Any]], rows: list[dict[str, Any
 
 def train_relsim(args: argparse.Namespace, captions: Path, images: Path, run_dir: Path) -> Path:
     """relsim with the demo's reduced recipe (`tiny-cpu.yaml`, fewer steps) on an official captions folder."""
-    from training.trainer.train import main as train
-
     steps = args.relsim_steps
     return train([
         "--config", str(RELSIM_RECIPE), "--output-dir", str(run_dir), "--captions-jsonl", str(captions),
@@ -255,10 +234,6 @@ def train_relsim(args: argparse.Namespace, captions: Path, images: Path, run_dir
 
 
 def benchmark(args: argparse.Namespace, result: DemoResult, finals: dict[str, Path]) -> None:
-    from modeling_relsim import RelSimModel, RelSimProcessor
-    from training.evaluation.methods.relsim import RelSimMethod
-    from training.evaluation.synthetic_retrieval import attribute_baselines, held_out_pool, run_benchmark
-
     methods = dict(attribute_baselines())
     for name, final in finals.items():
         model, processor = RelSimModel.from_pretrained(final), RelSimProcessor.from_pretrained(final)
@@ -291,9 +266,6 @@ def _number(value: Any) -> str:
 
 
 def write_report(args: argparse.Namespace, result: DemoResult) -> Path:
-    from training.evaluation.reporting.tables import markdown_table, rows_from_table
-    from training.evaluation.synthetic_report import METRIC_COLUMNS
-
     checks = bars(result)
     met = sum(check[3] for check in checks)
     lines = [
@@ -328,8 +300,6 @@ def write_report(args: argparse.Namespace, result: DemoResult) -> Path:
 
 def run_demo(args: argparse.Namespace) -> DemoResult:
     """Runs the demo (see the module docstring); returns its numbers and writes the report."""
-    from training.cpu_threads import prefer_passive_waiting
-
     prefer_passive_waiting()
     args.output.mkdir(parents=True, exist_ok=True)
     result = DemoResult()

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 
+from training.cli import resolve_device, resolve_dtype
 from training.pipeline.stages import ImageStage, Row, failed_row
+from training.relsim_folder import load_relsim
 
 
 if TYPE_CHECKING:
@@ -25,7 +27,7 @@ class EmbedStage(ImageStage):
         model: a saved relsim folder or hub id (loaded once per process / Ray actor in `setup`).
         device, dtype: where and in which precision the model runs ("auto": CUDA when available).
         embed_batch_size: images per forward inside `embed_images`.
-        batch_size: rows per call of `process` (None: the runner's default).
+        batch_size: rows per call of `process` (None: the run's default).
     """
 
     name = "embed"
@@ -49,9 +51,6 @@ class EmbedStage(ImageStage):
         return {"model": self.model_name_or_path, "dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
 
     def setup(self) -> None:
-        from training.cli import resolve_device, resolve_dtype
-        from training.relsim_folder import load_relsim
-
         logger.info("embed: loading %s", self.model_name_or_path)
         model, self.processor = load_relsim(
             self.model_name_or_path, dtype=resolve_dtype(self.dtype), trust_remote_code=self.trust_remote_code

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from training.image_ids import url_image_hash
-from training.pipeline.scale_recipe import DownloadSettings
+from training.pipeline.run.recipe import DownloadSettings
 from training.pipeline.stages import Row, failed_row
 from training.store import atomic_write
 from training.url_fetch import FetchPolicy, download_with_policy

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from training.json_lines import read_json_lines
-from training.pipeline.scale_recipe import IndexSettings
-from training.pipeline.shards import ShardPlan, shard_path
+from training.pipeline.run.recipe import IndexSettings
+from training.pipeline.run.shards import ShardPlan, shard_path
 from training.store import atomic_write
 from training.vector_index import VectorIndex, recall_against_exact
 

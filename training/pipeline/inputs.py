@@ -63,11 +63,6 @@ def _list_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     yield from read_json_lines(path)
 
 
-def rows_from_list(path: str | Path) -> list[Row]:
-    """One row per line of a `.jsonl` / `.csv` list (see `iter_list_rows`)."""
-    return list(iter_list_rows(path))
-
-
 def iter_list_rows(path: str | Path) -> Iterator[Row]:
     """One row per line of a `.jsonl` / `.csv` list (see the module docstring for the fields), a line at a time.
 
@@ -98,13 +93,6 @@ def iter_list_rows(path: str | Path) -> Iterator[Row]:
         else:
             row["image_hash"] = _hash_of_file_or_name(Path(row["image"]), str(written))
         yield row
-
-
-def rows_from_dataset(
-    name_or_path: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
-) -> list[Row]:
-    """One row per example of a `datasets` dataset (see `iter_dataset_rows`)."""
-    return list(iter_dataset_rows(name_or_path, images_dir, image_column, split))
 
 
 def iter_dataset_rows(
@@ -180,17 +168,11 @@ def _bytes_hash(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def read_input_rows(
-    source: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
-) -> list[Row]:
-    """Input rows from a folder of images, a `.jsonl` / `.csv` list, or a `datasets` dataset (saved folder or id)."""
-    return list(iter_input_rows(source, images_dir, image_column, split))
-
-
 def iter_input_rows(
     source: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
 ) -> Iterator[Row]:
-    """`read_input_rows` as an iterator: lists and datasets a row at a time (a folder is scanned whole first)."""
+    """Input rows from a folder of images, a `.jsonl` / `.csv` list, or a `datasets` dataset (saved folder or id):
+    lists and datasets a row at a time (a folder is scanned whole first)."""
     path = Path(source)
     if path.is_file():
         return iter_list_rows(path)

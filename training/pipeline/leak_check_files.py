@@ -11,20 +11,20 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import PIL.Image
 
+from modeling_relsim.image_decoding import UnreadableImageError, decode_image
 from training.caption_text import normalize_caption
+from training.evaluation.captioner import Captioner
 from training.image_folder import image_file_extensions
 from training.image_ids import require_image_hash
 from training.json_lines import read_json_lines
 from training.pipeline.leak_check import LeakReport, check_captions
 from training.store import atomic_write
+from training.vlm.chat import QwenVLChat
 
-
-if TYPE_CHECKING:
-    from training.evaluation.captioner import Captioner
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,6 @@ def load_literal_captioner(
     model_name_or_path: str, cache_file: str | Path, device: str = "cpu", max_pixels: int = 448 * 448
 ) -> Captioner:
     """The evaluation's literal Qwen2.5-VL captioner (imported here, on use, so the checker itself stays light)."""
-    from training.evaluation.captioner import Captioner
-    from training.vlm.chat import QwenVLChat
-
     return Captioner(QwenVLChat.from_pretrained(model_name_or_path, device=device, max_pixels=max_pixels), cache_file)
 
 
@@ -116,10 +113,9 @@ def describe_images(
                 errors.append((image_hash, f"{image_dir / image_hash}.*: no such image"))
                 continue
             try:
-                with PIL.Image.open(path) as image:
-                    images.append(image.convert("RGB"))
-            except (OSError, SyntaxError, ValueError) as error:  # PIL reports broken files as any of these
-                errors.append((image_hash, f"{path}: {type(error).__name__}: {error}"))
+                images.append(decode_image(path))
+            except UnreadableImageError as error:
+                errors.append((image_hash, f"{error.source}: {error.reason}"))
                 continue
             hashes.append(image_hash)
         if images:

@@ -1,5 +1,5 @@
 """The pipeline's model stages: thin wrappers that give the filter, the captioner and the checker the `Stage` shape
-(load once in `setup`, then batches of rows), so the local runner and a Ray executor run them unchanged.
+(load once in `setup`, then batches of rows), so the local and the Ray executor run them unchanged.
 
 - `FilterStage` adds `filter_score` (P(yes) from one forward, `training.pipeline.filter.score_images`) and `kept`
   (score >= threshold); rows below the threshold stop here, their scores kept in `filter.jsonl`.
@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 
+from training.caption_text import normalize_caption
+from training.cli import resolve_device, resolve_dtype
+from training.pipeline.captioning.prompts import single_image_prompt
+from training.pipeline.captioning.single import SingleImageCaptioner
+from training.pipeline.filter.scoring import score_images
+from training.pipeline.leak_check import check_caption
 from training.pipeline.stages import ImageStage, Row, Stage
+from training.vlm.chat import QwenVLChat
+from training.vlm.decoding import Decoding
 
 
 if TYPE_CHECKING:
@@ -27,9 +35,6 @@ logger = logging.getLogger(__name__)
 
 def load_chat(model: str, adapter: str | None, device: str, dtype: str, max_pixels: int) -> QwenVLChat:
     """The generating Qwen2.5-VL a stage runs (its LoRA adapter merged in when given)."""
-    from training.cli import resolve_device, resolve_dtype
-    from training.vlm.chat import QwenVLChat
-
     return QwenVLChat.from_pretrained(
         model, device=resolve_device(device), dtype=resolve_dtype(dtype), max_pixels=max_pixels, adapter=adapter
     )
@@ -76,8 +81,6 @@ class FilterStage(ChatStage):
         self.threshold = threshold
 
     def process_images(self, rows: list[Row], images: list[PIL.Image.Image]) -> list[Row]:
-        from training.pipeline.filter import score_images
-
         scores = score_images(self.chat, images, batch_size=len(images))
         return [
             {**row, "filter_score": float(score), "kept": bool(score >= self.threshold)}
@@ -123,10 +126,6 @@ class CaptionStage(ChatStage):
     def setup(self) -> None:
         import tempfile
 
-        from training.pipeline.captioning.prompts import single_image_prompt
-        from training.pipeline.captioning.single import SingleImageCaptioner
-        from training.vlm.decoding import Decoding
-
         super().setup()
         cache_file = self.cache_file or str(Path(tempfile.mkdtemp(prefix="relsim-captions-")) / "captions.jsonl")
         self.captioner = SingleImageCaptioner(
@@ -159,9 +158,6 @@ class CheckStage(Stage):
         return {"relational_vocabulary": self.relational_vocabulary}
 
     def process(self, rows: list[Row]) -> list[Row]:
-        from training.caption_text import normalize_caption
-        from training.pipeline.leak_check import check_caption
-
         checked = []
         for row in rows:
             descriptions = row.get("literal_descriptions") or []

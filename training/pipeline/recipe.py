@@ -118,5 +118,4 @@ def load_pipeline_recipe(path: str | Path | None) -> PipelineRecipe:
     """The recipe in `path` (YAML), or the defaults when `path` is None."""
     if path is None:
         return PipelineRecipe()
-    values = read_recipe(path)
-    return recipe_from_dict(values, str(path))
+    return recipe_from_dict(read_recipe(path), str(path))

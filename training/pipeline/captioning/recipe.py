@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.pipeline.captioning.group import seed_groups_from_dataset, seed_groups_from_json
 from training.pipeline.captioning.prompts import CaptionPrompt, single_image_prompt
+from training.pipeline.captioning.quality import evaluate_captioner, load_text_encoder
+from training.pipeline.captioning.single import SingleImageCaptioner, sft_rows_from_groups, train_single_captioner
+from training.vlm.chat_model import ChatModelArguments
 from training.vlm.decoding import Decoding
+from training.vlm.sft_training import VLMSFTArguments, load_recipe
 
 
 logger = logging.getLogger(__name__)
@@ -83,9 +88,6 @@ class CaptionerRecipe:
 
 def load_captioner_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) -> CaptionerRecipe:
     """Parses a captioner recipe; unknown keys are refused with their names."""
-    from training.vlm.chat_model import ChatModelArguments
-    from training.vlm.sft_training import VLMSFTArguments, load_recipe
-
     model, captioner, data, sft = load_recipe(
         path, [ChatModelArguments, CaptionerArguments, CaptionerDataArguments, VLMSFTArguments], overrides
     )
@@ -94,8 +96,6 @@ def load_captioner_recipe(path: str | Path, overrides: Mapping[str, Any] | None 
 
 def load_seed_groups(data: CaptionerDataArguments) -> list:
     """The recipe's seed groups, from `seed_group_json` + `image_dir` or a `seed_groups_dataset` folder."""
-    from training.pipeline.captioning.group import seed_groups_from_dataset, seed_groups_from_json
-
     if data.seed_group_json:
         if not data.image_dir:
             raise ValueError("seed_group_json needs image_dir, the folder of its images (<md5(url)>.<ext>)")
@@ -126,9 +126,6 @@ def train_captioner_from_recipe(recipe: CaptionerRecipe):
     Returns:
         `(chat, fingerprint, quality or None)`.
     """
-    from training.pipeline.captioning.quality import evaluate_captioner, load_text_encoder
-    from training.pipeline.captioning.single import SingleImageCaptioner, sft_rows_from_groups, train_single_captioner
-
     train_groups, heldout_groups = split_groups(
         load_seed_groups(recipe.data), recipe.data.heldout_group_fraction, recipe.data.split_seed
     )

@@ -32,9 +32,10 @@ from training.pipeline.captioning.cache_keys import caption_key, chat_fingerprin
 from training.pipeline.captioning.group import SeedGroup
 from training.pipeline.captioning.image_inputs import UnreadableImage, image_name, read_image
 from training.pipeline.captioning.prompts import SINGLE_IMAGE_PROMPT, CaptionPrompt
-from training.store import RecordLog, adapter_fingerprint, tensors_fingerprint, weights_fingerprint
+from training.store import RecordLog, adapter_fingerprint, atomic_write, tensors_fingerprint, weights_fingerprint
 from training.vlm.chat import QwenVLChat
 from training.vlm.decoding import Decoding
+from training.vlm.sft_training import train_chat_sft
 
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,6 @@ def train_single_captioner(chat: QwenVLChat, rows, sft_arguments, eval_rows=None
     """Fine-tunes `chat` on SFT rows with TRL (`training.vlm.sft_training.train_chat_sft`); returns the trained chat
     and the fingerprint of what was saved (the base's plus the adapter folder's with LoRA, else the model folder's),
     so captions of the new weights never reuse the old ones'."""
-    from training.vlm.sft_training import train_chat_sft
-
     base = chat_fingerprint(chat) if sft_arguments.use_lora else None
     trained = train_chat_sft(chat, rows, sft_arguments, eval_rows)
     saved = weights_fingerprint(sft_arguments.output_dir)
@@ -215,8 +214,6 @@ class SingleImageCaptioner:
 
 def write_captions_jsonl(run: SingleCaptionRun, path: str | Path, urls: Sequence[str | None] | None = None) -> Path:
     """The official captions jsonl (`image_hash`, `caption`, `url_link`) for every captioned image."""
-    from training.store import atomic_write
-
     lines = []
     for position, caption in enumerate(run.captions):
         if caption is None:

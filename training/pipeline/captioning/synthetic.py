@@ -23,7 +23,11 @@ from training.pipeline.captioning.group import SeedGroup
 from training.pipeline.captioning.quality import CaptionerQuality, evaluate_captioner, load_text_encoder
 from training.pipeline.captioning.recipe import CaptionerRecipe, load_captioner_recipe
 from training.pipeline.captioning.single import SingleImageCaptioner, sft_rows_from_groups, train_single_captioner
+from training.synthetic.dataset import synthetic_examples
+from training.synthetic.families import FAMILIES
+from training.synthetic.literal import literal_description
 from training.vlm.chat import QwenVLChat
+from training.vlm.tiny import build_tiny_chat
 from training.vlm.tiny_pretraining import word_tokens
 
 
@@ -66,11 +70,6 @@ def train_synthetic_captioner(
     Returns:
         the trained chat and its quality (mean cosine to the family caption, placeholder rate, family accuracy).
     """
-    from training.synthetic.dataset import synthetic_examples
-    from training.synthetic.families import FAMILIES
-    from training.synthetic.literal import literal_description
-    from training.vlm.tiny import build_tiny_chat
-
     if not isinstance(recipe, CaptionerRecipe):
         recipe = load_captioner_recipe(recipe, {"output_dir": str(Path(output_dir) / "model")})
     output_dir = Path(output_dir)

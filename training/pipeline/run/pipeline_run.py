@@ -1,12 +1,12 @@
-"""`python -m training.pipeline run`: download -> filter -> caption -> check -> embed -> handoff -> index, on this
-machine (`--executor local`, the default) or on Ray Data (`--executor ray` / `--ray-address ADDRESS`), configured by
-one YAML recipe (`scale_recipe`). Both executors run the same stage classes and write the same outputs
-(`training.pipeline.sharded_run`).
+"""What `python -m training.pipeline run` runs: download -> filter -> caption -> check -> embed -> handoff -> index,
+on this machine (`--executor local`, the default) or on Ray Data (`--executor ray` / `--ray-address ADDRESS`),
+configured by one YAML recipe (`training.pipeline.run.recipe`). Both executors run the same stage classes and write
+the same outputs (`training.pipeline.run.sharded`).
 
 Inputs (`--input`): a `.parquet` or `.jsonl`/`.csv` URL list (LAION-style `url`/`URL`, optional `caption`/`TEXT`), a
 folder of image shards (img2dataset's webdataset or parquet output), a folder of images, or a `datasets` dataset. The
 driver never holds the input: it streams it (parquet in batches, jsonl a line at a time, a dataset an example at a
-time, image shards a file at a time) into shards (`training.pipeline.shard_planning`).
+time, image shards a file at a time) into shards (`training.pipeline.run.planning`).
 Outputs in `--output`: `shards/part-NNNNN.parquet` (one row per input row: image_hash, url, filter score, caption,
 embedding, error, ...; the unit of resume), `<stage>.jsonl` for every row stage but embed (whose vectors stay in the
 shards and the index), the captions jsonl the dataset builders read (`handoff/captions.jsonl` with the hand-off
@@ -24,7 +24,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.image_ids import require_image_hash, url_image_hash
-from training.pipeline.scale_recipe import ScaleRecipe
+from training.pipeline.build import build_stages
+from training.pipeline.handoff import write_captions_jsonl
+from training.pipeline.image_shards import (
+    DOWNLOAD_STAGE,
+    download_shards,
+    iter_image_shards,
+    refused_download_row,
+)
+from training.pipeline.index_stage import build_shard_index
+from training.pipeline.inputs import iter_input_rows
+from training.pipeline.run.planning import SeenHashes, plan_rows, plan_shards
+from training.pipeline.run.ray_executor import ensure_ray
+from training.pipeline.run.recipe import RunRecipe
+from training.pipeline.run.sharded import run, stage_settings
+from training.pipeline.run.shards import check_stages
+from training.pipeline.run.summary import RunSummary, StageSummary, iter_shard_rows, write_summary
 from training.pipeline.stages import Row, Stage
 
 
@@ -37,7 +52,7 @@ UNLOGGED_STAGES = ("embed",)  # no `<stage>.jsonl`: a stage whose output is vect
 
 
 @dataclass
-class ScaleInput:
+class RunInput:
     """The input of a run, streamed: `rows` (a list, cut into shards of `ray.shard_size`, repeats left out) or
     `shards` (a folder of image shards: one output shard each)."""
 
@@ -88,24 +103,14 @@ def _is_image_shard_folder(path: Path) -> bool:
     return path.is_dir() and any(file.stem.isdigit() for file in path.glob("*.parquet"))
 
 
-def read_scale_input(source: str | Path, output_dir: Path, image_column: str = "image", split: str = "train"):
+def read_run_input(source: str | Path, output_dir: Path, image_column: str = "image", split: str = "train") -> RunInput:
     """The input as a stream of rows, or of shards for a folder of image shards (nothing is read until iterated)."""
-    from training.pipeline.image_shards import iter_image_shards
-    from training.pipeline.inputs import iter_input_rows
-
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".parquet":
-        return ScaleInput(rows=iter_parquet_list(path))
+        return RunInput(rows=iter_parquet_list(path))
     if _is_image_shard_folder(path):
-        return ScaleInput(shards=iter_image_shards(path, output_dir / "input_images"))
-    return ScaleInput(rows=iter_input_rows(source, output_dir / "input_images", image_column, split))
-
-
-def build_scale_stages(names: Sequence[str], recipe: ScaleRecipe, output_dir: Path) -> list[Stage]:
-    """The row stages among `names` (download and index are not row stages), built from the recipe."""
-    from training.pipeline.build import build_stages
-
-    return build_stages(names, recipe.pipeline, output_dir, recipe.embed)
+        return RunInput(shards=iter_image_shards(path, output_dir / "input_images"))
+    return RunInput(rows=iter_input_rows(source, output_dir / "input_images", image_column, split))
 
 
 class RepeatedInputs:
@@ -117,8 +122,6 @@ class RepeatedInputs:
         self.scratch, self.count, self.position = scratch, 0, 0
 
     def shards(self, shards: Iterable[list[Row]]) -> Iterator[list[Row]]:
-        from training.pipeline.shard_planning import SeenHashes
-
         with SeenHashes(self.scratch) as seen:
             for shard in shards:
                 kept = []
@@ -136,19 +139,17 @@ class RepeatedInputs:
 
 
 def _download(
-    scale_input: ScaleInput, output_dir: Path, recipe: ScaleRecipe, on_ray: bool, repeats: RepeatedInputs
+    run_input: RunInput, output_dir: Path, recipe: RunRecipe, on_ray: bool, repeats: RepeatedInputs
 ) -> Iterator[list[Row]]:
     """The shards after img2dataset: one per download shard (streamed), then the rows that had nothing to fetch (a
     local image, a URL the fetch policy refuses, or failed already), in shards of `ray.shard_size`, kept aside in a
     jsonl file meanwhile. Repeated images are left out before anything is fetched."""
-    from training.pipeline.image_shards import download_shards, iter_image_shards, refused_download_row
-
     policy = recipe.download.fetch_policy()
     local_file = output_dir / f"{DOWNLOAD_FOLDER}-local.jsonl"
     with local_file.open("w", encoding="utf-8") as local:
 
         def to_fetch() -> Iterator[Row]:
-            for row in repeats.rows(scale_input.all_rows()):
+            for row in repeats.rows(run_input.all_rows()):
                 if row.get("url") and not row.get("image") and "error" not in row:
                     refused = refused_download_row(row, policy)
                     if refused is None:
@@ -179,8 +180,6 @@ class DownloadCounts:
         self.rows_in, self.failed = 0, Counter()
 
     def watch(self, shards: Iterable[list[Row]]) -> Iterator[list[Row]]:
-        from training.pipeline.image_shards import DOWNLOAD_STAGE
-
         for shard in shards:
             for row in shard:
                 if row.get("url"):
@@ -189,10 +188,7 @@ class DownloadCounts:
                         self.failed[row.get("error_kind", "error")] += 1
             yield shard
 
-    def summary(self):
-        from training.pipeline.image_shards import DOWNLOAD_STAGE
-        from training.pipeline.runner import StageSummary
-
+    def summary(self) -> StageSummary:
         kept = self.rows_in - sum(self.failed.values())
         return StageSummary(DOWNLOAD_STAGE, self.rows_in, self.rows_in, 0, kept, 0, dict(sorted(self.failed.items())))
 
@@ -203,18 +199,18 @@ def _captioned(rows: Iterable[Row]) -> Iterable[Row]:
     )
 
 
-def run_scaled(
+def run_pipeline(
     source: str | Path,
     output_dir: str | Path,
     names: Sequence[str],
-    recipe: ScaleRecipe,
+    recipe: RunRecipe,
     batch_size: int | None = None,
     image_column: str = "image",
     split: str = "train",
     show_progress: bool = True,
     stages: Sequence[Stage] | None = None,
     executor: str = "local",
-):
+) -> RunSummary:
     """Reads the input, downloads when asked, runs the row stages sharded (`executor` "local" or "ray"), writes the
     captions jsonl and the index.
 
@@ -222,39 +218,30 @@ def run_scaled(
         stages: the row stages to run instead of building them from `names` (tests, custom stages); `names` still
             decides download and index.
     """
-    from training.pipeline.handoff import write_captions_jsonl
-    from training.pipeline.index_stage import build_shard_index
-    from training.pipeline.runner import write_summary
-    from training.pipeline.shard_planning import plan_rows, plan_shards
-    from training.pipeline.sharded_run import iter_shard_rows, run_sharded, stage_settings
-    from training.pipeline.shards import check_stages
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    row_stages = list(stages) if stages is not None else build_scale_stages(names, recipe, output_dir)
+    row_stages = list(stages) if stages is not None else build_stages(names, recipe.pipeline, output_dir, recipe.embed)
     on_ray = executor == "ray"
     started = False
     if on_ray:
-        from training.pipeline.ray_executor import ensure_ray
-
         started = ensure_ray(recipe.ray, row_stages)
     try:
         # refuse other stages before a long input is read; the input streams into shard files as it is planned
         check_stages(output_dir, {stage.name: stage_settings(stage) for stage in row_stages})
-        scale_input = read_scale_input(source, output_dir, image_column, split)
+        run_input = read_run_input(source, output_dir, image_column, split)
         downloads = DownloadCounts()
         repeats = RepeatedInputs(output_dir / REPEATS_SCRATCH)
         if "download" in names:
-            shards = downloads.watch(_download(scale_input, output_dir, recipe, on_ray, repeats))
+            shards = downloads.watch(_download(run_input, output_dir, recipe, on_ray, repeats))
             plan = plan_shards(shards, output_dir, recipe.ray.shard_size)
             plan.duplicates = repeats.count
-        elif scale_input.shards is not None:
-            plan = plan_shards(repeats.shards(scale_input.shards), output_dir, recipe.ray.shard_size)
+        elif run_input.shards is not None:
+            plan = plan_shards(repeats.shards(run_input.shards), output_dir, recipe.ray.shard_size)
             plan.duplicates = repeats.count
         else:
-            plan = plan_rows(scale_input.rows, output_dir, recipe.ray.shard_size)
+            plan = plan_rows(run_input.rows, output_dir, recipe.ray.shard_size)
         logged = [stage.name for stage in row_stages if stage.name not in UNLOGGED_STAGES]
-        summary = run_sharded(
+        summary = run(
             plan, row_stages, output_dir, batch_size or recipe.pipeline.batch_size, recipe.ray, executor,
             show_progress, stage_logs=logged,
         )  # fmt: skip
@@ -270,36 +257,4 @@ def run_scaled(
     if "index" in names:
         summary.index = asdict(build_shard_index(output_dir, plan, recipe.index))
     write_summary(summary, output_dir)
-    return summary
-
-
-def run_command(args) -> None:
-    """The `run` command on either executor: `args` as `training.pipeline.__main__` parses them."""
-    from training.pipeline.build import parse_stage_names
-    from training.pipeline.scale_recipe import load_scale_recipe
-    from training.url_fetch import parse_url_schemes
-
-    recipe = load_scale_recipe(args.recipe)
-    if args.device is not None:
-        recipe.pipeline.device = recipe.embed.device = args.device
-    if args.ray_address:
-        recipe.ray.address = args.ray_address
-    if args.allow_url_schemes is not None:
-        recipe.download.allow_url_schemes = list(parse_url_schemes(args.allow_url_schemes))
-    if args.max_image_bytes is not None:
-        recipe.download.max_image_bytes = args.max_image_bytes
-    recipe.download.fetch_policy()  # a bad value is refused before the input is read
-    executor = "ray" if args.executor == "ray" or args.ray_address else "local"
-    summary = run_scaled(
-        args.input, args.output, parse_stage_names(args.stages), recipe, batch_size=args.batch_size,
-        image_column=args.image_column, split=args.split, executor=executor,
-    )  # fmt: skip
-    for stage in summary.stages:
-        logger.info(
-            "%s: %d in (%d done earlier), %d kept, %d dropped, failed: %s", stage.stage, stage.rows_in,
-            stage.done_before, stage.kept, stage.dropped, stage.failed or "none",
-        )  # fmt: skip
-    if summary.index:
-        logger.info("index: %s", summary.index)
-    logger.info("summary: %s", Path(args.output) / "summary.json")
     return summary

@@ -1,5 +1,5 @@
 """Planning a sharded run while the input streams by: rows are cut into shards as they arrive, and each shard's rows
-are written once to `shards/inputs/` (`training.pipeline.shards.write_shard_input`), so the driver holds one shard
+are written once to `shards/inputs/` (`training.pipeline.run.shards.write_shard_input`), so the driver holds one shard
 of rows at a time, never the input list (2 billion LAION rows do not fit in memory).
 
 Repeated image hashes are left out (the first one is kept) through `SeenHashes`, a set kept on disk by SQLite: an
@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from training.image_ids import require_image_hash
-from training.pipeline.shards import (
+from training.pipeline.run.shards import (
     SHARDS_FOLDER,
     ShardPlan,
     ShardSpec,

@@ -19,6 +19,13 @@ from typing import Any
 import numpy as np
 
 from training.json_lines import read_json_lines
+from training.pipeline.filter.arguments import load_filter_recipe
+from training.pipeline.filter.evaluation import evaluate_filter
+from training.pipeline.filter.rows import load_filter_labels
+from training.pipeline.filter.scoring import score_images
+from training.pipeline.filter.synthetic import train_synthetic_filter
+from training.pipeline.filter.training import train_filter
+from training.store import RecordLog
 
 
 logger = logging.getLogger(__name__)
@@ -44,8 +51,6 @@ def train_filter_command(
     Returns:
         the held-out report(s) as a dict (`trained`, and `untrained` for generated images).
     """
-    from training.pipeline.filter import load_filter_recipe
-
     if labels and synthetic_per_family:
         raise ValueError("give --labels or --synthetic-per-family, not both")
     overrides: dict[str, Any] = {}
@@ -62,8 +67,6 @@ def train_filter_command(
     _, sft, settings = load_filter_recipe(recipe, overrides)
     output = Path(output_dir) if output_dir is not None else Path(sft.output_dir)
     if settings.synthetic_positives_per_family:
-        from training.pipeline.filter import train_synthetic_filter
-
         _, run = train_synthetic_filter(output, recipe, overrides)
         return run.to_dict()
     if not settings.labels:
@@ -73,9 +76,6 @@ def train_filter_command(
 
 def _train_on_labels(recipe: str | Path, overrides: Mapping[str, Any], output: Path) -> dict[str, Any]:
     from sklearn.model_selection import train_test_split
-
-    from training.pipeline.filter import evaluate_filter, load_filter_labels, load_filter_recipe, score_images
-    from training.pipeline.filter.training import train_filter
 
     model_arguments, sft, settings = load_filter_recipe(recipe, {**overrides, "output_dir": str(output / MODEL_FOLDER)})
     dataset = load_filter_labels(settings.labels, settings.labels_split)
@@ -136,9 +136,6 @@ def evaluate_scores_command(
     Returns:
         the `FilterReport` (also written to `output_dir` with the PR curve).
     """
-    from training.pipeline.filter import evaluate_filter
-    from training.store import RecordLog
-
     labels = read_labels(labels_path)
     scored: dict[str, float] = {}
     for _, row in RecordLog(scores_jsonl, what="filter score", required=("image_hash",)).records():

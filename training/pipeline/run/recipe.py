@@ -1,4 +1,5 @@
-"""The recipe sections of the scaled-out pipeline (issue 15), beside the local pipeline's (`recipe.py`):
+"""The run's recipe: the sections of the sharded run and the stages around it, beside the stages' own
+(`training.pipeline.recipe`):
 
     ray:
       address: null                  # null: start Ray here; "auto" / "ray://host:10001": join a running cluster
@@ -17,7 +18,7 @@
     index:    {factory: "IVF65536,PQ64", metric: inner_product, training_sample: 2000000, nprobe: 64,
                recall_queries: 100, recall_k: 10}   # recall@k against exact search, reported in summary.json
 
-`load_scale_recipe` splits a YAML file into these sections and the local pipeline's `PipelineRecipe`, so one file
+`load_run_recipe` splits a YAML file into these sections and the local pipeline's `PipelineRecipe`, so one file
 configures either executor; unknown keys are refused with their names, as the local recipe does.
 """
 
@@ -104,7 +105,7 @@ class IndexSettings:
 
 
 @dataclass
-class ScaleRecipe:
+class RunRecipe:
     pipeline: PipelineRecipe
     ray: RaySettings = field(default_factory=RaySettings)
     download: DownloadSettings = field(default_factory=DownloadSettings)
@@ -115,7 +116,7 @@ class ScaleRecipe:
 DOWNLOAD_FORMATS = ("webdataset", "parquet")
 
 
-def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> ScaleRecipe:
+def run_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> RunRecipe:
     """A recipe from a parsed mapping; the `ray`, `download`, `embed` and `index` sections are this module's, the
     rest goes to the local pipeline's `recipe_from_dict`."""
     values = dict(values)
@@ -127,7 +128,7 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
     ray.actors = {
         name: build_settings(ActorSettings, value, f"{where}: ray.actors.{name}") for name, value in actors.items()
     }
-    recipe = ScaleRecipe(
+    recipe = RunRecipe(
         pipeline=PipelineRecipe(),
         ray=ray,
         download=build_settings(DownloadSettings, values.pop("download", None), f"{where}: download"),
@@ -153,9 +154,8 @@ def scale_recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Sca
     return recipe
 
 
-def load_scale_recipe(path: str | Path | None) -> ScaleRecipe:
+def load_run_recipe(path: str | Path | None) -> RunRecipe:
     """The recipe in `path` (YAML), or the defaults when `path` is None."""
     if path is None:
-        return ScaleRecipe(pipeline=PipelineRecipe())
-    values = read_recipe(path)
-    return scale_recipe_from_dict(values, str(path))
+        return RunRecipe(pipeline=PipelineRecipe())
+    return run_recipe_from_dict(read_recipe(path), str(path))

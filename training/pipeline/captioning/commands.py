@@ -17,7 +17,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from training.store import atomic_write
+from training.image_ids import url_image_hash
+from training.pipeline.captioning.group import (
+    GroupCaptioner,
+    seed_groups_from_dataset,
+    seed_groups_from_json,
+    write_group_jsonl,
+    write_seed_group_json,
+)
+from training.pipeline.captioning.quality import evaluate_captioner, load_text_encoder
+from training.pipeline.captioning.recipe import load_captioner_recipe, train_captioner_from_recipe
+from training.pipeline.captioning.synthetic import train_synthetic_captioner
+from training.pipeline.model_stages import load_chat
+from training.pipeline.recipe import load_pipeline_recipe
+from training.store import RecordLog, atomic_write
+from training.vlm.decoding import Decoding
 
 
 logger = logging.getLogger(__name__)
@@ -32,8 +46,6 @@ QUALITY_FILE = "caption_quality.json"
 
 
 def _seed_groups(seed_groups: str | Path, images: str | Path | None) -> list:
-    from training.pipeline.captioning.group import seed_groups_from_dataset, seed_groups_from_json
-
     seed_groups = Path(seed_groups)
     if seed_groups.is_dir():
         import datasets
@@ -50,11 +62,6 @@ def group_caption_command(
     seed_groups: str | Path, output_dir: str | Path, recipe: str | Path | None = None, images: str | Path | None = None
 ) -> dict[str, int]:
     """Captions every seed group with the recipe's `group_caption` model; returns the run's counts."""
-    from training.pipeline.captioning.group import GroupCaptioner, write_group_jsonl, write_seed_group_json
-    from training.pipeline.model_stages import load_chat
-    from training.pipeline.recipe import load_pipeline_recipe
-    from training.vlm.decoding import Decoding
-
     settings = load_pipeline_recipe(recipe)
     groups = _seed_groups(seed_groups, images)
     group = settings.group_caption
@@ -80,8 +87,6 @@ def train_captioner_command(
 ) -> dict[str, Any]:
     """Trains the single-image captioner of `recipe`; `seed_groups` (a seed_group.json with `images`, or a built
     seed_groups folder) overrides the recipe's. Returns the held-out quality summary ({} without held-out groups)."""
-    from training.pipeline.captioning.recipe import load_captioner_recipe, train_captioner_from_recipe
-
     overrides: dict[str, Any] = {}
     if seed_groups is not None:
         seed_groups = Path(seed_groups)
@@ -93,8 +98,6 @@ def train_captioner_command(
             overrides.update(seed_group_json=str(seed_groups), image_dir=str(images), synthetic_num_per_family=0)
     loaded = load_captioner_recipe(recipe, overrides)
     if not (loaded.data.seed_group_json or loaded.data.seed_groups_dataset) and loaded.data.synthetic_num_per_family:
-        from training.pipeline.captioning.synthetic import train_synthetic_captioner
-
         _, quality = train_synthetic_captioner(loaded.sft.output_dir, loaded)  # its report beside the weights
         return quality.summary()
     _, _, quality = train_captioner_from_recipe(loaded)
@@ -104,9 +107,6 @@ def train_captioner_command(
 def _references(path: Path) -> dict[str, str]:
     """`image id -> reference caption` from official captions rows (`image_hash`, `caption`) or group rows
     (`image_hashes` and/or `image_names`, `caption`: `group_captions.jsonl`); a URL name also gives md5(url)."""
-    from training.image_ids import url_image_hash
-    from training.store import RecordLog
-
     references: dict[str, str] = {}
     for _, row in RecordLog(path, what="reference caption", required=("caption",)).records():
         ids = list(row.get("image_hashes") or []) + ([row["image_hash"]] if row.get("image_hash") else [])
@@ -123,9 +123,6 @@ def evaluate_captions_command(captions: str | Path, references: str | Path, outp
     Returns:
         the `CaptionerQuality`.
     """
-    from training.pipeline.captioning.quality import evaluate_captioner, load_text_encoder
-    from training.store import RecordLog
-
     known = _references(Path(references))
     rows = [
         row

@@ -2,7 +2,7 @@
 
 A run splits its input rows into shards of `shard_size` rows (in input order), each with a fingerprint (md5 of its
 image hashes). A shard's input rows are written once to `shards/inputs/part-00003.parquet` (as the planner streams
-the input, `training.pipeline.shard_planning`, or from a plan held in memory) and read back only when that shard is
+the input, `training.pipeline.run.planning`, or from a plan held in memory) and read back only when that shard is
 computed, so no step holds more than a few shards of rows; a run removes them once every shard is finished.
 `shards/part-00003.parquet` holds shard 3's output rows (every input row once: kept, dropped by the filter or failed)
 and carries the shard's fingerprint in its parquet metadata. It is written under a hidden temporary name
@@ -315,5 +315,5 @@ def _has_fingerprint(path: Path, spec: ShardSpec) -> bool:
 
 def read_all_shards(output_dir: str | Path, plan: ShardPlan) -> list[Row]:
     """Every output row, shard by shard, in input order, all in memory: for small outputs and tests (the run itself
-    streams shard by shard, `training.pipeline.sharded_run.iter_shard_rows`)."""
+    streams shard by shard, `training.pipeline.run.sharded.iter_shard_rows`)."""
     return [row for spec in plan.specs for row in read_shard(output_dir, spec.index)]

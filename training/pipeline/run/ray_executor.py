@@ -1,4 +1,4 @@
-"""The Ray Data executor of the sharded run (`training.pipeline.sharded_run`): the stages as `map_batches` actor pools.
+"""The Ray Data executor of the sharded run (`training.pipeline.run.sharded`): the stages as `map_batches` actor pools.
 
 The shards not finished by an earlier run are read by Ray tasks from their input files in `shards/inputs/` (which the
 planner wrote as the input streamed by; the driver hands Ray only their paths), so the driver never holds the input:
@@ -19,14 +19,13 @@ import logging
 import os
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.pipeline.runner import DEFAULT_BATCH_SIZE, RunSummary
-from training.pipeline.scale_recipe import RaySettings
-from training.pipeline.sharded_run import output_rows, run_sharded, run_stage_on_carried, stage_batch_size
-from training.pipeline.shards import (
+from training.pipeline.run.carried import output_rows, run_stage_on_carried, stage_batch_size
+from training.pipeline.run.recipe import RaySettings
+from training.pipeline.run.shards import (
     SHARD_COLUMN,
     ShardPlan,
     rows_to_table,
@@ -209,21 +208,3 @@ def compute_on_ray(
             import ray
 
             ray.shutdown()
-
-
-def run_on_ray(
-    input_rows: Iterable[Row] | ShardPlan,
-    stages: Sequence[Stage],
-    output_dir: str | Path,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    settings: RaySettings | None = None,
-    show_progress: bool = True,
-    stage_logs: Iterable[str] = (),
-) -> RunSummary:
-    """The sharded run on Ray (`run_sharded` with `executor="ray"`); returns the same `RunSummary` as the local
-    runner. `runner.EXECUTORS["ray"]` calls it with every stage's `<stage>.jsonl`, so `filter score` and `caption
-    generate` write the same files on either executor."""
-    return run_sharded(
-        input_rows, stages, output_dir, batch_size, settings, executor="ray", show_progress=show_progress,
-        stage_logs=stage_logs,
-    )  # fmt: skip
