@@ -28,6 +28,7 @@ import gradio as gr
 from gradio_client.utils import encode_file_path
 from starlette.middleware import Middleware
 
+from modeling_relsim.image_decoding import UnreadableImageError
 from training.search.search_service import GalleryPage, Neighbour, SearchService
 from training.search.served_files import ServedFiles
 
@@ -119,7 +120,6 @@ def build_app(service: SearchService, extra_tabs: Sequence[Callable[[], Any]] = 
         return message, render_neighbours("relsim", [], ""), render_neighbours(baseline_title, [], "")
 
     def run_search(image: str | None, text: str | None, text_weight: float) -> tuple[str, str, str]:
-        from modeling_relsim.image_decoding import UnreadableImageError
 
         if image is None and not (text and text.strip()):
             return nothing_found("Give a query: upload or pick an image, or type a relation.")

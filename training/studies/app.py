@@ -27,14 +27,16 @@ from typing import Any
 
 import gradio as gr
 
+from training.image_ids import url_image_hash
 from training.pipeline.leak_check import check_caption
-from training.search.app import build_app, launch_kwargs
+from training.pipeline.leak_check_files import read_literal_descriptions
+from training.search.app import LOOPBACK_HOSTS, build_app, launch_kwargs
 from training.search.search_service import SearchService
 from training.studies import study_pages
 from training.studies.ab_results import win_rate_figure, win_rates, win_rates_markdown
 from training.studies.judgement_store import Credentials, JudgementStore, StoreLockedError
 from training.studies.label_agreement import agreement_markdown, pairwise_agreement
-from training.studies.seed_group_tasks import SeedGroupTask
+from training.studies.seed_group_tasks import SeedGroupTask, read_seed_group_tasks
 
 
 logger = logging.getLogger(__name__)
@@ -193,7 +195,6 @@ def _verify_tab(context: StudyContext, who: gr.State) -> Callable[[Any], Any]:
     def recheck(at: int | None, text: str) -> str:
         if at is None:
             return ""
-        from training.image_ids import url_image_hash
 
         group = groups[at]
         literal = [line for url in group.image_urls for line in context.descriptions.get(url_image_hash(url), ())]
@@ -351,14 +352,10 @@ def launch_studies_app(
     Raises:
         ValueError, OSError: a bad index, database, seed-group or descriptions file (named).
     """
-    from training.search.app import LOOPBACK_HOSTS
-    from training.studies.seed_group_tasks import read_seed_group_tasks
 
     store = JudgementStore(db)
     described = {}
     if descriptions is not None:
-        from training.pipeline.leak_check_files import read_literal_descriptions
-
         described = read_literal_descriptions(descriptions)
     for folder in seed_group_images:
         if not Path(folder).is_dir():

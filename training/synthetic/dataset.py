@@ -75,17 +75,13 @@ def synthetic_examples(
                 }
 
 
-def synthetic_dataset(
-    num_per_family: int,
-    split: str = "train",
-    seed: int = 0,
-    image_size: int = 112,
-    families: Sequence[str] = FAMILY_NAMES,
-    show_progress: bool = False,
-) -> datasets.Dataset:
-    """The examples as a `datasets.Dataset` (`image`, `caption`, `family` label and the nuisance attributes)."""
+def synthetic_dataset(num_per_family: int, split: str = "train", **drawing: Any) -> datasets.Dataset:
+    """The examples as a `datasets.Dataset` (`image`, `caption`, `family` label and the nuisance attributes).
+
+    `drawing`: `synthetic_examples`' other settings (`seed`, `image_size`, `families`, `show_progress`).
+    """
     rows: dict[str, list[Any]] = {name: [] for name in FEATURES}
-    for example in synthetic_examples(num_per_family, split, seed, image_size, families, show_progress):
+    for example in synthetic_examples(num_per_family, split, **drawing):
         for name in FEATURES:
             rows[name].append(example[name])
     return datasets.Dataset.from_dict(rows, features=FEATURES)

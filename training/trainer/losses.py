@@ -147,7 +147,19 @@ def relational_info_nce(
     per_image = F.cross_entropy(image_logits, columns.local_columns, reduction="none")
     if not symmetric:
         return contrastive_result(columns, image_logits, per_image)
+    text_logits, _, targets = text_to_image_logits(columns, image_embeds, scale)
+    return contrastive_result(columns, image_logits, per_image, soft_cross_entropy(text_logits, targets))
+
+
+def text_to_image_logits(
+    columns: CaptionColumns, image_embeds: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The text->image direction: each unique caption against every rank's images (gathered with gradient).
+
+    Returns:
+        `(logits (captions, all_images), anchors, targets)`: the anchors index the captions of `columns`, the targets
+        spread each caption's probability over the images that carry it.
+    """
     all_image_embeds = gather_rows(image_embeds, columns.counts, with_grad=True)
     anchors, targets = text_to_image_anchors(columns)
-    text_logits = scale * columns.embeds[anchors] @ all_image_embeds.T
-    return contrastive_result(columns, image_logits, per_image, soft_cross_entropy(text_logits, targets))
+    return scale * columns.embeds[anchors] @ all_image_embeds.T, anchors, targets

@@ -15,7 +15,7 @@ from training.trainer.losses import (
     caption_columns,
     contrastive_result,
     soft_cross_entropy,
-    text_to_image_anchors,
+    text_to_image_logits,
 )
 from training.trainer.objectives.caption_queue import queued_negatives
 from training.trainer.objectives.momentum import DistillationTargets, mix_targets
@@ -58,9 +58,7 @@ def queued_distilled_info_nce(
     if not symmetric:
         return contrastive_result(columns, image_logits, per_image)
 
-    all_image_embeds = gather_rows(image_embeds, columns.counts, with_grad=True)
-    anchors, targets = text_to_image_anchors(columns)
-    text_logits = scale * columns.embeds[anchors] @ all_image_embeds.T
+    text_logits, anchors, targets = text_to_image_logits(columns, image_embeds, scale)
     if distilling:
         all_teacher_embeds = gather_rows(distillation.image_embeds.to(columns.embeds.dtype), columns.counts,
                                          with_grad=False)  # fmt: skip

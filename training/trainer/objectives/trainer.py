@@ -21,7 +21,6 @@ from accelerate.utils import DistributedType
 from transformers import TrainerCallback
 
 from training.caption_text import normalize_caption
-from training.trainer.caption_encoder import CaptionEncoder
 from training.trainer.image_encoder import image_encoder_of
 from training.trainer.losses import ContrastiveLoss, caption_id
 from training.trainer.objectives.arguments import ObjectiveTrainingArguments
@@ -56,18 +55,13 @@ class ObjectiveTrainer(RelSimTrainer):
 
     trains_extra_objectives = True
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        args: ObjectiveTrainingArguments,
-        caption_encoder: CaptionEncoder | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, args: ObjectiveTrainingArguments, **kwargs: Any) -> None:
+        """`kwargs`: `caption_encoder` and the usual `Trainer` arguments, as for [`RelSimTrainer`]."""
         if not isinstance(args, ObjectiveTrainingArguments):
             raise TypeError(
                 f"ObjectiveTrainer needs ObjectiveTrainingArguments (the option fields), got {type(args).__name__}"
             )
-        super().__init__(model, args, caption_encoder, **kwargs)
+        super().__init__(model, args, **kwargs)
         config = image_encoder_of(model).config
         self.objectives = TrainingObjectives(args, self.model, config.projection_dim, args.device)
         if not self.objectives.active:
