@@ -14,6 +14,7 @@ import yaml
 from tests.pipeline_helpers import run_locally, write_images
 from training.image_ids import file_image_hash, url_image_hash
 from training.pipeline.__main__ import main
+from training.pipeline.run.summary import read_stage_rows
 from training.pipeline.stages import Stage
 
 
@@ -357,3 +358,32 @@ def test_check_reports_leaks_and_format_problems(tmp_path):
     assert (summary["captions"], summary["ok"], summary["leaking"]) == (3, 1, 1)
     assert summary["with_format_problems"] == 2  # no placeholder; unbalanced braces
     assert (tmp_path / "r" / "leak_check.md").is_file()
+
+
+def test_a_lists_images_outside_its_folder_are_failed_rows_never_read_unless_allowed(tmp_path, tiny_recipe):
+    inside = write_images(tmp_path / "collection" / "images", [(40, 30)])
+    outside = write_images(tmp_path / "private", [(30, 40), (36, 36)])
+    (tmp_path / "collection" / "link.png").symlink_to(outside[1])
+    listing = write_jsonl(
+        tmp_path / "collection" / "list.jsonl",
+        [{"image": "images/image_00.png"}, {"image": str(outside[0])}, {"path": "../private/image_01.png"},
+         {"image": "link.png"}],
+    )  # fmt: skip
+    command = ["run", "--input", str(listing), "--recipe", str(tiny_recipe)]
+
+    refused = main([*command, "--output", str(tmp_path / "refused")])
+
+    assert refused.stage("filter").rows_in == 4
+    assert refused.stage("filter").failed == {"outside the list's folder": 3}
+    errors = [row["error"] for row in read_stage_rows(tmp_path / "refused", "filter") if "error" in row]
+    root = listing.parent.resolve()
+    assert sorted(errors) == sorted(
+        f"{listing}:{line}: outside the list's folder: {written} leads outside {root}; left out "
+        "(--allow-outside-list-folder reads it)"
+        for line, written in ((2, outside[0]), (3, "../private/image_01.png"), (4, "link.png"))
+    )
+    handed = (tmp_path / "refused" / "handoff" / "captions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["image_hash"] for line in handed] == [file_image_hash(inside[0])]
+
+    allowed = main([*command, "--output", str(tmp_path / "allowed"), "--allow-outside-list-folder"])
+    assert allowed.stage("filter").failed == {} and allowed.stage("handoff").kept == 3  # the link repeats image_01

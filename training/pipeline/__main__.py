@@ -80,6 +80,7 @@ def run_pipeline_command(args: argparse.Namespace):
     summary = run_pipeline(
         args.input, args.output, parse_stage_names(args.stages), recipe, batch_size=args.batch_size,
         image_column=args.image_column, split=args.split, executor=_executor(args),
+        allow_outside_list_folder=args.allow_outside_list_folder,
     )  # fmt: skip
     _log_summary(summary, Path(args.output))
     return summary
@@ -92,7 +93,9 @@ def _run_one_stage(args: argparse.Namespace, name: str):
     from training.pipeline.run.sharded import run
 
     recipe = _recipe(args)
-    rows = iter_input_rows(args.input, args.output / "input_images", args.image_column, args.split)
+    rows = iter_input_rows(
+        args.input, args.output / "input_images", args.image_column, args.split, args.allow_outside_list_folder
+    )
     summary = run(
         rows, build_stages([name], recipe.pipeline, args.output), args.output,
         batch_size=args.batch_size or recipe.pipeline.batch_size, settings=recipe.ray, executor=_executor(args),
@@ -166,6 +169,11 @@ def demo(args: argparse.Namespace) -> None:
 
 def _add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--input", required=True, help="image folder, .jsonl/.csv list, or datasets dataset")
+    command.add_argument(
+        "--allow-outside-list-folder",
+        action="store_true",
+        help="a list's image/path entries may lead outside the list's folder (by default such a row is a failed row)",
+    )
     command.add_argument("--output", type=Path, required=True, help="output folder (a rerun resumes there)")
     command.add_argument("--recipe", type=Path, help="pipeline recipe (YAML), e.g. training/configs/pipeline-*.yaml")
     command.add_argument(

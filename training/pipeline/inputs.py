@@ -63,8 +63,11 @@ def _list_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     yield from read_json_lines(path)
 
 
-def iter_list_rows(path: str | Path) -> Iterator[Row]:
+def iter_list_rows(path: str | Path, allow_outside_list_folder: bool = False) -> Iterator[Row]:
     """One row per line of a `.jsonl` / `.csv` list (see the module docstring for the fields), a line at a time.
+
+    A local `image`/`path` must lead inside the list's folder (links resolved), as in the search index's lists: one
+    that leads out becomes a failed row naming the line (counted, never read) unless `allow_outside_list_folder`.
 
     Raises:
         ValueError: `file:line` for malformed JSON, a row with neither `image`/`path` nor `url`, or an `image_hash`
@@ -73,6 +76,7 @@ def iter_list_rows(path: str | Path) -> Iterator[Row]:
     path = Path(path)
     if path.suffix.lower() not in LIST_SUFFIXES:
         raise ValueError(f"{path}: an image list must be .jsonl or .csv")
+    root = path.parent.resolve()
     for number, record in _list_records(path):
         where = f"{path}:{number}"
         written = record.get("image") or record.get("path") or None
@@ -86,12 +90,18 @@ def iter_list_rows(path: str | Path) -> Iterator[Row]:
         if url is not None:
             row["url"] = str(url)
         given_hash = record.get("image_hash") or None
+        outside = written is not None and not Path(row["image"]).resolve().is_relative_to(root)
         if given_hash is not None:
             row["image_hash"] = require_image_hash(given_hash, f"{where}: image_hash")
         elif url is not None:
             row["image_hash"] = url_image_hash(str(url))
+        elif outside and not allow_outside_list_folder:
+            row["image_hash"] = url_image_hash(str(written))  # the file is not read, not even to hash it
         else:
             row["image_hash"] = _hash_of_file_or_name(Path(row["image"]), str(written))
+        if outside and not allow_outside_list_folder:
+            reason = f"{written} leads outside {root}; left out (--allow-outside-list-folder reads it)"
+            row = failed_row(row, where, f"outside the list's folder: {reason}")
         yield row
 
 
@@ -169,13 +179,18 @@ def _bytes_hash(data: bytes) -> str:
 
 
 def iter_input_rows(
-    source: str | Path, images_dir: str | Path, image_column: str = "image", split: str = "train"
+    source: str | Path,
+    images_dir: str | Path,
+    image_column: str = "image",
+    split: str = "train",
+    allow_outside_list_folder: bool = False,
 ) -> Iterator[Row]:
     """Input rows from a folder of images, a `.jsonl` / `.csv` list, or a `datasets` dataset (saved folder or id):
-    lists and datasets a row at a time (a folder is scanned whole first)."""
+    lists and datasets a row at a time (a folder is scanned whole first). See `iter_list_rows` for a list's folder
+    rule."""
     path = Path(source)
     if path.is_file():
-        return iter_list_rows(path)
+        return iter_list_rows(path, allow_outside_list_folder)
     if path.is_dir() and not ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         return iter(rows_from_folder(path))
     return iter_dataset_rows(source, images_dir, image_column, split)

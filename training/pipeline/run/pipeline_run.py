@@ -103,14 +103,21 @@ def _is_image_shard_folder(path: Path) -> bool:
     return path.is_dir() and any(file.stem.isdigit() for file in path.glob("*.parquet"))
 
 
-def read_run_input(source: str | Path, output_dir: Path, image_column: str = "image", split: str = "train") -> RunInput:
+def read_run_input(
+    source: str | Path,
+    output_dir: Path,
+    image_column: str = "image",
+    split: str = "train",
+    allow_outside_list_folder: bool = False,
+) -> RunInput:
     """The input as a stream of rows, or of shards for a folder of image shards (nothing is read until iterated)."""
     path = Path(source)
     if path.is_file() and path.suffix.lower() == ".parquet":
         return RunInput(rows=iter_parquet_list(path))
     if _is_image_shard_folder(path):
         return RunInput(shards=iter_image_shards(path, output_dir / "input_images"))
-    return RunInput(rows=iter_input_rows(source, output_dir / "input_images", image_column, split))
+    rows = iter_input_rows(source, output_dir / "input_images", image_column, split, allow_outside_list_folder)
+    return RunInput(rows=rows)
 
 
 class RepeatedInputs:
@@ -210,6 +217,7 @@ def run_pipeline(
     show_progress: bool = True,
     stages: Sequence[Stage] | None = None,
     executor: str = "local",
+    allow_outside_list_folder: bool = False,
 ) -> RunSummary:
     """Reads the input, downloads when asked, runs the row stages sharded (`executor` "local" or "ray"), writes the
     captions jsonl and the index.
@@ -217,6 +225,8 @@ def run_pipeline(
     Args:
         stages: the row stages to run instead of building them from `names` (tests, custom stages); `names` still
             decides download and index.
+        allow_outside_list_folder: a `.jsonl`/`.csv` list's local images may lead outside the list's folder (else
+            such a row fails, naming its line, and its file is never read).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +238,7 @@ def run_pipeline(
     try:
         # refuse other stages before a long input is read; the input streams into shard files as it is planned
         check_stages(output_dir, {stage.name: stage_settings(stage) for stage in row_stages})
-        run_input = read_run_input(source, output_dir, image_column, split)
+        run_input = read_run_input(source, output_dir, image_column, split, allow_outside_list_folder)
         downloads = DownloadCounts()
         repeats = RepeatedInputs(output_dir / REPEATS_SCRATCH)
         if "download" in names:
