@@ -121,7 +121,7 @@ def test_jsonl_triplets_report_bad_lines_too(tmp_path):
     path.write_text('{"source": "a.png", "generated": "a.png"}\n{"source": "a.png"\n["a.png"]\n')
     triplets, bad = read_triplets(path)
     assert [(t.model, t.where) for t in triplets] == [("generated", f"{path}:1")]
-    assert [(row.where, row.field) for row in bad] == [(f"{path}:2", "<line>"), (f"{path}:3", "<line>")]
+    assert [(row.file, row.line, row.field) for row in bad] == [(str(path), 2, "<line>"), (str(path), 3, "<line>")]
 
 
 @pytest.mark.torchvision

@@ -32,6 +32,7 @@ import torch
 from modeling_relsim.image_decoding import UnreadableImageError
 from training.evaluation.embed import read_image
 from training.evaluation.methods.base import EmbeddingMethod, embed_image_list
+from training.hub_data.validation import Rejection
 from training.json_lines import json_lines
 from training.store import atomic_write
 
@@ -53,16 +54,6 @@ class Triplet:
     reference: str | None
     model: str
     where: str
-
-
-@dataclass(frozen=True)
-class BadRow:
-    where: str
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.field}: {self.reason}"
 
 
 def _rows(path: Path) -> list[tuple[int, dict[str, Any] | str]]:
@@ -88,8 +79,9 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any] | str]]:
     return list(json_lines(path, text.encode("utf-8")))
 
 
-def read_triplets(path: str | Path) -> tuple[list[Triplet], list[BadRow]]:
-    """The triplets of `path` whose images exist and decode, and the rows left out (file:line, field, reason).
+def read_triplets(path: str | Path) -> tuple[list[Triplet], list[Rejection]]:
+    """The triplets of `path` whose images exist and decode, and the rows left out (file, line, field, reason: the
+    datasets tool's `Rejection`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -100,7 +92,7 @@ def read_triplets(path: str | Path) -> tuple[list[Triplet], list[BadRow]]:
     for line, row in _rows(path):
         where = f"{path}:{line}"
         if isinstance(row, str):
-            bad.append(BadRow(where, "<line>", row))
+            bad.append(Rejection(str(path), line, "<line>", row))
             continue
         problem = next(((name, "missing") for name in REQUIRED if not isinstance(row.get(name), str)), None)
         if problem is None and "reference" in row and not isinstance(row["reference"], str):
@@ -116,7 +108,7 @@ def read_triplets(path: str | Path) -> tuple[list[Triplet], list[BadRow]]:
                 problem = (name, f"{row[name]}: {error.reason}")
             paths[name] = str(candidate.resolve())
         if problem is not None:
-            bad.append(BadRow(where, *problem))
+            bad.append(Rejection(str(path), line, *problem))
             continue
         model = str(row.get("model") or DEFAULT_MODEL)
         triplets.append(Triplet(paths["source"], paths["generated"], paths.get("reference"), model, where))
@@ -235,7 +227,7 @@ def write_plot(rows: Sequence[Mapping[str, Any]], path: str | Path, notes: Mappi
 
 
 def write_analogy_report(
-    rows: Sequence[Mapping[str, Any]], bad: Sequence[BadRow], output: str | Path, notes: Mapping[str, str]
+    rows: Sequence[Mapping[str, Any]], bad: Sequence[Rejection], output: str | Path, notes: Mapping[str, str]
 ) -> dict[str, Path]:
     """`scores.jsonl` (one row per triplet), `report.json` and `report.md` (per-model tables, the rows left out,
     the notes) and `relational_vs_attribute.png`."""

@@ -7,7 +7,7 @@ words with them, and studies can contrast literal and anonymous text on the same
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -70,19 +70,23 @@ def _family_subject(example: Mapping[str, Any]) -> str:
         )
         cells = f"{example['colour']} {plural(example['shape'])}"
         return f"a {number_word(side)} by {number_word(side)} grid of {cells} with one {odd}"
-    if family == "mirror_symmetry":
-        return f"{_objects(example, 2 * metadata['count'])} mirrored left to right"
-    if family == "nesting":
-        return f"{_objects(example, len(metadata['radii']))}, one inside another,"
+    if family in _ARRANGED:
+        count, arrangement = _ARRANGED[family]
+        return f"{_objects(example, count(metadata))}{arrangement}"
     if family == "mosaic":
         return f"{_objects(example, metadata['count'], 'small ')} along the outline of a large {metadata['outline']}"
     if family == "counting":
         return f"three panels with one, two and three {example['colour']} {plural(example['shape'])}"
-    if family == "radial":
-        return f"{_objects(example, metadata['count'])} in a ring"
-    if family == "stacking":
-        return f"{_objects(example, metadata['count'])} stacked in a tower"
     raise ValueError(f"no literal description for family {family!r}")
+
+
+# families described as "<count> <look> <shapes><arrangement>": how many objects the metadata draws, and the words after
+_ARRANGED: dict[str, tuple[Callable[[Mapping[str, Any]], int], str]] = {
+    "mirror_symmetry": (lambda metadata: 2 * metadata["count"], " mirrored left to right"),
+    "nesting": (lambda metadata: len(metadata["radii"]), ", one inside another,"),
+    "radial": (lambda metadata: metadata["count"], " in a ring"),
+    "stacking": (lambda metadata: metadata["count"], " stacked in a tower"),
+}
 
 
 def _negative_description(example: Mapping[str, Any]) -> str:
