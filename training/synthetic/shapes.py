@@ -61,25 +61,39 @@ def _regular(centre: tuple[float, float], radius: float, sides: int, start_degre
     return [(x + radius * math.cos(angle), y + radius * math.sin(angle)) for angle in angles]
 
 
-def _filled(size: tuple[int, int], shape: str, centre: tuple[float, float], radius: float) -> np.ndarray:
+def rotated(
+    points: list[tuple[float, float]], centre: tuple[float, float], degrees: float
+) -> list[tuple[float, float]]:
+    """`points` turned clockwise on screen by `degrees` about `centre` (y grows downwards)."""
+    if degrees == 0:
+        return points
+    cosine, sine = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    x, y = centre
+    return [(x + (px - x) * cosine - (py - y) * sine, y + (px - x) * sine + (py - y) * cosine) for px, py in points]
+
+
+def _filled(
+    size: tuple[int, int], shape: str, centre: tuple[float, float], radius: float, angle: float = 0.0
+) -> np.ndarray:
     mask = PIL.Image.new("1", size, 0)
     draw = PIL.ImageDraw.Draw(mask)
     if shape == "circle":
         x, y = centre
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=1)
     else:
-        draw.polygon(shape_polygon(shape, centre, radius), fill=1)
+        draw.polygon(rotated(shape_polygon(shape, centre, radius), centre, angle), fill=1)
     return np.asarray(mask, dtype=bool)
 
 
 def object_mask(
-    size: tuple[int, int], shape: str, centre: tuple[float, float], radius: float, texture: str
+    size: tuple[int, int], shape: str, centre: tuple[float, float], radius: float, texture: str, angle: float = 0.0
 ) -> np.ndarray:
-    """Boolean `(height, width)` mask of one object. `outline` is a thick contour; `striped` is horizontal bands
-    held together by the contour, so the object stays one connected piece whatever its texture."""
+    """Boolean `(height, width)` mask of one object, turned by `angle` degrees. `outline` is a thick contour;
+    `striped` is horizontal bands held together by the contour, so the object stays one connected piece whatever
+    its texture."""
     if texture not in TEXTURE_NAMES:
         raise ValueError(f"texture must be one of {TEXTURE_NAMES}, got {texture!r}")
-    filled = _filled(size, shape, centre, radius)
+    filled = _filled(size, shape, centre, radius, angle)
     if texture == "solid":
         return filled
     # erosion gives the same thickness on every shape, so thin corners stay joined
@@ -100,8 +114,9 @@ def draw_object(
     radius: float,
     colour: tuple[int, int, int],
     texture: str,
+    angle: float = 0.0,
 ) -> np.ndarray:
     """Paints one object onto `image` in place and returns its mask."""
-    mask = object_mask(image.size, shape, centre, radius, texture)
+    mask = object_mask(image.size, shape, centre, radius, texture, angle)
     image.paste(PIL.Image.new("RGB", image.size, colour), mask=PIL.Image.fromarray(mask.astype(np.uint8) * 255))
     return mask
