@@ -102,16 +102,6 @@ def refused_download_row(row: Row, policy: FetchPolicy) -> Row | None:
     return None if reason is None else download_failed_row(row, row["url"], reason)
 
 
-def download_statistics(folder: str | Path) -> dict[str, int]:
-    """img2dataset's totals over the shards in `folder`: count, successes, failed_to_download, failed_to_resize."""
-    totals = {"count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0}
-    for stats_file in sorted(Path(folder).glob("*_stats.json")):
-        stats = json.loads(stats_file.read_text(encoding="utf-8"))
-        for key in totals:
-            totals[key] += int(stats.get(key, 0))
-    return totals
-
-
 def _tar_images(path: Path) -> dict[str, bytes]:
     images = {}
     with tarfile.open(path) as archive:
@@ -136,11 +126,6 @@ def _shard_images(metadata_file: Path) -> dict[str, bytes]:
         )
     table = pq.read_table(metadata_file, columns=["key", "jpg"])
     return {key: data for key, data in zip(table["key"].to_pylist(), table["jpg"].to_pylist(), strict=True) if data}
-
-
-def rows_from_image_shards(folder: str | Path, images_dir: str | Path) -> list[list[Row]]:
-    """One list of rows per shard of `folder` (see `iter_image_shards`), all in memory: for small folders and tests."""
-    return list(iter_image_shards(folder, images_dir))
 
 
 def iter_image_shards(folder: str | Path, images_dir: str | Path) -> Iterator[list[Row]]:

@@ -206,15 +206,6 @@ def from_paths(
     return collected
 
 
-def read_path_list(list_file: str | Path) -> list[str]:
-    """The non-empty, non-comment lines of a list file (one path per line).
-
-    Raises:
-        FileNotFoundError: the list file is missing.
-    """
-    return [text for _, text in read_numbered_path_list(list_file)]
-
-
 def read_numbered_path_list(list_file: str | Path) -> list[tuple[int, str]]:
     """`(line number, path)` of the non-empty, non-comment lines of a list file, for messages that name the line."""
     lines = Path(list_file).read_text(encoding="utf-8").splitlines()

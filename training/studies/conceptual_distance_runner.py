@@ -201,15 +201,3 @@ class ConceptualDistance:
         run.distances = [pair_distance(a, b, self.settings.lengths, self._sample_keys, score) for a, b in hashed_pairs]
         logger.info("conceptual distance (%s): %s", self.describer.name, run.summary())
         return run
-
-
-def conceptual_distances(
-    pairs: Sequence[tuple[Any, Any]],
-    describer: Describer,
-    cache_dir: str | Path,
-    settings: DistanceSettings | None = None,
-    show_progress: bool = False,
-) -> list[PairDistance]:
-    """The conceptual distance of each image pair (see `training.studies.conceptual_distance`), cached in
-    `cache_dir` so a rerun or a resumed run only computes what is missing."""
-    return ConceptualDistance(describer, cache_dir, settings)(pairs, show_progress).distances

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,11 +97,6 @@ class GroupCaptionRun:
             "unreadable_images": len(self.unreadable),
             "skipped_groups": len(self.skipped_groups),
         }
-
-
-def seed_groups_from_pairs(pairs: Iterable[tuple[Any, Sequence[Any]]]) -> list[SeedGroup]:
-    """`(group id, images)` pairs -> seed groups."""
-    return [SeedGroup(group_id, list(images)) for group_id, images in pairs]
 
 
 def seed_groups_from_dataset(dataset) -> list[SeedGroup]:
