@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -86,9 +87,9 @@ def processor():
     return build_tiny_processor(image_size=112)
 
 
-def post(service, path, document, key=API_KEY, **kwargs):
+def post(service, path, document, key=API_KEY, timeout=TIMEOUT):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return requests.post(service["url"] + path, json=document, headers=headers, timeout=TIMEOUT, **kwargs)
+    return requests.post(service["url"] + path, json=document, headers=headers, timeout=timeout)
 
 
 def test_health_checks_answer_without_the_api_key_and_name_the_served_index(service):
@@ -221,3 +222,55 @@ def test_api_key_is_read_from_a_file_or_the_environment_never_empty(tmp_path, mo
         api_key_sha256(tmp_path / "empty")
     assert ServeSettings(api_key_sha256=api_key_sha256(tmp_path / "key")).accepts_token("secret")
     assert not ServeSettings(api_key_sha256=api_key_sha256(tmp_path / "key")).accepts_token("secreT")
+
+
+def test_a_replica_killed_during_a_burst_gives_answers_or_clean_errors_and_the_service_recovers(service):
+    replicas = [actor for actor in ray.util.list_named_actors(all_namespaces=True) if "RelsimService" in actor["name"]]
+    assert len(replicas) == 1
+    texts = [f"a {{Subject}} number {number}" for number in range(24)]
+
+    def call(text):
+        try:
+            return post(service, "/v1/embeddings", {"input": [text]}, timeout=30).status_code
+        except requests.RequestException as error:  # a dropped connection is an answer too; a hang is not
+            return type(error).__name__
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = pool.map(call, texts)
+        ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]))
+        answers = list(answers)
+    assert set(answers) <= {200, 500, 502, 503, 504, "ConnectionError"}, answers
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if post(service, "/v1/embeddings", {"input": [RELATION]}, timeout=10).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    answer = post(service, "/v1/embeddings", {"input": [RELATION]})
+    assert answer.status_code == 200
+    expected = service["model"].encode_texts([RELATION])[0]
+    assert torch.allclose(torch.tensor(answer.json()["data"][0]["embedding"]), expected, atol=1e-5)
+
+
+def test_overload_gets_fast_503s_with_retry_after_and_the_service_keeps_serving(service):
+    # a batch that waits a second for company holds its requests, so the ones past the bound of 2 are refused
+    slow = settings(max_pending_requests=2, batch_wait_timeout_s=1.0, max_batch_size=64)
+    start(deployment(service["folder"] / "idx", settings=slow), "127.0.0.1", int(service["url"].rsplit(":", 1)[1]))
+    image = b64(png(random_image(30, 30, 5)))
+
+    def call(_):
+        started = time.monotonic()
+        answer = post(service, "/v1/embeddings", {"input": [{"image": image}]})
+        return answer, time.monotonic() - started
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(call, range(10)))
+    refused = [(answer, seconds) for answer, seconds in answers if answer.status_code == 503]
+    assert {answer.status_code for answer, _ in answers} == {200, 503}
+    assert len(refused) >= 5
+    assert all(answer.headers.get("Retry-After") == "1" for answer, _ in refused), [a.headers for a, _ in refused]
+    assert all(seconds < 0.9 for _, seconds in refused)
+    assert all(answer.json()["error"]["code"] == 503 for answer, _ in refused)
+    assert post(service, "/v1/embeddings", {"input": [RELATION]}).status_code == 200

@@ -46,6 +46,8 @@ from training.search.why import CaptionBank, why
 logger = logging.getLogger("relsim.search.serve")
 
 APPLICATION = "relsim"
+# requests past a replica's bound that Serve still hands it, to be refused with Retry-After (refusing is cheap)
+REFUSALS_IN_FLIGHT = 32
 api = FastAPI(title="relsim", description="relational visual similarity: embeddings, search and pairwise scores")
 
 
@@ -300,17 +302,25 @@ def deployment(
     replicas: int = 1,
     num_gpus: float = 0,
 ) -> Application:
-    """The bound application: `replicas` replicas of `RelsimService`; a replica takes up to
-    `max_pending_requests` requests (and refuses one more with a 503), Serve's queue in front of it is bounded too."""
+    """The bound application: `replicas` replicas of `RelsimService`.
+
+    A replica holds up to `max_pending_requests` requests and answers more with its own fast 503 + `Retry-After`, so
+    Serve lets `REFUSALS_IN_FLIGHT` more through to it; Serve's queue in front (whose 503 is plain text, without
+    `Retry-After`) is bounded as well, far enough out that it only stops what the replicas could not refuse in time."""
     settings = settings or ServeSettings()
-    options = {
-        "num_replicas": replicas,
-        "max_ongoing_requests": settings.max_pending_requests + 1,
-        "max_queued_requests": settings.max_pending_requests,
-    }
+    options = serve_options(settings)
+    options["num_replicas"] = replicas
     if num_gpus:
         options["ray_actor_options"] = {"num_gpus": num_gpus}
     return RelsimService.options(**options).bind(str(Path(index_dir).resolve()), model, device, settings)
+
+
+def serve_options(settings: ServeSettings) -> dict[str, Any]:
+    """The deployment options that make the replicas' own bound the one clients meet (see `deployment`)."""
+    return {
+        "max_ongoing_requests": settings.max_pending_requests + REFUSALS_IN_FLIGHT,
+        "max_queued_requests": 2 * (settings.max_pending_requests + REFUSALS_IN_FLIGHT),
+    }
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -322,7 +332,9 @@ def app_builder(args: dict[str, Any]) -> Application:
         raise ValueError("the Serve config's args must name the index folder: args: {index: /path/to/photos.index}")
     index_dir, model, device = args.pop("index"), args.pop("model", None), args.pop("device", "cpu")
     settings = ServeSettings(**args)
-    return RelsimService.bind(str(Path(index_dir).resolve()), model, device, settings)
+    return RelsimService.options(**serve_options(settings)).bind(
+        str(Path(index_dir).resolve()), model, device, settings
+    )
 
 
 def start(application: Application, host: str = "127.0.0.1", port: int = 8000, blocking: bool = False) -> None:
