@@ -6,6 +6,8 @@ import base64
 import hashlib
 import io
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,18 +18,21 @@ import pytest
 import ray
 import requests
 import torch
+import yaml
 from conftest import random_image
 from ray import serve
+from ray.serve.schema import ServeDeploySchema
 from search_helpers import write_images
 
 from training.search.index import SearchIndex, index_collection
 from training.search.model import SearchModel
 from training.search.query import search
-from training.search.serve_app import deployment, numpy_embedding, start
+from training.search.serve_app import app_builder, deployment, numpy_embedding, start
 from training.search.serve_settings import ServeSettings, api_key_sha256
 from training.search.why import CaptionBank, why
 
 
+ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-key-0123456789"
 TIMEOUT = 60  # seconds per request: the first one waits for the replica's first forward on a busy 2-core machine
 RELATION = "a {Subject} shown at several stages of growth"
@@ -51,7 +56,7 @@ def free_port() -> int:
 
 def settings(**changes) -> ServeSettings:
     values = dict(max_batch_size=8, batch_wait_timeout_s=0.02, max_images_per_request=6, max_image_pixels=300 * 300,
-                  api_key_sha256=hashlib.sha256(API_KEY.encode()).hexdigest())  # fmt: skip
+                  max_body_bytes=1_000_000, api_key_sha256=hashlib.sha256(API_KEY.encode()).hexdigest())  # fmt: skip
     return ServeSettings(**{**values, **changes})
 
 
@@ -184,6 +189,8 @@ def test_bad_requests_get_a_json_error_naming_the_field_and_the_item(service):
     )
     too_many = post(service, "/v1/embeddings", {"input": [{"image": good}] * 7})
     assert too_many.status_code == 413 and "limit of 6" in too_many.json()["error"]["message"]
+    too_big = post(service, "/v1/embeddings", {"input": ["x" * 1_000_001]})
+    assert too_big.status_code == 413 and too_big.json()["error"]["param"] == "body"
     top_k = post(service, "/v1/search", {"text": RELATION, "top_k": 0})
     assert top_k.status_code == 400 and top_k.json()["error"]["param"] == "top_k"
 
@@ -274,3 +281,27 @@ def test_overload_gets_fast_503s_with_retry_after_and_the_service_keeps_serving(
     assert all(seconds < 0.9 for _, seconds in refused)
     assert all(answer.json()["error"]["code"] == 503 for answer, _ in refused)
     assert post(service, "/v1/embeddings", {"input": [RELATION]}).status_code == 200
+
+
+def test_the_gpu_serve_config_is_a_valid_serve_config_whose_args_the_app_builder_takes(tmp_path):
+    config = yaml.safe_load((ROOT / "training" / "configs" / "serve-gpu.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    (application,) = schema.applications
+    assert application.import_path == "training.search.serve_app:app_builder"
+    assert application.deployments[0].ray_actor_options.num_gpus == 1
+    assert application.deployments[0].autoscaling_config["max_replicas"] == 8
+    assert application.args["device"] == "cuda" and application.args["max_batch_size"] == 64
+    settings_fields = set(ServeSettings.__dataclass_fields__) | {"index", "model", "device", "api_key_file"}
+    assert set(application.args) <= settings_fields
+    with pytest.raises(ValueError, match=r"args must name the index folder"):
+        app_builder({"device": "cuda"})
+
+
+def test_serve_refuses_an_empty_api_key_file_in_one_line_before_starting_ray(tmp_path):
+    (tmp_path / "key").write_text("")
+    command = [sys.executable, "-m", "training.search", "serve", "--index", str(tmp_path), "--api-key-file",
+               str(tmp_path / "key")]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    expected = f"--api-key-file {tmp_path / 'key'}: empty; write the API key on its first line"
+    assert result.stderr.strip().splitlines() == [f"python -m training.search serve: error: {expected}"]

@@ -39,7 +39,7 @@ from training.search.serve_inputs import (
     search_query,
     similarity_pairs,
 )
-from training.search.serve_settings import ServeSettings
+from training.search.serve_settings import ServeSettings, api_key_sha256
 from training.search.why import CaptionBank, why
 
 
@@ -325,12 +325,16 @@ def serve_options(settings: ServeSettings) -> dict[str, Any]:
 
 def app_builder(args: dict[str, Any]) -> Application:
     """What a Serve config's `import_path: training.search.serve_app:app_builder` builds from its `args`: `index`
-    (required), `model`, `device`, and any `ServeSettings` field; replicas and GPUs come from the config's
-    `deployments` section."""
+    (required), `model`, `device`, `api_key_file` and any `ServeSettings` field; without `api_key_sha256` or
+    `api_key_file`, the key is `$RELSIM_API_KEY` where the application is built (none: an open service). Replicas,
+    GPUs and autoscaling come from the config's `deployments` section."""
     args = dict(args)
     if "index" not in args:
         raise ValueError("the Serve config's args must name the index folder: args: {index: /path/to/photos.index}")
     index_dir, model, device = args.pop("index"), args.pop("model", None), args.pop("device", "cpu")
+    key_file = args.pop("api_key_file", None)
+    if "api_key_sha256" not in args:
+        args["api_key_sha256"] = api_key_sha256(key_file)
     settings = ServeSettings(**args)
     return RelsimService.options(**serve_options(settings)).bind(
         str(Path(index_dir).resolve()), model, device, settings
