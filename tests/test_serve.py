@@ -8,6 +8,7 @@ import io
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,15 +206,35 @@ def test_a_wrong_or_missing_api_key_is_refused_with_401_by_requests_and_the_open
         client.embeddings.create(model="relsim", input=[RELATION])
 
 
-def test_a_rebuilt_index_is_served_from_the_next_request_on(service):
+def test_an_index_rebuilt_while_requests_are_in_flight_is_served_whole_from_the_next_request_on(service):
     folder = service["folder"]
+    old = search(SearchIndex(folder / "idx"), service["model"], text=RELATION, k=9)
     before = requests.get(service["url"] + "/readyz", timeout=TIMEOUT).json()
-    write_images(folder / "photos", range(6, 9))
-    index_collection(folder / "idx", service["model"], folder=folder / "photos", show_progress=False)
-    answer = post(service, "/v1/search", {"text": RELATION, "top_k": 9}).json()
-    assert len(answer["results"]) == 9 and answer["generation"] != before["generation"]
-    expected = search(SearchIndex(folder / "idx"), service["model"], text=RELATION, k=9)
-    assert [row["id"] for row in answer["results"]] == [hit.id for hit in expected]
+    answers, rebuilt = [], threading.Event()
+
+    def keep_asking():
+        while not rebuilt.is_set():
+            answers.append(post(service, "/v1/search", {"text": RELATION, "top_k": 9}).json())
+
+    asking = threading.Thread(target=keep_asking)
+    asking.start()
+    try:
+        write_images(folder / "photos", range(6, 9))
+        index_collection(folder / "idx", service["model"], folder=folder / "photos", show_progress=False)
+    finally:
+        rebuilt.set()
+        asking.join(TIMEOUT)
+    new = search(SearchIndex(folder / "idx"), service["model"], text=RELATION, k=9)
+    answers.append(post(service, "/v1/search", {"text": RELATION, "top_k": 9}).json())
+    # every answer is one generation's whole answer: old ids and scores (6 images) or new ones (9), never a mix
+    generations = {before["generation"]: old}
+    for answer in answers:
+        expected = generations.setdefault(answer["generation"], new)
+        assert [row["id"] for row in answer["results"]] == [hit.id for hit in expected]
+        assert [row["path"] for row in answer["results"]] == [hit.path for hit in expected]
+        assert np.allclose([row["score"] for row in answer["results"]], [hit.score for hit in expected], atol=1e-5)
+    assert len(answers[-1]["results"]) == 9 and answers[-1]["generation"] != before["generation"]
+    assert len(generations) == 2 and len(answers) >= 2
     assert requests.get(service["url"] + "/readyz", timeout=TIMEOUT).json()["images"] == 9
 
 
