@@ -326,3 +326,23 @@ def test_serve_refuses_an_empty_api_key_file_in_one_line_before_starting_ray(tmp
     assert result.returncode == 2
     expected = f"--api-key-file {tmp_path / 'key'}: empty; write the API key on its first line"
     assert result.stderr.strip().splitlines() == [f"python -m training.search serve: error: {expected}"]
+
+
+def test_url_images_are_fetched_only_when_enabled_http_only_and_capped(tmp_path):
+    from url_server_helpers import serve_folder
+
+    from training.search.serve_inputs import RequestError, image_input
+
+    data = png(random_image(20, 30, 7))
+    (tmp_path / "cat.png").write_bytes(data)
+    with serve_folder(tmp_path) as server:
+        with pytest.raises(RequestError, match=r"^input\[2\]: URLs are not fetched by this service"):
+            image_input({"image": server.url("cat.png")}, ServeSettings(), "input", 2)
+        enabled = ServeSettings(allow_url_images=True, max_body_bytes=100_000, url_timeout_s=10)
+        assert image_input(server.url("cat.png"), enabled, "image").data == data
+        with pytest.raises(RequestError, match=r"^image: cannot fetch .*huge\.jpg"):
+            image_input(server.url("huge.jpg"), enabled, "image")
+        with pytest.raises(RequestError, match=r"^image: cannot fetch .*: redirect refused: .* redirects to file:"):
+            image_input(server.redirect(f"file://{tmp_path / 'cat.png'}"), enabled, "image")
+        with pytest.raises(RequestError, match=r"^image: URL scheme refused: file URLs"):
+            image_input(f"file://{tmp_path / 'cat.png'}", enabled, "image")

@@ -222,6 +222,7 @@ def run_serve(args: argparse.Namespace) -> None:
         request_timeout_s=args.request_timeout_s,
         max_pending_requests=args.max_pending_requests,
         api_key_sha256=api_key_sha256(args.api_key_file),
+        allow_url_images=args.allow_url_images,
         caption_bank=args.captions,
     )
     if settings.api_key_sha256 is None and args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -380,6 +381,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--ray-address", help="an existing Ray cluster (e.g. auto); default: a local Ray")
     serve.add_argument("--api-key-file", help="a file whose first line is the API key (default: $RELSIM_API_KEY)")
     serve.add_argument("--captions", default="synthetic", help="caption bank of the why labels (see `why`)")
+    serve.add_argument(
+        "--allow-url-images",
+        action="store_true",
+        help="fetch http(s) URLs given as images (off: a client could make the service request any address it "
+        "reaches, intranet included)",
+    )
     serve.add_argument("--max-batch-size", type=int, default=16, help="images or texts embedded together")
     serve.add_argument("--batch-wait-ms", type=float, default=10, help="how long a batch waits to fill")
     serve.add_argument("--max-body-mb", type=int, default=32, help="largest request body")

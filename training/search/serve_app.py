@@ -217,7 +217,8 @@ class RelsimService:
         width = self.model.model.config.projection_dim
         if document.get("dimensions") not in (None, width):
             raise RequestError(f"this model gives {width}-d embeddings, got {document['dimensions']!r}", "dimensions")
-        vectors = await self.embed(embedding_items(document, self.settings))
+        items = await asyncio.to_thread(embedding_items, document, self.settings)  # decoding: off the event loop
+        vectors = await self.embed(items)
         rows = [
             {"object": "embedding", "index": i, "embedding": embedding_value(vector, encoding)}
             for i, vector in enumerate(vectors)
@@ -235,7 +236,7 @@ class RelsimService:
 
     async def answer_search(self, data: bytes) -> dict[str, Any]:
         document = read_json(data, self.settings)
-        image, text = search_query(document, self.settings)
+        image, text = await asyncio.to_thread(search_query, document, self.settings)
         k = number(document, "top_k", 10, int, 1, self.settings.max_top_k)
         text_weight = number(document, "text_weight", 0.5, float, 0.0, 1.0)
         exclude_query = document.get("exclude_query", True)
@@ -288,7 +289,7 @@ class RelsimService:
         return await self.guarded(request, self.answer_similarity)
 
     async def answer_similarity(self, data: bytes) -> dict[str, Any]:
-        pairs = similarity_pairs(read_json(data, self.settings), self.settings)
+        pairs = await asyncio.to_thread(similarity_pairs, read_json(data, self.settings), self.settings)
         vectors = await self.embed([image for pair in pairs for image in pair])
         scores = [float(vectors[2 * i] @ vectors[2 * i + 1]) for i in range(len(pairs))]
         return {"scores": scores, "model": self.model.name}

@@ -3,8 +3,9 @@ field and the item index, as an API user needs to fix the request.
 
 Image items are base64 (plain or a `data:image/...;base64,` URL), given as a string where a string cannot be a text
 (`/v1/search`'s `image`, `/v1/similarity`'s pairs) or as `{"image": "<base64>"}`; in `/v1/embeddings`'s `input`, a
-plain string is a relation text and a `data:image/` URL an image. An http(s) URL is refused: the service fetches
-nothing on a client's behalf. Every image is checked against the pixel limit from its header before it is decoded
+plain string is a relation text and a `data:image/` URL an image. A URL is refused unless the service was started
+with `allow_url_images` (then http(s) only, under `training.url_fetch.FetchPolicy`): by default it fetches nothing
+on a client's behalf. Every image is checked against the pixel limit from its header before it is decoded
 (`modeling_relsim.image_decoding.decode_image`).
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,10 @@ import PIL.Image
 
 from modeling_relsim.image_decoding import UnreadableImageError, decode_image
 from training.search.serve_settings import ServeSettings
+from training.url_fetch import FetchPolicy
+
+
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|file:")
 
 
 class RequestError(ValueError):
@@ -72,21 +79,38 @@ def image_input(value: Any, settings: ServeSettings, field: str, index: int | No
         value = value["image"]
     if not isinstance(value, str) or not value:
         raise RequestError(f"an image must be a base64 string or data URL, got {type(value).__name__}", field, index)
-    if value.startswith(("http://", "https://", "file:", "ftp://")):
-        raise RequestError("URLs are not fetched by this service; send the image's bytes as base64", field, index)
-    encoded = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
-    if value.startswith("data:") and ";base64," not in value[: value.find(",") + 1]:
-        raise RequestError("a data URL image must be base64 (data:image/...;base64,...)", field, index)
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise RequestError(f"not valid base64 ({error})", field, index) from error
+    if URL.match(value):
+        data = fetched(value, settings, field, index)
+    else:
+        encoded = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+        if value.startswith("data:") and ";base64," not in value[: value.find(",") + 1]:
+            raise RequestError("a data URL image must be base64 (data:image/...;base64,...)", field, index)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise RequestError(f"not valid base64 ({error})", field, index) from error
     where = field if index is None else f"{field}[{index}]"
     try:
         pixels = decode_image(data, source=where, max_image_pixels=settings.max_image_pixels)
     except UnreadableImageError as error:
         raise RequestError(error.reason, field, index) from error
     return ImageInput(pixels, data)
+
+
+def fetched(url: str, settings: ServeSettings, field: str, index: int | None) -> bytes:
+    """The bytes of an image URL, when the service was told to fetch URLs (`allow_url_images`): http(s) only, also
+    after redirects, at most `max_body_bytes` (`training.url_fetch.FetchPolicy`)."""
+    if not settings.allow_url_images:
+        raise RequestError("URLs are not fetched by this service; send the image's bytes as base64", field, index)
+    policy = FetchPolicy(max_image_bytes=settings.max_body_bytes)
+    refusal = policy.refusal(url)
+    if refusal is not None:
+        raise RequestError(refusal, field, index)
+    try:
+        with policy.opener().open(url, timeout=settings.url_timeout_s) as response:
+            return response.read()
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        raise RequestError(f"cannot fetch {url}: {error}", field, index) from error
 
 
 def embedding_items(document: dict[str, Any], settings: ServeSettings) -> list[str | ImageInput]:

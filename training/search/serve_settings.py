@@ -1,4 +1,4 @@
-"""What a relsim service is allowed to do: batching, limits and its API key, as one plain settings object
+"""What a relsim service is allowed to do: batching, limits, URL inputs and its API key, as one plain settings object
 that travels to every replica.
 
 The API key never travels: the driver reads it from an environment variable or a file (never from the command
@@ -33,6 +33,9 @@ class ServeSettings:
         request_timeout_s: a request still running after this answers 504.
         max_pending_requests: requests a replica holds at once; one more answers 503 with `Retry-After`.
         retry_after_s: the `Retry-After` of a 503.
+        allow_url_images: fetch http(s) URLs given as images (off: the service fetches nothing on a client's behalf;
+            on, a client can make it request any address the replica reaches, intranet included).
+        url_timeout_s: the most one such fetch may take.
         api_key_sha256: sha256 (hex) of the bearer token every endpoint but the health checks requires; None: open.
         caption_bank: the "why" labels' caption bank (see `training.search.why.read_caption_bank`).
         reload_check_s: how often a replica looks for a new index generation.
@@ -48,6 +51,8 @@ class ServeSettings:
     request_timeout_s: float = 30.0
     max_pending_requests: int = 64
     retry_after_s: int = 1
+    allow_url_images: bool = False
+    url_timeout_s: float = 10.0
     api_key_sha256: str | None = None
     caption_bank: str = "synthetic"
     reload_check_s: float = 0.0
