@@ -295,6 +295,9 @@ def test_overload_gets_fast_503s_with_retry_after_and_the_service_keeps_serving(
 
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(call, range(10)))
+    # the two requests let in waited for each other: one forward embedded both
+    batches = requests.get(service["url"] + "/readyz", timeout=TIMEOUT).json()["batches"]
+    assert batches["image_forwards"] == 1 and batches["images"] == 2
     refused = [(answer, seconds) for answer, seconds in answers if answer.status_code == 503]
     assert {answer.status_code for answer, _ in answers} == {200, 503}
     assert len(refused) >= 5

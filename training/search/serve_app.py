@@ -93,6 +93,8 @@ class RelsimService:
             batched.set_max_batch_size(self.settings.max_batch_size)
             batched.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
         self.pending = 0
+        # forwards and items of each batched method: /readyz shows them, so batching can be seen working
+        self.batches = {"image_forwards": 0, "images": 0, "text_forwards": 0, "texts": 0}
         self.reload_lock = asyncio.Lock()
         self.refused_info: bytes | None = None
         self.checked_at = 0.0
@@ -102,6 +104,8 @@ class RelsimService:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def embed_image_batch(self, images: list[ImageInput]) -> list[torch.Tensor]:
         """`(dim,)` unit vectors of images from concurrent requests, embedded in one forward."""
+        self.batches["image_forwards"] += 1
+        self.batches["images"] += len(images)
         embedded = await asyncio.to_thread(self.model.embed_images, [image.pixels for image in images])
         if embedded.failures:
             raise RuntimeError(f"decoded images failed to embed: {embedded.failures[0]}")
@@ -110,6 +114,8 @@ class RelsimService:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def embed_text_batch(self, texts: list[str]) -> list[torch.Tensor]:
         """`(dim,)` unit vectors of relation texts from concurrent requests, encoded together."""
+        self.batches["text_forwards"] += 1
+        self.batches["texts"] += len(texts)
         return list(await asyncio.to_thread(self.model.encode_texts, texts))
 
     async def embed(self, items: list[str | ImageInput]) -> list[torch.Tensor]:
@@ -203,6 +209,7 @@ class RelsimService:
             "index": str(self.index_dir),
             "images": len(index),
             "generation": generation_of(index._info_bytes),
+            "batches": dict(self.batches),
         }
 
     @api.post("/v1/embeddings")
