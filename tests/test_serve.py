@@ -192,6 +192,9 @@ def test_bad_requests_get_a_json_error_naming_the_field_and_the_item(service):
     assert too_many.status_code == 413 and "limit of 6" in too_many.json()["error"]["message"]
     too_big = post(service, "/v1/embeddings", {"input": ["x" * 1_000_001]})
     assert too_big.status_code == 413 and too_big.json()["error"]["param"] == "body"
+    chunked = requests.post(service["url"] + "/v1/embeddings", data=iter([b'{"input": ["', b"x" * 1_000_001, b'"]}']),
+                            headers={"Authorization": f"Bearer {API_KEY}"}, timeout=TIMEOUT)  # fmt: skip
+    assert chunked.status_code == 413 and "limit of 1000000 bytes" in chunked.json()["error"]["message"]
     top_k = post(service, "/v1/search", {"text": RELATION, "top_k": 0})
     assert top_k.status_code == 400 and top_k.json()["error"]["param"] == "top_k"
 

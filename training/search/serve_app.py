@@ -61,6 +61,18 @@ def generation_of(info_bytes: bytes) -> str:
     return hashlib.sha256(info_bytes).hexdigest()[:16]
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read no further than `limit` bytes (a body sent without a length, or with a false one, is
+    stopped there: 413)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"more than the limit of {limit} bytes", "body", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def embedding_value(vector: torch.Tensor, encoding: str) -> list[float] | str:
     """An embedding as OpenAI sends it: a list of floats, or base64 of little-endian float32."""
     if encoding == "base64":
@@ -181,7 +193,7 @@ class RelsimService:
             )
         self.pending += 1
         try:
-            data = await request.body() if body else b""
+            data = await read_body(request, settings.max_body_bytes) if body else b""
             result = await asyncio.wait_for(answer(data), settings.request_timeout_s)
             return result if isinstance(result, Response) else JSONResponse(result)
         except RequestError as error:
