@@ -310,6 +310,16 @@ def test_overload_gets_fast_503s_with_retry_after_and_the_service_keeps_serving(
     assert post(service, "/v1/embeddings", {"input": [RELATION]}).status_code == 200
 
 
+def test_a_request_past_its_timeout_gets_a_json_504_in_time(service):
+    # a batch that waits a second for company outlasts a 0.3 s request timeout
+    slow = settings(request_timeout_s=0.3, batch_wait_timeout_s=1.0, max_batch_size=64)
+    start(deployment(service["folder"] / "idx", settings=slow), "127.0.0.1", int(service["url"].rsplit(":", 1)[1]))
+    started = time.monotonic()
+    answer = post(service, "/v1/embeddings", {"input": [RELATION]})
+    assert answer.status_code == 504 and time.monotonic() - started < 0.9
+    assert answer.json()["error"]["message"] == "not answered within 0.3 s"
+
+
 def test_the_gpu_serve_config_is_a_valid_serve_config_whose_args_the_app_builder_takes(tmp_path):
     config = yaml.safe_load((ROOT / "training" / "configs" / "serve-gpu.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
