@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def test_the_serve_command_answers_on_127_0_0_1_and_stops_cleanly_on_ctrl_c(tmp_
                "--device", "cpu"]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True, start_new_session=True)  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    announced = f"relsim service on http://127.0.0.1:{port} (Ctrl-C stops it)\n"
     try:
         deadline, ready = time.monotonic() + 180, None
         while time.monotonic() < deadline and process.poll() is None:
@@ -52,12 +57,16 @@ def test_the_serve_command_answers_on_127_0_0_1_and_stops_cleanly_on_ctrl_c(tmp_
         answer = requests.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": ["a {Subject} twice"]},
                                timeout=60)  # fmt: skip
         assert answer.status_code == 200 and len(answer.json()["data"][0]["embedding"]) == 384
+        # routes answer a moment before `serve.run` returns and the command announces itself
+        while time.monotonic() < deadline and announced not in lines:
+            time.sleep(0.2)
+        assert announced in lines
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            output, _ = process.communicate(timeout=90)
+            process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+            process.wait()
+        reader.join(10)
     assert process.returncode == 0
-    assert f"relsim service on http://127.0.0.1:{port} (Ctrl-C stops it)" in output
