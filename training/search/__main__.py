@@ -7,6 +7,7 @@ two images match.
     python -m training.search why --index photos.index --image photos/banana.jpg --result photos/match.jpg \\
         --captions seed_group.json
     python -m training.search app --index photos.index            # the web app on http://127.0.0.1:7860
+    python -m training.search serve --index photos.index          # the HTTP API (Ray Serve) on http://127.0.0.1:8000
 
 `index` is incremental (rerun it on a grown folder: only new or changed files are embedded, deleted ones drop out;
 `--verify` hashes every file again) and resumes after an interruption; rerunning it also repairs an index whose files
@@ -203,6 +204,47 @@ def quiet_answer(quiet: bool) -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+def run_serve(args: argparse.Namespace) -> None:
+    import time
+
+    import ray
+    from ray import serve
+
+    from training.search.serve_app import deployment, start
+    from training.search.serve_settings import ServeSettings, api_key_sha256
+
+    settings = ServeSettings(
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_ms / 1000,
+        max_body_bytes=args.max_body_mb * 1024 * 1024,
+        max_images_per_request=args.max_images_per_request,
+        max_image_pixels=args.max_image_pixels,
+        request_timeout_s=args.request_timeout_s,
+        max_pending_requests=args.max_pending_requests,
+        api_key_sha256=api_key_sha256(args.api_key_file),
+        allow_url_images=args.allow_url_images,
+        caption_bank=args.captions,
+    )
+    if settings.api_key_sha256 is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving on %s without an API key: set RELSIM_API_KEY or --api-key-file", args.host)
+    ray.init(address=args.ray_address, include_dashboard=False) if args.ray_address else ray.init(
+        include_dashboard=False
+    )
+    try:
+        application = deployment(
+            args.index, args.model, resolve_device(args.device), settings, args.replicas, args.num_gpus
+        )
+        start(application, args.host, args.port)
+        print(f"relsim service on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
 def quietly(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
     """`run` under `quiet_answer` unless `--verbose` or `--debug` is given (index and app keep their progress and
     INFO lines: they are long runs, not one-shot answers)."""
@@ -322,6 +364,42 @@ def parser() -> argparse.ArgumentParser:
     app.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     _model_options(app, required=False)
     app.set_defaults(run=run_app)
+
+    serve = add_command(
+        commands,
+        "serve",
+        "the HTTP API on Ray Serve: OpenAI-style embeddings, search, indexed images, pairwise scores",
+        "The HTTP API (Ray Serve, see docs/serve.md). It binds to 127.0.0.1; an API key (bearer token) is read\n"
+        "from $RELSIM_API_KEY or --api-key-file, never from the command line, and guards every endpoint but\n"
+        "/healthz and /readyz. A rebuilt index (`index` into the same folder) is picked up between requests.",
+    )
+    serve.add_argument("--index", required=True, help="the index folder written by `index`")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 exposes the service)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port")
+    serve.add_argument("--replicas", type=int, default=1, help="model replicas")
+    serve.add_argument("--num-gpus", type=float, default=0, help="GPUs per replica (use with --device cuda)")
+    serve.add_argument("--ray-address", help="an existing Ray cluster (e.g. auto); default: a local Ray")
+    serve.add_argument("--api-key-file", help="a file whose first line is the API key (default: $RELSIM_API_KEY)")
+    serve.add_argument("--captions", default="synthetic", help="caption bank of the why labels (see `why`)")
+    serve.add_argument(
+        "--allow-url-images",
+        action="store_true",
+        help="fetch http(s) URLs given as images (off: a client could make the service request any address it "
+        "reaches, intranet included)",
+    )
+    serve.add_argument("--max-batch-size", type=int, default=16, help="images or texts embedded together")
+    serve.add_argument("--batch-wait-ms", type=float, default=10, help="how long a batch waits to fill")
+    serve.add_argument("--max-body-mb", type=int, default=32, help="largest request body")
+    serve.add_argument("--max-images-per-request", type=int, default=32, help="most images in one request")
+    serve.add_argument(
+        "--max-image-pixels", type=int, default=8192 * 8192, help="larger images are refused from their header"
+    )
+    serve.add_argument("--request-timeout-s", type=float, default=30, help="a slower request answers 504")
+    serve.add_argument(
+        "--max-pending-requests", type=int, default=64, help="requests a replica holds; more answer 503 + Retry-After"
+    )
+    _model_options(serve, required=False)
+    serve.set_defaults(run=run_serve)
     return top
 
 

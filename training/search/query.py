@@ -46,11 +46,21 @@ def query_vector(
         raise ValueError("a search needs an image, a relation text, or both")
     if not 0.0 <= text_weight <= 1.0:
         raise ValueError(f"text_weight must be between 0 and 1, got {text_weight}")
+    image_vector = model.embed_image(image) if image is not None else None
+    text_vector = model.encode_texts([text])[0] if text else None
+    return combined_query(image_vector, text_vector, text_weight)
+
+
+def combined_query(
+    image_vector: torch.Tensor | None, text_vector: torch.Tensor | None, text_weight: float = 0.5
+) -> torch.Tensor:
+    """`(dim,)` unit query of an image's and/or a text's `(dim,)` unit vectors (already embedded, e.g. in a batch
+    of a service's requests): `(1 - text_weight) * image + text_weight * text`, renormalised."""
     parts = []
-    if image is not None:
-        parts.append((1.0 - text_weight if text else 1.0, model.embed_image(image)))
-    if text:
-        parts.append((text_weight if image is not None else 1.0, model.encode_texts([text])[0]))
+    if image_vector is not None:
+        parts.append((1.0 - text_weight if text_vector is not None else 1.0, image_vector))
+    if text_vector is not None:
+        parts.append((text_weight if image_vector is not None else 1.0, text_vector))
     combined = sum(weight * vector for weight, vector in parts)
     return torch.nn.functional.normalize(combined, dim=-1)
 
@@ -83,6 +93,19 @@ def search(
         query_sha256 = hashlib.sha256(image).hexdigest()
     elif exclude_query and isinstance(image, str | Path) and Path(image).is_file():
         query_sha256 = file_sha256(image)
+    return nearest(index, vector, k, query_sha256, exclude_ids, nprobe)
+
+
+def nearest(
+    index: SearchIndex,
+    vector: torch.Tensor,
+    k: int = 10,
+    query_sha256: str | None = None,
+    exclude_ids: Collection[int] = (),
+    nprobe: int = 64,
+) -> list[SearchHit]:
+    """The `k` indexed images closest to a `(dim,)` unit query vector, best first, leaving out the images whose
+    bytes have `query_sha256` (the query image itself) and `exclude_ids`."""
     excluded = set(exclude_ids)
     excluded |= {i for i, entry in enumerate(index.entries) if query_sha256 and entry.sha256 == query_sha256}
     scores, ids = index.vectors.search(vector[None], k + len(excluded), nprobe=nprobe)
