@@ -370,6 +370,12 @@ class SearchIndex:
                 raise
             self._open()  # an `index` run committed a new generation while this one was being read
 
+    @property
+    def record(self) -> bytes:
+        """The bytes of the `index.json` this index was opened from: the generation it answers from (a service
+        compares them with the file on disk to pick up a rebuilt index)."""
+        return self._info_bytes
+
     def _open(self) -> None:
         self._info_bytes = (self.folder / INDEX_FILE).read_bytes()
         self.info = read_info(self.folder, self._info_bytes)

@@ -153,22 +153,22 @@ class RelsimService:
             info = (self.index_dir / INDEX_FILE).read_bytes()
         except OSError:
             return self.index
-        if info == self.index._info_bytes or info == self.refused_info:
+        if info == self.index.record or info == self.refused_info:
             return self.index
         async with self.reload_lock:
-            if info != self.index._info_bytes:
+            if info != self.index.record:
                 try:
                     opened = await asyncio.to_thread(SearchIndex, self.index_dir)
                     opened.check_model(self.model)
                 except (OSError, ValueError) as error:
                     logger.warning(
                         "keeping index generation %s: the new one cannot be served (%s)",
-                        generation_of(self.index._info_bytes),
+                        generation_of(self.index.record),
                         error,
                     )
                     self.refused_info = info
                     return self.index
-                logger.info("serving index generation %s (%d images)", generation_of(opened._info_bytes), len(opened))
+                logger.info("serving index generation %s (%d images)", generation_of(opened.record), len(opened))
                 self.index = opened
         return self.index
 
@@ -220,7 +220,7 @@ class RelsimService:
             "model": self.model.name,
             "index": str(self.index_dir),
             "images": len(index),
-            "generation": generation_of(index._info_bytes),
+            "generation": generation_of(index.record),
             "batches": dict(self.batches),
         }
 
@@ -287,7 +287,7 @@ class RelsimService:
                     "why_score": label.score,
                 }
             )
-        return {"results": results, "generation": generation_of(index._info_bytes)}
+        return {"results": results, "generation": generation_of(index.record)}
 
     @api.get("/v1/images/{image_id}")
     async def image(self, image_id: str, request: Request) -> Response:
