@@ -15,6 +15,7 @@ from search_helpers import write_images
 
 from training.search.index import index_collection
 from training.search.model import SearchModel
+from training.search.serve_settings import replica_shortfall
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +71,27 @@ def test_the_serve_command_answers_on_127_0_0_1_and_stops_cleanly_on_ctrl_c(tmp_
             process.wait()
         reader.join(10)
     assert process.returncode == 0
+
+
+def test_replicas_that_the_cluster_cannot_place_are_refused_at_once_not_waited_for():
+    assert replica_shortfall(2, 0, {"CPU": 2.0}) is None
+    assert replica_shortfall(2, 1, {"CPU": 16.0, "GPU": 2.0}) is None
+    assert replica_shortfall(3, 0, {"CPU": 2.0}) == (
+        "--replicas 3 ask for 3 CPUs and 0 GPUs (one CPU and --num-gpus 0 each), but the Ray cluster has 2 CPUs and 0 "
+        "GPUs: Serve would wait for them without end; lower --replicas or --num-gpus, or join a larger cluster with "
+        "--ray-address"
+    )
+    assert "ask for 1 CPUs and 1 GPUs" in replica_shortfall(1, 1, {"CPU": 16.0})
+
+
+def test_the_serve_command_refuses_more_replicas_than_cpus_in_one_line(tmp_path):
+    environment = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "RAY_OBJECT_STORE_MEMORY": str(100 * 2**20),
+                   "PATH": os.environ.get("PATH", "")}  # fmt: skip
+    command = [sys.executable, "-m", "training.search", "serve", "--index", str(tmp_path / "idx"),
+               "--port", str(free_port()), "--replicas", "512"]  # fmt: skip
+    started = time.monotonic()
+    finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=180)
+    lines = [line for line in finished.stderr.splitlines() if "serve: error: " in line]
+    assert finished.returncode == 2 and len(lines) == 1, finished.stderr[-2000:]
+    assert "--replicas 512 ask for 512 CPUs" in lines[0] and "Serve would wait for them without end" in lines[0]
+    assert time.monotonic() - started < 180

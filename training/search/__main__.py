@@ -211,7 +211,7 @@ def run_serve(args: argparse.Namespace) -> None:
     from ray import serve
 
     from training.search.serve_app import deployment, start
-    from training.search.serve_settings import ServeSettings, api_key_sha256
+    from training.search.serve_settings import ServeSettings, api_key_sha256, replica_shortfall
 
     settings = ServeSettings(
         max_batch_size=args.max_batch_size,
@@ -231,11 +231,15 @@ def run_serve(args: argparse.Namespace) -> None:
         include_dashboard=False
     )
     try:
+        shortfall = replica_shortfall(args.replicas, args.num_gpus, ray.cluster_resources())
+        if shortfall:
+            raise ValueError(shortfall)
         application = deployment(
             args.index, args.model, resolve_device(args.device), settings, args.replicas, args.num_gpus
         )
         start(application, args.host, args.port)
-        print(f"relsim service on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+        sys.stdout.write(f"relsim service on http://{args.host}:{args.port} (Ctrl-C stops it)\n")
+        sys.stdout.flush()
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

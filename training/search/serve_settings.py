@@ -96,3 +96,17 @@ def api_key_sha256(api_key_file: str | Path | None = None, environment: str = AP
         if not key:
             return None
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def replica_shortfall(replicas: int, num_gpus: float, resources: dict[str, float]) -> str | None:
+    """Why `replicas` replicas (one CPU each, Serve's default, and `num_gpus` GPUs each) cannot all be placed on a
+    cluster of `resources` (`ray.cluster_resources()`), or None when they fit. Serve would otherwise wait for the
+    missing CPUs or GPUs without end, so the command refuses at once."""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if replicas <= cpus and replicas * num_gpus <= gpus:
+        return None
+    return (
+        f"--replicas {replicas} ask for {replicas} CPUs and {replicas * num_gpus:g} GPUs (one CPU and --num-gpus "
+        f"{num_gpus:g} each), but the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs: Serve would wait for them "
+        "without end; lower --replicas or --num-gpus, or join a larger cluster with --ray-address"
+    )
