@@ -32,6 +32,9 @@ import PIL.Image
 import requests
 
 
+logger = logging.getLogger("bench_serve")
+
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -177,24 +180,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     with tempfile.TemporaryDirectory() as temporary:
         served = batching(args, Path(temporary))
     factories = ["Flat", "IVF1024,PQ32"] if args.factories == "Flat,IVF1024,PQ32" else args.factories.split(";")
     searched = {} if args.skip_search else search_latency(args.vectors, args.queries, factories)
     batched, single = served["batched"], served["max_batch_size=1"]
-    print(f"\n{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.device}")
-    print(
+    logger.info(
+        f"\n{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.device}"
+    )
+    logger.info(
         f"{'embeddings, ' + str(args.clients) + ' clients':<34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
     )
     for name, row in served.items():
-        print(
+        logger.info(
             f"{name:<34} {row['requests_per_s']:>8.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>6}"
         )
-    print(f"throughput ratio, batched / max_batch_size=1: {batched['requests_per_s'] / single['requests_per_s']:.2f}x")
+    logger.info(
+        f"throughput ratio, batched / max_batch_size=1: {batched['requests_per_s'] / single['requests_per_s']:.2f}x"
+    )
     for factory, row in searched.items():
-        print(f"search {args.vectors:,} vectors, {factory:<14} p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms "
-              f"(built in {row['build_s']:.0f} s)")  # fmt: skip
+        logger.info(f"search {args.vectors:,} vectors, {factory:<14} p50 {row['p50_ms']:.2f} ms, "
+                    f"p99 {row['p99_ms']:.2f} ms (built in {row['build_s']:.0f} s)")  # fmt: skip
     results = {"serve": served, "search": searched, "settings": vars(args)}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +80,16 @@ def synthetic_dataset(num_per_family: int, split: str = "train", **drawing: Any)
 
     `drawing`: `synthetic_examples`' other settings (`seed`, `image_size`, `families`, `show_progress`).
     """
-    rows: dict[str, list[Any]] = {name: [] for name in FEATURES}
-    for example in synthetic_examples(num_per_family, split, **drawing):
-        for name in FEATURES:
+    return examples_dataset(synthetic_examples(num_per_family, split, **drawing), FEATURES)
+
+
+def examples_dataset(examples: Iterable[Mapping[str, Any]], features: datasets.Features) -> datasets.Dataset:
+    """Generated examples as a `datasets.Dataset` of the columns `features` names (metadata dicts left out)."""
+    rows: dict[str, list[Any]] = {name: [] for name in features}
+    for example in examples:
+        for name in features:
             rows[name].append(example[name])
-    return datasets.Dataset.from_dict(rows, features=FEATURES)
+    return datasets.Dataset.from_dict(rows, features=features)
 
 
 def synthetic_url(split: str, family: str, index: int) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 from transformers.utils.logging import tqdm
 
 from training.synthetic.attributes import SPLITS, sample_style
+from training.synthetic.dataset import examples_dataset
 from training.synthetic.drawing import draw_relation
 from training.synthetic.factors import FACTORS, VALID_NAMES, VALID_RELATIONS, Relation, check_valid
 
@@ -125,8 +126,4 @@ def relation_dataset(num_per_relation: int, split: str = "train", **drawing: Any
 
     `drawing`: `relation_examples`' other settings (`relations`, `seed`, `image_size`, `show_progress`).
     """
-    rows: dict[str, list[Any]] = {name: [] for name in FEATURES}
-    for example in relation_examples(num_per_relation, split, **drawing):
-        for name in FEATURES:
-            rows[name].append(example[name])
-    return datasets.Dataset.from_dict(rows, features=FEATURES)
+    return examples_dataset(relation_examples(num_per_relation, split, **drawing), FEATURES)
