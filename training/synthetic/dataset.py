@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from transformers.utils.logging import tqdm
 
 from training.image_ids import url_image_hash
 from training.json_lines import write_json_lines
-from training.synthetic.attributes import SPLITS, sample_style
+from training.synthetic.attributes import SPLITS, ObjectStyle, sample_style
 from training.synthetic.families import FAMILIES, FAMILY_NAMES, draw_example
 
 
@@ -47,32 +47,53 @@ def synthetic_examples(
         split: `"train"` draws the training shapes and colours, `"heldout"` only the held-out ones.
         seed: with `(split, family, index)` it fixes every pixel of an example.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     unknown = [name for name in families if name not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown families {unknown}; choose from {FAMILY_NAMES}")
     if num_per_family < 1 or image_size < 32:
         raise ValueError(f"need num_per_family >= 1 and image_size >= 32, got {num_per_family} and {image_size}")
-    total = num_per_family * len(families)
-    with tqdm(total=total, desc=f"drawing {split} images", unit="image", disable=not show_progress) as progress:
-        for index in range(num_per_family):
-            for name in families:
-                rng = np.random.default_rng([seed, SPLITS.index(split), FAMILY_NAMES.index(name), index])
-                style = sample_style(rng, split)
-                image, metadata = draw_example(name, rng, style, image_size, split)
-                progress.update(1)
-                yield {
-                    "image": image,
-                    "caption": FAMILIES[name].caption,
-                    "family": name,
-                    "shape": style.shape,
-                    "colour": style.colour,
-                    "texture": style.texture,
-                    "background": style.background,
-                    "index": index,
-                    "metadata": metadata,
-                }
+    draws = seeded_draws(families, FAMILY_NAMES.index, num_per_family, split, seed, "images", show_progress)
+    for index, name, rng, style in draws:
+        image, metadata = draw_example(name, rng, style, image_size, split)
+        yield {
+            "image": image,
+            "caption": FAMILIES[name].caption,
+            "family": name,
+            **look_columns(style, style.shape, index, metadata),
+        }
+
+
+def seeded_draws(
+    items: Sequence[Any],
+    number_of: Callable[[Any], int],
+    count: int,
+    split: str,
+    seed: int,
+    what: str,
+    show_progress: bool = False,
+) -> Iterator[tuple[int, Any, np.random.Generator, ObjectStyle]]:
+    """`(index, item, rng, style)` for `count` rounds over `items` (interleaved): each draw's generator is seeded by
+    `(seed, split, number_of(item), index)`, so one example's pixels never depend on which others are drawn."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    with tqdm(total=count * len(items), desc=f"drawing {split} {what}", unit="image", disable=not show_progress) as bar:
+        for index in range(count):
+            for item in items:
+                rng = np.random.default_rng([seed, SPLITS.index(split), number_of(item), index])
+                yield index, item, rng, sample_style(rng, split)
+                bar.update(1)
+
+
+def look_columns(style: ObjectStyle, shape: str, index: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The nuisance columns every generated example carries beside its relation: its look, index and metadata."""
+    return {
+        "shape": shape,
+        "colour": style.colour,
+        "texture": style.texture,
+        "background": style.background,
+        "index": index,
+        "metadata": metadata,
+    }
 
 
 def synthetic_dataset(num_per_family: int, split: str = "train", **drawing: Any) -> datasets.Dataset:

@@ -15,10 +15,8 @@ from typing import Any
 
 import datasets
 import numpy as np
-from transformers.utils.logging import tqdm
 
-from training.synthetic.attributes import SPLITS, sample_style
-from training.synthetic.dataset import examples_dataset
+from training.synthetic.dataset import examples_dataset, look_columns, seeded_draws
 from training.synthetic.drawing import draw_relation
 from training.synthetic.factors import FACTORS, VALID_NAMES, VALID_RELATIONS, Relation, check_valid
 
@@ -94,31 +92,19 @@ def relation_examples(
         relations: a relation split (`"train"`, `"heldout"`, `"all"`) or the relations themselves.
         seed: with `(split, relation, index)` it fixes every pixel of an example.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     chosen = relation_split(relations) if isinstance(relations, str) else tuple(map(check_valid, relations))
     if num_per_relation < 1 or image_size < 32:
         raise ValueError(f"need num_per_relation >= 1 and image_size >= 32, got {num_per_relation} and {image_size}")
-    total = num_per_relation * len(chosen)
-    with tqdm(total=total, desc=f"drawing {split} relations", unit="image", disable=not show_progress) as progress:
-        for index in range(num_per_relation):
-            for relation in chosen:
-                rng = np.random.default_rng([seed, SPLITS.index(split), VALID_RELATIONS.index(relation), index])
-                style = sample_style(rng, split)
-                image, metadata = draw_relation(relation, rng, style, image_size, split)
-                progress.update(1)
-                yield {
-                    "image": image,
-                    "caption": relation.caption,
-                    "relation": relation.name,
-                    **{factor: getattr(relation, factor) for factor in FACTORS},
-                    "shape": metadata["shape"],
-                    "colour": style.colour,
-                    "texture": style.texture,
-                    "background": style.background,
-                    "index": index,
-                    "metadata": metadata,
-                }
+    draws = seeded_draws(chosen, VALID_RELATIONS.index, num_per_relation, split, seed, "relations", show_progress)
+    for index, relation, rng, style in draws:
+        image, metadata = draw_relation(relation, rng, style, image_size, split)
+        yield {
+            "image": image,
+            "caption": relation.caption,
+            "relation": relation.name,
+            **{factor: getattr(relation, factor) for factor in FACTORS},
+            **look_columns(style, metadata["shape"], index, metadata),
+        }
 
 
 def relation_dataset(num_per_relation: int, split: str = "train", **drawing: Any) -> datasets.Dataset:
