@@ -125,6 +125,14 @@ class DataArguments:
     )
     synthetic_image_size: int = 112
     synthetic_seed: int = 0
+    synthetic_world: str = field(
+        default="families",
+        metadata={
+            "help": "which generated world: 'families' (the eight relation families, counts per family) or "
+            "'relations' (the compositional world: counts per relation, training relations only; the held-out "
+            "split draws held-out looks of every relation, seen and unseen)"
+        },
+    )
 
     def __post_init__(self) -> None:
         sources = [bool(self.dataset_name), bool(self.captions_jsonl), bool(self.synthetic_num_per_family)]
@@ -132,6 +140,8 @@ class DataArguments:
             raise ValueError("set one data source: dataset_name, captions_jsonl or synthetic_num_per_family")
         if self.captions_jsonl and not self.image_dir:
             raise ValueError("captions_jsonl needs image_dir (a folder of <image_hash>.<ext>)")
+        if self.synthetic_world not in ("families", "relations"):
+            raise ValueError(f"synthetic_world must be 'families' or 'relations', got {self.synthetic_world!r}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
 

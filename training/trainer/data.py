@@ -16,6 +16,7 @@ from training.caption_text import normalize_caption, still_quoted
 from training.image_ids import require_image_hash
 from training.json_lines import read_json_lines
 from training.synthetic.dataset import synthetic_dataset
+from training.synthetic.relations import relation_dataset
 from training.trainer.arguments import DataArguments
 
 
@@ -99,12 +100,20 @@ def load_training_data(arguments: DataArguments, seed: int) -> tuple[datasets.Da
             "image_size": arguments.synthetic_image_size,
             "show_progress": True,
         }
-        train = synthetic_dataset(arguments.synthetic_num_per_family, "train", **settings)
-        held_out = (
-            synthetic_dataset(arguments.synthetic_eval_num_per_family, "heldout", **settings)
-            if arguments.synthetic_eval_num_per_family
-            else None
-        )
+        if arguments.synthetic_world == "relations":
+            train = relation_dataset(arguments.synthetic_num_per_family, "train", relations="train", **settings)
+            held_out = (
+                relation_dataset(arguments.synthetic_eval_num_per_family, "heldout", relations="all", **settings)
+                if arguments.synthetic_eval_num_per_family
+                else None
+            )
+        else:
+            train = synthetic_dataset(arguments.synthetic_num_per_family, "train", **settings)
+            held_out = (
+                synthetic_dataset(arguments.synthetic_eval_num_per_family, "heldout", **settings)
+                if arguments.synthetic_eval_num_per_family
+                else None
+            )
         train = image_caption_dataset(train)
         held_out = image_caption_dataset(held_out) if held_out is not None else None
     elif arguments.captions_jsonl:
