@@ -113,7 +113,32 @@ def test_training_data_from_a_saved_dataset(tmp_path):
         load_training_data(DataArguments(dataset_name=str(tmp_path / "saved"), eval_split="validation"), seed=0)
 
 
+def test_the_relation_world_trains_on_seen_relations_and_evaluates_every_relation_on_held_out_looks():
+    from training.synthetic.attributes import HELD_OUT_COLOURS, HELD_OUT_SHAPES
+    from training.synthetic.relations import relation_split
+
+    arguments = DataArguments(
+        synthetic_num_per_family=1,
+        synthetic_eval_num_per_family=1,
+        synthetic_world="relations",
+        synthetic_image_size=48,
+    )
+    train, held_out = load_training_data(arguments, seed=0)
+    seen = {relation.caption for relation in relation_split("train")}
+    unseen = {relation.caption for relation in relation_split("heldout")}
+    assert (len(train), len(held_out)) == (305, 407)
+    assert set(train["caption"]) == seen and seen.isdisjoint(unseen)
+    assert set(held_out["caption"]) == seen | unseen
+    # the training looks only in training; the held-out ones in every held-out image
+    assert not set(train["shape"]) & set(HELD_OUT_SHAPES) and not set(train["colour"]) & set(HELD_OUT_COLOURS)
+    assert all(shape in HELD_OUT_SHAPES or colour in HELD_OUT_COLOURS for shape, colour in zip(
+        held_out["shape"], held_out["colour"], strict=True
+    ))  # fmt: skip
+
+
 def test_data_arguments_are_checked():
+    with pytest.raises(ValueError, match="synthetic_world must be 'families' or 'relations', got 'world'"):
+        DataArguments(synthetic_num_per_family=1, synthetic_world="world")
     with pytest.raises(ValueError, match="needs image_dir"):
         DataArguments(captions_jsonl="a.jsonl")
     with pytest.raises(ValueError, match="set one data source"):

@@ -9,6 +9,7 @@ import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import datasets
 import pytest
 import torch
 from conftest import random_image
@@ -256,3 +257,38 @@ def test_relation_text_and_why_beat_the_untrained_model(trained_tiny_relsim):
     assert trained[RELATION_TEXT_MAP] > untrained[RELATION_TEXT_MAP] + 0.15
     assert trained[WHY_ACCURACY] > untrained[WHY_ACCURACY] + 0.15
     assert trained[IMAGE_MAP] > untrained[IMAGE_MAP]
+
+
+class OneHotRelations:
+    """Stands in for a model whose text encoder gives every relation caption its own axis."""
+
+    def encode_texts(self, texts):
+        from training.synthetic.factors import VALID_RELATIONS
+
+        captions = [relation.caption for relation in VALID_RELATIONS]
+        return torch.eye(len(captions))[[captions.index(text) for text in texts]]
+
+
+def test_relation_search_metrics_split_seen_from_unseen_relations_and_name_the_exact_combination():
+    from training.search.synthetic_metrics import relation_search_metrics
+    from training.synthetic.factors import VALID_NAMES
+    from training.synthetic.relations import relation_split
+
+    unseen = {relation.name for relation in relation_split("heldout")}
+    relations = [name for name in VALID_NAMES for _ in range(2)]
+    pool = datasets.Dataset.from_dict({"relation": relations, "unseen": [name in unseen for name in relations]})
+    axis = torch.eye(len(VALID_NAMES))
+    exact = axis[[VALID_NAMES.index(name) for name in relations]]
+    metrics = relation_search_metrics(OneHotRelations(), pool, image_embeddings=exact)
+    assert metrics["why chance"] == pytest.approx(1 / 407)
+    for split in ("seen", "unseen"):
+        for name in (RELATION_TEXT_MAP, IMAGE_MAP, WHY_ACCURACY):
+            assert metrics[f"{split} {name}"] == pytest.approx(1.0)
+    # every unseen image embedded on the axis of the first seen relation: the unseen figures collapse, the seen ones
+    # lose only on that one relation, which now shares its axis with all the unseen images
+    first_seen = next(name for name in VALID_NAMES if name not in unseen)
+    wrong = [first_seen if name in unseen else name for name in relations]
+    shifted = axis[[VALID_NAMES.index(name) for name in wrong]]
+    metrics = relation_search_metrics(OneHotRelations(), pool, image_embeddings=shifted)
+    assert metrics[f"unseen {RELATION_TEXT_MAP}"] < 0.05 and metrics[f"unseen {WHY_ACCURACY}"] == 0.0
+    assert metrics[f"seen {RELATION_TEXT_MAP}"] > 0.99 and metrics[f"seen {IMAGE_MAP}"] > 0.99

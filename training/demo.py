@@ -1,16 +1,20 @@
-"""The offline end-to-end demo: generate relational images, train a tiny relsim from scratch with the project's
-trainer and recipe, and score it against attribute baselines on shapes and colours it never saw.
+"""The offline end-to-end demo: generate the compositional relational world, train a tiny relsim from scratch with
+the project's trainer and recipe, and score it on relations it never saw, against look-matching baselines.
 
-    python -m training.demo --output relsim-demo              # CPU, under 10 minutes on 2 cores
+    python -m training.demo --output relsim-demo              # CPU, under 10 minutes on 2 idle cores
+    python -m training.demo --output relsim-demo --seeds 0 1 2  # the same three times: mean and spread per figure
     python -m training.demo --device cuda --preset small      # a bigger tiny model on a GPU
 
-Writes `<output>/report.md` with the table, neighbour grids and the similarity-space plot, and ends by indexing the
-held-out pool for search (`<output>/search-index`): one image query and one relation-text query with their top 5
-and "why" labels, and the relation-text mAP and why accuracy, go to the log and the report. The trained model is in
-`<output>/run/final`. Console script: `relsim-demo`. On the CPU the run repeats to the last digit: the recipe
-fixes the seeds and the torch thread count and turns on torch's deterministic algorithms. Its time is the CPU time
-the machine gives those threads, so OpenMP threads wait passively (they sleep instead of spinning) and a busy machine
-slows the run in proportion instead of stalling it.
+Training sees 305 of the world's 407 relations (`training/synthetic/relation_split.json`), drawn in the training
+shapes and colours; the benchmark pool draws every relation in held-out shapes and colours. Writes
+`<output>/report.md`, which leads with the relations training never saw (neighbour pictures of unseen-relation
+queries, a relation-text query for an unseen relation), then the seen ones, and ends by indexing the pool for search
+(`<output>/search-index`). `<output>/results.json` holds the figures. With several seeds each run is in
+`<output>/seed-<N>/` and the top report gives each figure's mean ± std. The trained model is in `<output>/run/final`
+(one seed) or `<output>/seed-<N>/run/final`. Console script: `relsim-demo`. On the CPU a run repeats to the last
+digit: the recipe fixes the seeds and the torch thread count and turns on torch's deterministic algorithms. Its time
+is the CPU time the machine gives those threads, so OpenMP threads wait passively (they sleep instead of spinning)
+and a busy machine slows the run in proportion instead of stalling it.
 """
 
 from __future__ import annotations
@@ -22,74 +26,27 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.cli import command_parser, configure_logging, program_of
 from training.cpu_threads import prefer_passive_waiting
 
 
 if TYPE_CHECKING:
-    from training.evaluation.synthetic_retrieval import BenchmarkRun
+    from training.evaluation.relation_benchmark import RelationBenchmarkRun
     from training.search.showcase import SearchShowcase
     from training.trainer.arguments import RelSimTrainingArguments
 
 MODULE = "training.demo"
 logger = logging.getLogger("relsim.demo")
 
-RECIPE = Path(__file__).parent / "configs" / "tiny-cpu.yaml"
+RECIPE = Path(__file__).parent / "configs" / "relations-tiny-cpu.yaml"
 TRAINED, UNTRAINED = "relsim (trained)", "relsim (untrained)"
+RESULTS_FILE = "results.json"
 PRESETS = {
     "tiny": [],
     "small": ["--tiny-preset", "small", "--image-size", "224", "--synthetic-image-size", "224"],
 }
-
-
-def _share(ratio: float) -> str:
-    """A ratio below one in words a reader pictures, ready to precede "the ...'s": "half", "a third of", "80% of"."""
-    for name, value in (("half", 1 / 2), ("a third of", 1 / 3), ("a quarter of", 1 / 4), ("two thirds of", 2 / 3)):
-        if abs(ratio - value) < 0.02:
-            return name
-    return f"{ratio:.0%} of"
-
-
-def verdict(table: dict[str, dict[str, float]]) -> str:
-    """The result in words: relsim's mAP against the best baseline's, its attribute-trap rate against the pixel
-    baseline's, and whether that is the clear margin the demo is meant to show (mAP at least 1.5 times the best
-    baseline's, trap rate at most two thirds of the pixel baseline's)."""
-    from training.evaluation.synthetic_retrieval import PIXEL_COSINE
-
-    relsim = table[TRAINED]
-    best_baseline = max((name for name in table if name != TRAINED), key=lambda name: table[name]["mAP"])
-    best_map, relsim_map = table[best_baseline]["mAP"], relsim["mAP"]
-    pixel_trap, relsim_trap = table[PIXEL_COSINE]["attribute trap"], relsim["attribute trap"]
-    if best_map > 0:
-        ratio = relsim_map / best_map
-        map_text = f"{ratio:.1f} times" if ratio >= 1 else _share(ratio)
-        map_sentence = f"relsim's mAP is {map_text} the best other method's ({relsim_map:.3f} against {best_map:.3f} "
-        map_sentence += f"for {best_baseline})"
-        map_clear = ratio >= 1.5
-    else:
-        map_sentence, map_clear = f"relsim's mAP is {relsim_map:.3f}, and no other method retrieves anything", True
-    if pixel_trap > 0:
-        trap_ratio = relsim_trap / pixel_trap
-        trap_text = _share(trap_ratio) if trap_ratio < 1 else f"{trap_ratio:.1f} times"
-        trap_sentence = f"its attribute-trap rate is {trap_text} the pixel baseline's"
-        trap_clear = trap_ratio <= 2 / 3
-    else:
-        trap_sentence, trap_clear = "the pixel baseline is never trapped", relsim_trap == 0
-    trap_sentence += (
-        f": a look-alike of another relation is the nearest neighbour for {relsim_trap:.1%} of queries with relsim, "
-        f"{pixel_trap:.1%} with pixel cosine"
-    )
-    if map_clear and trap_clear:
-        conclusion = "relsim clearly finds relations that the look-matching baselines miss."
-    else:
-        conclusion = (
-            "That is not the clear margin this demo is meant to show (an mAP at least 1.5 times the best other "
-            "method's, and a trap rate at most two thirds of the pixel baseline's); a run shorter than the recipe's "
-            "full step count is expected to fall short."
-        )
-    return f"**Result.** {map_sentence}, and {trap_sentence}. {conclusion}"
 
 
 def training_summary(run_dir: Path, seconds: float) -> str:
@@ -98,8 +55,8 @@ def training_summary(run_dir: Path, seconds: float) -> str:
     logged = [entry for entry in state["log_history"] if "loss" in entry]
     lines = [
         f"Training: {state['global_step']} steps in {seconds / 60:.1f} min. The relsim here is a tiny model of "
-        "Qwen2.5-VL's architecture trained from scratch on generated images of the eight relation families, with the "
-        "training shapes and colours only."
+        "Qwen2.5-VL's architecture trained from scratch on generated images of the 305 training relations of the "
+        "compositional world, in the training shapes and colours only."
     ]
     if logged:
         first, last = logged[0], logged[-1]
@@ -112,9 +69,9 @@ def training_summary(run_dir: Path, seconds: float) -> str:
     if evaluation.is_file():
         metrics = json.loads(evaluation.read_text())
         lines.append(
-            "On held-out images, each image's own caption was the closest of all the family captions for "
-            f"{metrics['eval_recall@1']:.1%} of images (recall@1) and among the closest five for "
-            f"{metrics['eval_recall@5']:.1%} (recall@5)."
+            "On held-out looks of every relation, seen and unseen, each image's own caption was the closest of all the "
+            f"relation captions for {metrics['eval_recall@1']:.1%} of images (recall@1) and among the closest five "
+            f"for {metrics['eval_recall@5']:.1%} (recall@5)."
         )
     return " ".join(lines)
 
@@ -126,7 +83,7 @@ def log_time_factors(training_arguments: RelSimTrainingArguments, passive: bool)
     threads = training_arguments.torch_num_threads or "one per core"
     logger.info(
         "Training %d steps of %d images on %s torch threads (this machine: %s cores, load average %s). The time is "
-        "the CPU time those threads get: about 5 minutes on 2 idle cores, longer in proportion to the share of the "
+        "the CPU time those threads get: about 7 minutes on 2 idle cores, longer in proportion to the share of the "
         "cores other processes take%s.",
         training_arguments.max_steps,
         training_arguments.per_device_train_batch_size,
@@ -137,14 +94,14 @@ def log_time_factors(training_arguments: RelSimTrainingArguments, passive: bool)
     )
 
 
-def show_search(model, processor, run: BenchmarkRun, folder: Path, report: Path) -> SearchShowcase:
-    """The demo's last step: the trained model indexes the held-out pool for search (`training.search`); one image
-    query and one relation-text query with their top 5 and "why" labels, and the relation-text mAP and why accuracy,
-    are added to the report."""
+def show_search(model, processor, run: RelationBenchmarkRun, folder: Path, report: Path) -> SearchShowcase:
+    """The demo's last step: the trained model indexes the held-out pool for search (`training.search`); an image
+    query and a relation-text query, both of relations training never saw, with their top 5 and "why" labels, and
+    the relation-text mAP and why accuracy of seen and unseen relations, are added to the report."""
     from training.search.model import SearchModel
     from training.search.showcase import search_showcase
 
-    showcase = search_showcase(SearchModel(model, processor, name="relsim (trained)"), run.pool, folder)
+    showcase = search_showcase(SearchModel(model, processor, name=TRAINED), run.pool, folder)
     with report.open("a", encoding="utf-8") as out:
         out.write("\n" + showcase.markdown())
     return showcase
@@ -155,36 +112,41 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=Path("relsim-demo"), help="folder of the report and the run")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model trains")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="size of the model trained")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed (training and data)")
     parser.add_argument("--max-steps", type=int, help="override the recipe's training steps")
-    parser.add_argument("--train-per-family", type=int, help="override the recipe's training images per family")
-    parser.add_argument("--pool-per-family", type=int, default=50, help="held-out benchmark images per family")
+    parser.add_argument("--train-per-relation", type=int, help="override the recipe's training images per relation")
+    parser.add_argument("--pool-per-relation", type=int, default=5, help="held-out benchmark images per relation")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
-    """Runs the demo; errors propagate (see `program` for the command-line behaviour)."""
-    args = parser().parse_args(argv)
-    configure_logging(getattr(args, "debug", False))
-    passive = prefer_passive_waiting()  # before torch is first imported: OpenMP reads it once, when loaded
-    # heavy imports here, not at module level, so that `--help` and argument errors answer at once
-    from modeling_relsim import RelSimModel, RelSimProcessor
-    from training.evaluation.methods.relsim import RelSimMethod
-    from training.evaluation.reporting.tables import markdown_table, rows_from_table
-    from training.evaluation.synthetic_report import METRIC_COLUMNS, write_report
-    from training.evaluation.synthetic_retrieval import PIXEL_COSINE, attribute_baselines, held_out_pool, run_benchmark
-    from training.trainer.model_factory import build_base, load_model_arguments
-    from training.trainer.train import main as train
-    from training.trainer.train import parse_arguments
-
-    run_dir = args.output / "run"
+def training_overrides(args: argparse.Namespace, run_dir: Path, seed: int) -> list[str]:
+    """The recipe overrides of one run: output folder, device, model size, seed and the short-run settings."""
     overrides = ["--output-dir", str(run_dir), "--use-cpu", str(args.device == "cpu").lower(), *PRESETS[args.preset]]
+    overrides += ["--seed", str(seed), "--synthetic-seed", str(seed)]
     if args.device == "cuda":  # CUDA kernels differ by GPU, and some lack a deterministic version
         overrides += ["--full-determinism", "false"]
     if args.max_steps is not None:
         overrides += ["--max-steps", str(args.max_steps), "--logging-steps", str(max(1, args.max_steps // 4))]
-    if args.train_per_family is not None:
-        overrides += ["--synthetic-num-per-family", str(args.train_per_family)]
-    training_argv = ["--config", str(RECIPE), *overrides]
+        overrides += ["--warmup-steps", str(args.max_steps // 20)]
+    if args.train_per_relation is not None:
+        overrides += ["--synthetic-num-per-family", str(args.train_per_relation)]
+    return overrides
+
+
+def run_seed(args: argparse.Namespace, output: Path, seed: int, passive: bool) -> RelationBenchmarkRun:
+    """Trains one relsim, benchmarks it with the baselines, writes `output/report.md` and `output/results.json`."""
+    # heavy imports here, not at module level, so that `--help` and argument errors answer at once
+    from modeling_relsim import RelSimModel, RelSimProcessor
+    from training.evaluation.methods.relsim import RelSimMethod
+    from training.evaluation.relation_benchmark import relation_pool, run_relation_benchmark
+    from training.evaluation.relation_report import relation_verdict, write_relation_report
+    from training.evaluation.synthetic_retrieval import PIXEL_COSINE, attribute_baselines
+    from training.trainer.model_factory import build_base, load_model_arguments
+    from training.trainer.train import main as train
+    from training.trainer.train import parse_arguments
+
+    run_dir = output / "run"
+    training_argv = ["--config", str(RECIPE), *training_overrides(args, run_dir, seed)]
     log_time_factors(parse_arguments(training_argv)[2], passive)
     started = time.perf_counter()
     final = train(training_argv)
@@ -200,20 +162,49 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkRun:
         UNTRAINED: RelSimMethod(UNTRAINED, device=device, model=untrained, processor=processor),
         TRAINED: RelSimMethod(str(final), device=device, model=trained, processor=processor),
     }
-    run = run_benchmark(methods, held_out_pool(args.pool_per_family, seed=1, image_size=image_size))
-    summary = verdict(run.table)
+    pool = relation_pool(args.pool_per_relation, seed=1, image_size=image_size)
+    run = run_relation_benchmark(methods, pool)
+    summary = relation_verdict(run.table, run.chance)
     notes = training_summary(run_dir, training_seconds)
-    report = write_report(
-        run, args.output, grid_methods=[TRAINED, PIXEL_COSINE], plot_methods=[TRAINED, PIXEL_COSINE],
-        summary=summary, notes=notes,
-    )  # fmt: skip
-    table = markdown_table(rows_from_table(run.table), columns=METRIC_COLUMNS)
-    logger.info("\n%s\n%s\n\n%s\nreport: %s", table, summary, notes, report)
-    showcase = show_search(trained, processor, run, args.output / "search-index", report)
-    logger.info("\n%s", showcase.log_text())
-    logger.info(
-        "demo finished in %.1f min (training %.1f min)", (time.perf_counter() - started) / 60, training_seconds / 60
-    )
+    report = write_relation_report(run, output, grid_methods=[TRAINED, PIXEL_COSINE], summary=summary, notes=notes)
+    showcase = show_search(trained, processor, run, output / "search-index", report)
+    results = {"seed": seed, "table": run.table, "chance": run.chance, "search": showcase.metrics}
+    results["training_seconds"] = training_seconds
+    (output / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n")
+    logger.info("%s\n\n%s\nreport: %s\n%s", summary, notes, report, showcase.log_text())
+    return run
+
+
+def write_seeds_report(output: Path, seed_folders: Sequence[Path]) -> Path:
+    """The top report of a several-seed run: every figure's mean ± std over the seeds, with links to each run."""
+    from training.evaluation.relation_report import seeds_markdown
+
+    results = [json.loads((folder / RESULTS_FILE).read_text()) for folder in seed_folders]
+    report = output / "report.md"
+    links = ", ".join(f"[seed {result['seed']}]({folder.name}/report.md)" for result, folder in zip(
+        results, seed_folders, strict=True
+    ))  # fmt: skip
+    report.write_text(seeds_markdown(results) + f"\nEach run's own report, with its pictures: {links}.\n")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Runs the demo; errors propagate (see `program` for the command-line behaviour). Returns the benchmark run (one
+    seed) or the list of runs (several seeds)."""
+    command = parser()
+    args = command.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        command.error(f"--seeds repeats a seed: {args.seeds}")
+    configure_logging(getattr(args, "debug", False))
+    passive = prefer_passive_waiting()  # before torch is first imported: OpenMP reads it once, when loaded
+    started = time.perf_counter()
+    if len(args.seeds) == 1:
+        run = run_seed(args, args.output, args.seeds[0], passive)
+    else:
+        folders = [args.output / f"seed-{seed}" for seed in args.seeds]
+        run = [run_seed(args, folder, seed, passive) for seed, folder in zip(args.seeds, folders, strict=True)]
+        logger.info("report over %d seeds: %s", len(folders), write_seeds_report(args.output, folders))
+    logger.info("demo finished in %.1f min", (time.perf_counter() - started) / 60)
     return run
 
 

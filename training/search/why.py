@@ -2,8 +2,9 @@
 
 Each caption is scored by the smaller of its two cosines (to the query's vector and to the result's), so a label must
 describe both images, not just one; the best few are a short, readable name of the relation the two share. Banks:
-the eight synthetic family captions (`synthetic`), the seed-group captions (`seed_group.json`), training captions
-(a jsonl with a `caption` field) or a plain list (one caption per line).
+the eight synthetic family captions (`synthetic`), the compositional world's relation captions (`relations`), the
+seed-group captions (`seed_group.json`), training captions (a jsonl with a `caption` field) or a plain list (one
+caption per line).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import torch
 from training.caption_text import normalize_caption
 from training.json_lines import read_json_lines
 from training.search.model import SearchModel
+from training.synthetic.factors import VALID_RELATIONS
 from training.synthetic.families import FAMILIES
 
 
 SYNTHETIC_BANK = "synthetic"
+RELATIONS_BANK = "relations"
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ def read_caption_bank(source: str | Path) -> list[str]:
     """The distinct captions of a bank (normalised: literal quotes removed).
 
     Args:
-        source: "synthetic" (the eight family captions), a `seed_group.json` (a list of objects with
-            `anonymous_caption`), a jsonl of rows with a `caption` field, or a text file with one caption per line.
+        source: "synthetic" (the eight family captions), "relations" (the compositional world's 407), a
+            `seed_group.json` (a list of objects with `anonymous_caption`), a jsonl of rows with a `caption` field,
+            or a text file with one caption per line.
 
     Raises:
         FileNotFoundError: the file is missing.
@@ -51,6 +55,8 @@ def read_caption_bank(source: str | Path) -> list[str]:
     """
     if str(source) == SYNTHETIC_BANK:
         return [family.caption for family in FAMILIES.values()]
+    if str(source) == RELATIONS_BANK:
+        return [relation.caption for relation in VALID_RELATIONS]
     path = Path(source)
     text = path.read_text(encoding="utf-8")
     captions: list[str] = []

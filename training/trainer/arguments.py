@@ -22,7 +22,7 @@ class ModelArguments:
     tiny_backbone: bool = field(
         default=False, metadata={"help": "a tiny random Qwen2.5-VL and offline tokenizer (CPU recipes and tests)"}
     )
-    tiny_preset: str = field(default="tiny", metadata={"help": "size of the tiny backbone: tiny or small"})
+    tiny_preset: str = field(default="tiny", metadata={"help": "size of the tiny backbone: tiny, medium or small"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype: float32, bfloat16 or float16"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
     use_lora: bool = field(default=True, metadata={"help": "LoRA on the language model; else train it in full"})
@@ -63,8 +63,8 @@ class ModelArguments:
             )
         if self.uses_image_encoder:
             self._check_image_encoder()
-        if self.tiny_preset not in ("tiny", "small"):
-            raise ValueError(f"tiny_preset must be tiny or small, got {self.tiny_preset!r}")
+        if self.tiny_preset not in ("tiny", "medium", "small"):
+            raise ValueError(f"tiny_preset must be tiny, medium or small, got {self.tiny_preset!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
