@@ -37,6 +37,7 @@ from training.evaluation.synthetic_retrieval import COLOUR_HISTOGRAM, PIXEL_COSI
 from training.synthetic.factors import Relation
 from training.synthetic.relations import relation_split
 from training.tiny_backbone import build_tiny_model, build_tiny_processor
+from training.tuned_encoders import build_tiny_encoder
 
 
 # two unseen and two seen relations, two rows and two columns: small enough to rank by hand
@@ -260,15 +261,24 @@ def test_cli_scores_a_saved_relsim_on_the_relation_world(tmp_path):
     processor = build_tiny_processor(image_size=112, instruction=None, use_system_prompt=False)
     build_tiny_model(processor).save_pretrained(tmp_path / "tiny")
     processor.save_pretrained(tmp_path / "tiny")
+    image_processor, encoder = build_tiny_encoder("clip", seed=0)
+    encoder.save_pretrained(tmp_path / "clip")
+    image_processor.save_pretrained(tmp_path / "clip")
     output = tmp_path / "report"
-    run = main(["--model", f"tiny={tmp_path / 'tiny'}", "--num-per-relation", "2", "--output", str(output)])
-    assert set(run.table) == {PIXEL_COSINE, COLOUR_HISTOGRAM, "tiny"}
+    models = ["--model", f"tiny={tmp_path / 'tiny'}", "--tuned-encoder", f"clip={tmp_path / 'clip'}"]
+    run = main([*models, "--num-per-relation", "2", "--output", str(output)])
+    assert set(run.table) == {PIXEL_COSINE, COLOUR_HISTOGRAM, "tiny", "clip"}
+    assert all(0.0 <= run.table["clip"][name] <= 1.0 for name in METRICS)  # tuned encoders are in the caption space
     assert len(run.pool) == 814 and sum(run.pool["unseen"]) == 204
     tiny, pixels = run.table["tiny"], run.table[PIXEL_COSINE]
     assert all(0.0 <= tiny[name] <= 1.0 for name in METRICS)  # relsim is in the caption space: text metrics too
     assert math.isnan(pixels["unseen text mAP"]) and 0.0 < pixels["unseen mAP"] < 1.0
     report = (output / "report.md").read_text()
-    assert "**Targets for tiny** (" in report and "unseen relations text→image mAP ≥ 0.5" in report
+    assert (
+        "**Targets for tiny** (" in report
+        and "**Targets for clip** (" in report
+        and "unseen relations text→image mAP ≥ 0.5" in report
+    )
     assert {"neighbours_unseen_tiny.png", "neighbours_unseen_pixel-cosine.png", "text_query.png"} <= {
         file.name for file in output.iterdir()
     }
