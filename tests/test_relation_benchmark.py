@@ -128,6 +128,15 @@ def test_a_one_hot_of_the_layout_finds_the_layout_but_not_the_relation(one_hot_r
     assert metrics["unseen attribute trap"] == sum(trapped) / 4
 
 
+def test_with_one_image_per_relation_relation_retrieval_is_not_a_score_of_zero():
+    pool = relation_pool(1, seed=1, image_size=48, relations=[Relation.from_name(n) for n in FIXTURE_RELATIONS])
+    run = run_relation_benchmark({"by layout": one_hot(pool, "layout")}, pool, text_encoder=None)
+    for name in ("seen mAP", "unseen mAP", "seen recall@1", "unseen recall@1"):
+        assert math.isnan(run.table["by layout"][name]), name
+    assert math.isnan(run.chance["unseen mAP"])
+    assert run.table["by layout"]["unseen layout mAP"] == 1.0  # the one other row still counts for the layout
+
+
 def test_chance_levels_are_the_expected_scores_of_a_random_ranking(one_hot_run):
     chance = one_hot_run.chance
     # an image query: 7 ranked images, 1 of its relation; E[AP] = H_7 / 7

@@ -10,6 +10,7 @@ in the caption space. Per-factor scores (same layout, same change, ...) on unsee
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def random_ranking_levels(query_labels: Sequence, pool_labels: Sequence, exclude
     ranked = len(pool_labels) - offset
     relevant = [counts[label] - offset for label in query_labels]
     answered = [count for count in relevant if count > 0]
-    mean_ap = sum(random_ranking_ap(count, ranked) for count in answered) / len(answered) if answered else 0.0
+    mean_ap = sum(random_ranking_ap(count, ranked) for count in answered) / len(answered) if answered else math.nan
     return mean_ap, sum(relevant) / ranked / len(relevant)
 
 
@@ -121,7 +122,8 @@ def chance_levels(pool: datasets.Dataset) -> dict[str, float]:
 
 def image_metrics(similarity: torch.Tensor, pool: datasets.Dataset) -> dict[str, float]:
     """Image->image mAP, recall@1 and attribute trap on seen and on unseen queries, and per-factor mAP on unseen
-    queries; a split without queries is left out."""
+    queries; a split without queries is left out, and relation mAP and recall@1 are NaN when every relation has a
+    single image (nothing to find)."""
     unseen = torch.tensor(list(pool["unseen"]), dtype=torch.bool)
     relations = list(pool["relation"])
     attributes = {name: list(pool[name]) for name in TRAP_ATTRIBUTES}
@@ -133,6 +135,8 @@ def image_metrics(similarity: torch.Tensor, pool: datasets.Dataset) -> dict[str,
         rows, labels = similarity[queries], [relations[index] for index in queries.tolist()]
         retrieval = relational_retrieval_metrics(rows, labels, relations, exclude=queries, ks=(1,))
         metrics[f"{split} mAP"], metrics[f"{split} recall@1"] = retrieval["mAP"], retrieval["recall@1"]
+        if len(relations) == len(set(relations)):  # one image per relation: no query has anything to find
+            metrics[f"{split} mAP"] = metrics[f"{split} recall@1"] = math.nan
         query_attributes = {name: [values[index] for index in queries.tolist()] for name, values in attributes.items()}
         metrics[f"{split} attribute trap"] = attribute_trap_rate(
             rows, labels, relations, query_attributes, attributes, exclude=queries
