@@ -23,6 +23,7 @@ from training.evaluation.relation_report import (
     mean_table,
     relation_verdict,
     seeds_summary,
+    summary_rows,
     write_relation_report,
 )
 from training.evaluation.reporting.neighbour_grids import (
@@ -264,6 +265,10 @@ def test_seeds_summary_is_the_mean_and_sample_std_per_method_and_metric():
     assert summary["pixel"]["unseen mAP"] == {"mean": pytest.approx(0.1), "std": pytest.approx(0.0)}
     assert math.isnan(summary["pixel"]["unseen text mAP"]["mean"])
     assert mean_table(summary)["relsim"] == {"unseen mAP": pytest.approx(0.3), "unseen text mAP": pytest.approx(0.6)}
+    assert summary_rows(summary, ["unseen mAP", "unseen text mAP"]) == [
+        {"method": "relsim", "unseen mAP": "0.300 ± 0.100", "unseen text mAP": "0.600 ± 0.173"},
+        {"method": "pixel", "unseen mAP": "0.100 ± 0.000", "unseen text mAP": "–"},
+    ]
 
 
 def test_cli_scores_a_saved_relsim_on_the_relation_world(tmp_path):
