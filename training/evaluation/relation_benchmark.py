@@ -185,7 +185,7 @@ def run_relation_benchmark(
     """Scores every method on `relation_pool`'s pool, seen and unseen relations apart (see `METRICS`).
 
     Text metrics are NaN for a method whose `caption_space` is False (its vectors cannot be compared with a
-    caption's), and for every method when `text_encoder` is None.
+    caption's), and for every method when neither `text_encoder` nor `caption_encoder` is given.
 
     Args:
         text_encoder: the sentence-transformers model that embeds each relation's caption (the one relsim trained
