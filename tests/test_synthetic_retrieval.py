@@ -125,7 +125,10 @@ def test_cli_writes_every_report_file(tmp_path):
     build_tiny_model(processor).save_pretrained(tmp_path / "tiny")
     processor.save_pretrained(tmp_path / "tiny")
     run = main(
-        ["--model", f"tiny-relsim={tmp_path / 'tiny'}", "--num-per-family", "3", "--output", str(tmp_path / "r")]
+        [
+            *("--world", "families", "--model", f"tiny-relsim={tmp_path / 'tiny'}"),
+            *("--num-per-family", "3", "--output", str(tmp_path / "r")),
+        ]
     )
     assert set(run.table) == {PIXEL_COSINE, COLOUR_HISTOGRAM, "tiny-relsim"}
     produced = {path.name for path in (tmp_path / "r").iterdir()}

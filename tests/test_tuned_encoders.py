@@ -156,3 +156,20 @@ def test_the_recipe_fields_build_a_tiny_encoder_and_refuse_lora():
 def test_the_trainer_names_what_a_model_lacks():
     with pytest.raises(TypeError, match="Linear lacks logit_scale, get_image_features, save_pretrained, config"):
         image_encoder_of(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kind", ["clip", "dinov2"])
+def test_the_relations_recipes_train_on_the_seen_relations_of_the_compositional_world(kind):
+    from training.synthetic.relations import relation_split
+    from training.trainer.data import load_training_data
+    from training.trainer.train import parse_arguments
+
+    recipe = f"training/configs/tuned-{kind}-relations-tiny-cpu.yaml"
+    model_arguments, data_arguments, _ = parse_arguments(["--config", recipe])
+    assert model_arguments.tiny_image_encoder == kind and data_arguments.synthetic_world == "relations"
+    small = ["--synthetic_num_per_family", "1", "--synthetic_eval_num_per_family", "1"]
+    _, data_arguments, _ = parse_arguments(["--config", recipe, *small])
+    train, held_out = load_training_data(data_arguments, seed=0)
+    seen = {relation.caption for relation in relation_split("train")}
+    assert len(train) == 305 and set(train["caption"]) == seen
+    assert len(held_out) == 407  # held-out looks of every relation, the unseen ones included

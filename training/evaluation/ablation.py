@@ -1,10 +1,13 @@
 """The ablation of issue 17: training variants (objective options, tuned baselines) under one reduced step count,
-each scored on the synthetic benchmark's held-out pool over several seeds.
+each scored on a synthetic benchmark's held-out pool over several seeds.
 
-A plan (YAML, `training/configs/ablation-*.yaml`) names the base recipe, the step count, the pool and the variants;
-a variant is data, `{name, about, overrides}`, its overrides any trainer field. Every run writes its result to
-`<output>/runs/<variant>/seed-<seed>/result.json`; a rerun skips the runs already there, so a table can be grown or
-spread over machines and reported once all runs are in.
+A plan (YAML, `training/configs/ablation-*.yaml`) names the base recipe, the step count, the world, the pool and the
+variants; a variant is data, `{name, about, overrides}`, its overrides any trainer field. The world is the
+compositional one by default (`world: relations`: training on the seen relations, scored by the relational
+benchmark on seen and unseen relations apart); `world: families` is the eight-family benchmark of issue 17.
+
+Every run writes its result to `<output>/runs/<variant>/seed-<seed>/result.json`; a rerun skips the runs already
+there, so a table can be grown or spread over machines and reported once all runs are in.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from modeling_relsim import RelSimModel
 from training.cpu_threads import set_torch_threads
 from training.evaluation.methods.relsim import RelSimMethod
 from training.evaluation.methods.tuned_encoder import TunedEncoderMethod
+from training.evaluation.relation_benchmark import relation_pool, run_relation_benchmark
 from training.evaluation.synthetic_retrieval import held_out_pool, run_benchmark
 from training.recipes import read_recipe
 from training.store import atomic_write
@@ -37,7 +41,12 @@ from training.trainer.train import OBJECTIVE_ARGUMENT_CLASSES, parse_into, recip
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-REPORTED_METRICS = ("mAP", "recall@1", "attribute trap")
+WORLDS = ("relations", "families")
+# the table's columns per world; every metric of the benchmark is kept in each run's result.json
+REPORTED_METRICS = {
+    "relations": ("seen mAP", "unseen mAP", "unseen text mAP", "unseen attribute trap"),
+    "families": ("mAP", "recall@1", "attribute trap"),
+}
 
 
 @dataclass(frozen=True)
@@ -57,10 +66,16 @@ class AblationPlan:
     steps: int
     variants: list[Variant]
     warmup_fraction: float = 0.0
+    world: str = "relations"
+    pool_num_per_relation: int = 5
     pool_num_per_family: int = 25
     pool_seed: int = 1
     overrides: dict[str, Any] = field(default_factory=dict)
     source: str = "plan"
+
+    @property
+    def reported_metrics(self) -> tuple[str, ...]:
+        return REPORTED_METRICS[self.world]
 
     def select(self, names: Sequence[str] | None) -> list[Variant]:
         """The variants called `names` (all when None), in the plan's order."""
@@ -89,6 +104,8 @@ def read_plan(path: str | Path) -> AblationPlan:
     for key in ("recipe", "steps", "variants"):
         if key not in data:
             raise ValueError(f"{path}: the plan needs {key!r}")
+    if data.get("world", "relations") not in WORLDS:
+        raise ValueError(f"{path}: world must be one of {WORLDS}, got {data['world']!r}")
     variants = []
     for position, entry in enumerate(data["variants"], start=1):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -133,10 +150,12 @@ def check_variants(plan: AblationPlan, variants: Sequence[Variant]) -> None:
 
 
 def run_settings(plan: AblationPlan, variant: Variant, seed: int, steps: int, run_dir: Path) -> dict[str, Any]:
-    """The recipe of one run: base recipe, then the plan's overrides, the variant's, and the run's own."""
+    """The recipe of one run: base recipe, the plan's world, then the plan's overrides, the variant's, and the run's
+    own."""
     recipe = read_recipe(plan.recipe)
     return {
         **recipe,
+        "synthetic_world": plan.world,
         **plan.overrides,
         **variant.overrides,
         "max_steps": steps,
@@ -166,10 +185,21 @@ class AblationRunner:
 
     def pool(self):
         if self._pool is None:
-            settings = self.plan.pool_num_per_family, self.plan.pool_seed
             image_size = self.plan.overrides.get("synthetic_image_size", 112)
-            self._pool = held_out_pool(*settings, image_size=image_size)
+            if self.plan.world == "relations":
+                self._pool = relation_pool(self.plan.pool_num_per_relation, self.plan.pool_seed, image_size)
+            else:
+                self._pool = held_out_pool(self.plan.pool_num_per_family, self.plan.pool_seed, image_size=image_size)
         return self._pool
+
+    def score(self, name: str, method: Any, caption_encoder: Any) -> dict[str, float]:
+        """Every metric of the plan's benchmark for one trained model (the relation texts embedded by the caption
+        encoder it trained against)."""
+        if self.plan.world == "relations":
+            methods = {name: method}
+            run = run_relation_benchmark(methods, self.pool(), self.batch_size, caption_encoder=caption_encoder)
+            return run.table[name]
+        return run_benchmark({name: method}, self.pool(), batch_size=self.batch_size).table[name]
 
     def result(self, variant: Variant, seed: int, steps: int) -> dict[str, Any]:
         """The run's result, read back when a finished run with the same settings is on disk, else trained now."""
@@ -218,14 +248,14 @@ class AblationRunner:
         seconds = time.perf_counter() - started
         trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
         method = embedding_method(trained, processor, f"{variant.name}/seed-{seed}", training_arguments.device)
-        table = run_benchmark({variant.name: method}, self.pool(), batch_size=self.batch_size).table
+        metrics = self.score(variant.name, method, self._caption_encoders[text_encoder])
         return {
             "variant": variant.name,
             "seed": seed,
             "steps": training_arguments.max_steps,
             "seconds_per_step": seconds / max(training_arguments.max_steps, 1),
             "train_loss": outcome.metrics.get("train_loss"),
-            "metrics": table[variant.name],
+            "metrics": metrics,
             "settings": json.loads(json.dumps(settings)),
         }
 

@@ -4,50 +4,69 @@
 from __future__ import annotations
 
 import json
-import statistics
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.evaluation.ablation import REPORTED_METRICS, AblationPlan, Variant
+from training.evaluation.ablation import AblationPlan, Variant
+from training.evaluation.relation_report import format_mean_std, seeds_summary
 
 
 CHART_FILE = "ablation.png"
-METRIC_HINTS = {"mAP": "higher is better", "recall@1": "higher is better", "attribute trap": "lower is better"}
+HIGHER, LOWER = "higher is better", "lower is better"
+METRIC_HINTS = {
+    "mAP": HIGHER,
+    "recall@1": HIGHER,
+    "attribute trap": LOWER,
+    "seen mAP": f"relations training saw, new looks; {HIGHER}",
+    "unseen mAP": f"relations training never saw; {HIGHER}",
+    "unseen text mAP": f"an unseen relation's caption ranks the pool; {HIGHER}",
+    "unseen attribute trap": f"unseen queries fooled by shape or colour; {LOWER}",
+}
 
 
-def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
-    """The mean and the sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def summarise(runs: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, dict[str, float]]:
+    """`{metric: {"mean", "std"}}` over a variant's runs, for `metrics` and the seconds per step."""
+    tables = [{"run": {**run["metrics"], "seconds per step": run["seconds_per_step"]}} for run in runs]
+    summary = seeds_summary(tables)["run"]
+    return {metric: summary[metric] for metric in (*metrics, "seconds per step")}
 
 
-def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """`{metric: {"mean", "std"}}` over a variant's runs, for the reported metrics and the seconds per step."""
-    summary = {}
-    for metric in REPORTED_METRICS:
-        mean, std = mean_and_std([run["metrics"][metric] for run in runs])
-        summary[metric] = {"mean": mean, "std": std}
-    mean, std = mean_and_std([run["seconds_per_step"] for run in runs])
-    summary["seconds per step"] = {"mean": mean, "std": std}
-    return summary
+def pool_size(plan: AblationPlan) -> dict[str, int]:
+    if plan.world == "relations":
+        return {"num_per_relation": plan.pool_num_per_relation}
+    return {"num_per_family": plan.pool_num_per_family}
+
+
+def pool_description(plan: AblationPlan) -> str:
+    """What the variants are scored on, in words."""
+    if plan.world == "relations":
+        return (
+            f"{plan.pool_num_per_relation} images of every relation of the compositional world, drawn with shapes and "
+            "colours training never shows; a quarter of the relations never appear in training (unseen), the "
+            "others did (seen)"
+        )
+    return f"{plan.pool_num_per_family} images per relation family drawn with shapes and colours training never shows"
 
 
 def _cell(entry: Mapping[str, float], seeds: int, digits: int = 3) -> str:
-    text = f"{entry['mean']:.{digits}f}"
-    return f"{text} ± {entry['std']:.{digits}f}" if seeds > 1 else text
+    if seeds > 1:
+        return format_mean_std(entry, digits)
+    return "–" if math.isnan(entry["mean"]) else f"{entry['mean']:.{digits}f}"
 
 
 def markdown(
     plan: AblationPlan, variants: Sequence[Variant], summaries: Mapping[str, Mapping], seeds: int, steps: int
 ) -> str:
-    columns = [*REPORTED_METRICS, "s/step"]
+    metrics = plan.reported_metrics
+    columns = [*metrics, "s/step"]
     lines = [
         "# Ablation: objective options and tuned baselines on the synthetic benchmark",
         "",
         f"Each variant trains from `{plan.recipe}` for the same {steps} steps (warm-up {plan.warmup_fraction:.0%}), "
         f"seeds 0..{seeds - 1} (training order and new-parameter initialisation), then embeds the held-out pool: "
-        f"{plan.pool_num_per_family} images per relation family drawn with shapes and colours training never shows "
-        f"(pool seed {plan.pool_seed}); every image queries all the others. "
+        f"{pool_description(plan)} (pool seed {plan.pool_seed}); every image queries all the others. "
         + (f"Mean ± sample standard deviation over {seeds} seeds." if seeds > 1 else "One seed: no spread."),
         "",
         "| variant | " + " | ".join(columns) + " |",
@@ -55,12 +74,12 @@ def markdown(
     ]
     for variant in variants:
         summary = summaries[variant.name]
-        cells = [_cell(summary[metric], seeds) for metric in REPORTED_METRICS]
+        cells = [_cell(summary[metric], seeds) for metric in metrics]
         cells.append(_cell(summary["seconds per step"], seeds, digits=2))
         lines.append(f"| {variant.name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        *[f"- **{metric}**: {METRIC_HINTS[metric]}." for metric in REPORTED_METRICS],
+        *[f"- **{metric}**: {METRIC_HINTS[metric]}." for metric in metrics],
         "- **s/step**: training wall time per step on this machine (data loading included).",
         "",
         "## Variants",
@@ -76,7 +95,9 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def draw_chart(variants: Sequence[Variant], summaries: Mapping[str, Mapping], path: Path, seeds: int) -> Path:
+def draw_chart(
+    variants: Sequence[Variant], summaries: Mapping[str, Mapping], path: Path, seeds: int, metrics: Sequence[str]
+) -> Path:
     """One group of bars per metric, one bar per variant, with ± one standard deviation as error bars."""
     import matplotlib
 
@@ -84,14 +105,14 @@ def draw_chart(variants: Sequence[Variant], summaries: Mapping[str, Mapping], pa
     import matplotlib.pyplot as plt
     import numpy as np
 
-    positions = np.arange(len(REPORTED_METRICS))
+    positions = np.arange(len(metrics))
     width = 0.8 / max(len(variants), 1)
     figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(variants) + 3), 4.0), layout="constrained")
     colours = plt.get_cmap("tab10")
     for index, variant in enumerate(variants):
         summary = summaries[variant.name]
-        means = [summary[metric]["mean"] for metric in REPORTED_METRICS]
-        errors = [summary[metric]["std"] for metric in REPORTED_METRICS] if seeds > 1 else None
+        means = [summary[metric]["mean"] for metric in metrics]
+        errors = [summary[metric]["std"] for metric in metrics] if seeds > 1 else None
         axes.bar(
             positions + (index - (len(variants) - 1) / 2) * width,
             means,
@@ -101,7 +122,7 @@ def draw_chart(variants: Sequence[Variant], summaries: Mapping[str, Mapping], pa
             label=variant.name,
             color=colours(index % 10),
         )
-    axes.set_xticks(positions, [f"{metric}\n({METRIC_HINTS[metric]})" for metric in REPORTED_METRICS])
+    axes.set_xticks(positions, [f"{metric}\n({METRIC_HINTS[metric].rsplit('; ', 1)[-1]})" for metric in metrics])
     axes.set_ylim(0, 1)
     axes.set_ylabel(f"mean over {seeds} seed{'s' if seeds > 1 else ''}")
     axes.set_title("held-out synthetic benchmark")
@@ -122,13 +143,14 @@ def write_ablation_report(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     variants = [variant for variant in plan.variants if variant.name in results]
-    summaries = {name: summarise(runs) for name, runs in results.items()}
+    summaries = {name: summarise(runs, plan.reported_metrics) for name, runs in results.items()}
     document = {
         "plan": plan.source,
         "recipe": str(plan.recipe),
         "steps": steps,
         "seeds": seeds,
-        "pool": {"num_per_family": plan.pool_num_per_family, "seed": plan.pool_seed},
+        "world": plan.world,
+        "pool": {**pool_size(plan), "seed": plan.pool_seed},
         "variants": [
             {
                 "name": variant.name,
@@ -150,5 +172,5 @@ def write_ablation_report(
     }
     written["report.json"].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     written["report.md"].write_text(markdown(plan, variants, summaries, seeds, steps), encoding="utf-8")
-    draw_chart(variants, summaries, written[CHART_FILE], seeds)
+    draw_chart(variants, summaries, written[CHART_FILE], seeds, plan.reported_metrics)
     return written

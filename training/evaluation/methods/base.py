@@ -17,10 +17,14 @@ METRICS = ("cosine", "l2")
 
 class EmbeddingMethod(ABC):
     """A similarity method as vectors: `cosine` methods return L2-normalised rows compared by inner product; `l2`
-    methods return feature rows whose squared Euclidean distance is the method's distance (LPIPS)."""
+    methods return feature rows whose squared Euclidean distance is the method's distance (LPIPS).
+
+    `caption_space` is True for methods trained to match caption embeddings (relsim, the tuned encoders): their
+    vectors can be compared with a caption's sentence embedding, so a relation's text can query them."""
 
     name: str
     metric: str = "cosine"
+    caption_space: bool = False
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)

@@ -24,6 +24,7 @@ class RelSimMethod(EmbeddingMethod):
     """
 
     name = "relsim"
+    caption_space = True  # trained against the caption encoder's embeddings
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ class TunedEncoderMethod(EmbeddingMethod):
     """
 
     name = "tuned-encoder"  # per instance: tuned-clip or tuned-dino, after the encoder it holds
+    caption_space = True  # trained against the caption encoder's embeddings
 
     def __init__(
         self,

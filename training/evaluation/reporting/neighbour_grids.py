@@ -25,6 +25,7 @@ TITLE_HEIGHT = 22
 HEADER_HEIGHT = 18
 LEGEND_HEIGHT = 26
 MARGIN = 6
+NEIGHBOUR_LABEL_LINE = 11  # one line of a neighbour's own label, under its thumbnail
 TEXT = (40, 40, 40)
 MUTED = (110, 110, 110)
 
@@ -32,12 +33,14 @@ MUTED = (110, 110, 110)
 @dataclass
 class GridRow:
     """One query of a grid: its label (the relation it shows), its image, and its neighbours best first with
-    whether each shares the query's relation."""
+    whether each shares the query's relation; optionally a short label of each neighbour (lines split by newlines),
+    drawn under it."""
 
     label: str
     query: PIL.Image.Image
     neighbours: list[PIL.Image.Image]
     relevant: list[bool]
+    neighbour_labels: list[str] | None = None
 
     @property
     def correct(self) -> int:
@@ -56,6 +59,16 @@ def _font(size: int) -> PIL.ImageFont.ImageFont:
         return PIL.ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only its fixed-size bitmap font
         return PIL.ImageFont.load_default()
+
+
+def text_tile(text: str, side: int = THUMBNAIL) -> PIL.Image.Image:
+    """A square white tile with `text` wrapped on it: the query cell of a text query's row."""
+    tile = PIL.Image.new("RGB", (side, side), "white")
+    draw = PIL.ImageDraw.Draw(tile)
+    lines = textwrap.wrap(text, width=max(side // 6, 4))[: (side - 2 * BORDER) // 11]
+    for number, line in enumerate(lines):
+        draw.text((BORDER + 2, BORDER + 1 + 11 * number), line, fill=TEXT, font=_font(9))
+    return tile
 
 
 def _framed(image: PIL.Image.Image, colour: tuple[int, int, int]) -> PIL.Image.Image:
@@ -77,7 +90,9 @@ def draw_neighbour_grid(
     first_neighbour_x = LABEL_WIDTH + THUMBNAIL + GAP
     width = first_neighbour_x + k * THUMBNAIL + MARGIN
     top = TITLE_HEIGHT + HEADER_HEIGHT
-    grid = PIL.Image.new("RGB", (width, top + len(rows) * THUMBNAIL + LEGEND_HEIGHT), "white")
+    label_lines = max((label.count("\n") + 1 for row in rows for label in row.neighbour_labels or []), default=0)
+    row_height = THUMBNAIL + (label_lines * NEIGHBOUR_LABEL_LINE + 4 if label_lines else 0)
+    grid = PIL.Image.new("RGB", (width, top + len(rows) * row_height + LEGEND_HEIGHT), "white")
     draw = PIL.ImageDraw.Draw(grid)
     font, small = _font(13), _font(11)
     draw.text((MARGIN, 4), title, fill=TEXT, font=font)
@@ -85,7 +100,7 @@ def draw_neighbour_grid(
     for centre, header in zip(column_centres, ["query", *map(str, range(1, k + 1))], strict=True):
         draw.text((centre, TITLE_HEIGHT + HEADER_HEIGHT / 2), header, fill=TEXT, font=small, anchor="mm")
     for index, row in enumerate(rows):
-        y = top + index * THUMBNAIL
+        y = top + index * row_height
         lines = [*textwrap.wrap(row.label, width=17)[:2], f"{row.correct} of {len(row.neighbours)} right"]
         for line_number, line in enumerate(lines):
             colour = TEXT if line_number < len(lines) - 1 else MUTED
@@ -95,6 +110,11 @@ def draw_neighbour_grid(
             grid.paste(
                 _framed(image, RELEVANT if relevant else IRRELEVANT), (first_neighbour_x + column * THUMBNAIL, y)
             )
+        for column, label in enumerate(row.neighbour_labels or []):
+            centre = first_neighbour_x + (column + 0.5) * THUMBNAIL
+            for line_number, line in enumerate(label.split("\n")):
+                line_y = y + THUMBNAIL + 2 + NEIGHBOUR_LABEL_LINE * (line_number + 0.5)
+                draw.text((centre, line_y), line, fill=MUTED, font=_font(10), anchor="mm")
     x, y = MARGIN, grid.height - LEGEND_HEIGHT + 7
     for colour, meaning in ((QUERY, "query"), (RELEVANT, relevant_meaning), (IRRELEVANT, irrelevant_meaning)):
         draw.rectangle((x, y, x + 12, y + 12), outline=colour, width=3)
