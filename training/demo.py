@@ -139,7 +139,7 @@ def run_seed(args: argparse.Namespace, output: Path, seed: int, passive: bool) -
     from modeling_relsim import RelSimModel, RelSimProcessor
     from training.evaluation.methods.relsim import RelSimMethod
     from training.evaluation.relation_benchmark import relation_pool, run_relation_benchmark
-    from training.evaluation.relation_report import relation_verdict, write_relation_report
+    from training.evaluation.relation_report import relation_verdict, verdict_markdown, write_relation_report
     from training.evaluation.synthetic_retrieval import PIXEL_COSINE, attribute_baselines
     from training.trainer.model_factory import build_base, load_model_arguments
     from training.trainer.train import main as train
@@ -164,7 +164,7 @@ def run_seed(args: argparse.Namespace, output: Path, seed: int, passive: bool) -
     }
     pool = relation_pool(args.pool_per_relation, seed=1, image_size=image_size)
     run = run_relation_benchmark(methods, pool)
-    summary = relation_verdict(run.table, run.chance)
+    summary = verdict_markdown(relation_verdict(run.table, run.chance, TRAINED), TRAINED)
     notes = training_summary(run_dir, training_seconds)
     report = write_relation_report(run, output, grid_methods=[TRAINED, PIXEL_COSINE], summary=summary, notes=notes)
     showcase = show_search(trained, processor, run, output / "search-index", report)
@@ -175,10 +175,48 @@ def run_seed(args: argparse.Namespace, output: Path, seed: int, passive: bool) -
     return run
 
 
-def write_seeds_report(output: Path, seed_folders: Sequence[Path]) -> Path:
-    """The top report of a several-seed run: every figure's mean ± std over the seeds, with links to each run."""
-    from training.evaluation.relation_report import seeds_markdown
+def seeds_markdown(results: Sequence[dict[str, Any]]) -> str:
+    """The figures of several seeds' `results.json`: each method's mean ± std, the targets judged on the means, and
+    the search figures' mean ± std."""
+    from training.evaluation.relation_benchmark import SEEN_METRICS, UNSEEN_METRICS
+    from training.evaluation.relation_report import (
+        mean_table,
+        relation_verdict,
+        seeds_summary,
+        summary_rows,
+        verdict_markdown,
+    )
+    from training.evaluation.reporting.tables import markdown_table
 
+    seeds = ", ".join(str(result["seed"]) for result in results)
+    summary = seeds_summary([result["table"] for result in results])
+    search = seeds_summary([{TRAINED: result["search"]} for result in results])
+    chance = results[0]["chance"]
+    chance_row = {"method": "chance (random ranking)", **{c: f"{chance[c]:.3f}" for c in UNSEEN_METRICS if c in chance}}
+    lines = [
+        f"# relsim on relations it never saw: {len(results)} seeds ({seeds})",
+        "",
+        "Each figure is the mean ± the standard deviation over the seeds (each seed draws its own training images and "
+        "initialises its own model; the benchmark pool is the same). Relations training never saw:",
+        "",
+        markdown_table([*summary_rows(summary, UNSEEN_METRICS), chance_row], columns=UNSEEN_METRICS),
+        "",
+        verdict_markdown(relation_verdict(mean_table(summary), chance, TRAINED), f"{TRAINED}, mean of the seeds"),
+        "",
+        "Relations seen in training (in held-out looks):",
+        "",
+        markdown_table(summary_rows(summary, SEEN_METRICS), columns=SEEN_METRICS),
+        "",
+        "Search with the trained model (relation-text mAP and why accuracy, unseen and seen relations):",
+        "",
+        markdown_table(summary_rows(search, list(results[0]["search"])), columns=list(results[0]["search"])),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_seeds_report(output: Path, seed_folders: Sequence[Path]) -> Path:
+    """The top report of a several-seed run, with links to each run's own report."""
     results = [json.loads((folder / RESULTS_FILE).read_text()) for folder in seed_folders]
     report = output / "report.md"
     links = ", ".join(f"[seed {result['seed']}]({folder.name}/report.md)" for result, folder in zip(
