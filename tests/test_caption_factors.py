@@ -53,3 +53,15 @@ def test_nearest_relation_is_the_most_similar_row():
     assert nearest_relation(captions, relations).tolist() == [1, 2]
     with pytest.raises(ValueError, match="2-d"):
         nearest_relation(captions[0], relations)
+
+
+def test_a_relation_subset_spreads_over_its_split():
+    from training.synthetic.relation_subset import relation_subset
+    from training.synthetic.relations import relation_split
+
+    assert relation_subset("heldout") == relation_split("heldout")
+    few = relation_subset("train", 4)
+    assert len(set(few)) == 4 and set(few) <= set(relation_split("train"))
+    assert (few[0], few[-1]) == (relation_split("train")[0], relation_split("train")[-1])
+    with pytest.raises(ValueError, match="at least 1"):
+        relation_subset("train", 0)
