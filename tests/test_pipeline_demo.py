@@ -19,7 +19,7 @@ def test_demo_with_tiny_steps_writes_every_stage_and_the_report_over_two_seeds(t
         "demo", "--output", str(output), "--seeds", "0", "1", "--max-relations", "3", "--filter-per-relation", "1",
         "--filter-steps", "1", "--captioner-per-relation", "2", "--captioner-steps", "1", "--heldout-per-relation",
         "1", "--pool-per-relation", "2", "--pool-negatives", "4", "--relsim-steps", "1", "--benchmark-per-relation",
-        "2",
+        "2", "--torch-threads", "1",
     ])  # fmt: skip
 
     pipeline = output / "seed-1" / "pipeline"

@@ -209,6 +209,7 @@ def _add_demo_options(parser: argparse.ArgumentParser) -> None:
         "--max-relations", type=int, help="at most this many seen and this many unseen relations (quick runs, tests)"
     )
     parser.add_argument("--image-size", type=int, default=112, help="side of the generated images")
+    parser.add_argument("--torch-threads", type=int, help="torch threads of every training (default: the recipes')")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -120,9 +120,11 @@ def _write_pool(examples: list[dict[str, Any]], folder: Path) -> list[dict[str, 
     return rows
 
 
-def _sft_overrides(steps: int | None, seed: int, warmup_share: int, warmup_cap: int) -> dict[str, Any]:
-    """The demo seed as the SFT seed, and a step count with its warm-up and logging scaled to it."""
+def _sft_overrides(args: argparse.Namespace, steps: int | None, seed: int, warmup_share: int, warmup_cap: int):
+    """The demo seed as the SFT seed, the thread count, and a step count with its warm-up and logging scaled to it."""
     overrides: dict[str, Any] = {"seed": seed}
+    if args.torch_threads is not None:
+        overrides["torch_num_threads"] = args.torch_threads
     if steps is not None:
         warmup = min(steps // warmup_share, warmup_cap)
         overrides.update(max_steps=steps, warmup_steps=warmup, logging_steps=max(1, steps // 5))
@@ -143,7 +145,7 @@ def train_the_filter(args: argparse.Namespace, run: SeedRun, result: DemoResult)
         "synthetic_eval_positives_per_family": args.heldout_per_relation,
         "synthetic_eval_negatives": seen * args.heldout_per_relation,
         "synthetic_seed": run.seeds["filter"], "synthetic_image_size": args.image_size,
-        "max_pixels": args.image_size**2, **_sft_overrides(args.filter_steps, run.seed, 10, 20),
+        "max_pixels": args.image_size**2, **_sft_overrides(args, args.filter_steps, run.seed, 10, 20),
     }  # fmt: skip
     _, sft, _ = load_filter_recipe(TINY_FILTER_RECIPE, overrides)
     chat, filtered = train_synthetic_filter(run.output / "filter", TINY_FILTER_RECIPE, overrides)
@@ -175,7 +177,7 @@ def train_the_captioner(args: argparse.Namespace, run: SeedRun, result: DemoResu
         "synthetic_max_relations": args.max_relations, "synthetic_num_per_family": args.captioner_per_relation,
         "synthetic_eval_num_per_family": args.heldout_per_relation, "synthetic_seed": run.seeds["captioner"],
         "synthetic_image_size": args.image_size, "max_pixels": args.image_size**2, "max_new_tokens": CAPTION_TOKENS,
-        **_sft_overrides(args.captioner_steps, run.seed, 20, 50),
+        **_sft_overrides(args, args.captioner_steps, run.seed, 20, 50),
     }  # fmt: skip
     recipe = load_captioner_recipe(CAPTIONER_RECIPE, overrides)
     chat, quality = train_synthetic_captioner(folder, recipe)
@@ -243,11 +245,12 @@ def write_true_captions(examples: list[dict[str, Any]], rows: list[dict[str, Any
 def train_relsim(args: argparse.Namespace, seed: int, captions: Path, images: Path, run_dir: Path) -> Path:
     """relsim with the demo's reduced recipe (`tiny-cpu.yaml`, fewer steps) on an official captions folder."""
     steps = args.relsim_steps
+    threads = [] if args.torch_threads is None else ["--torch-num-threads", str(args.torch_threads)]
     return train([
         "--config", str(RELSIM_RECIPE), "--output-dir", str(run_dir), "--captions-jsonl", str(captions),
         "--image-dir", str(images), "--synthetic-num-per-family", "0", "--synthetic-eval-num-per-family", "0",
         "--max-steps", str(steps), "--warmup-steps", str(max(1, steps // 20)),
-        "--logging-steps", str(max(1, steps // 4)), "--seed", str(seed),
+        "--logging-steps", str(max(1, steps // 4)), "--seed", str(seed), *threads,
     ])  # fmt: skip
 
 
