@@ -85,3 +85,20 @@ def test_the_bars_are_judged_on_the_mean_over_seeds_and_the_spread_is_the_sample
     assert [met for _, _, _, met in checks] == [True, True, False, True]
     assert checks[0][1] == "0.910 ± 0.085 (untrained 0.500)"
     assert checks[3][1] == "0.460 ± 0.085 / 0.500 ± 0.000 = 0.920 ± 0.170"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--max-relations", "0"], "--max-relations must be at least 1, got 0"),
+        (["--heldout-per-relation", "0"], "--heldout-per-relation must be at least 1, got 0"),
+        (["--seeds", "1", "1"], "--seeds must differ from each other (each writes seed-<n>/), got [1, 1]"),
+    ],
+)
+def test_a_bad_count_is_one_line_naming_the_option_with_exit_status_2(tmp_path, capsys, option, message):
+    from training.cli import run_program
+
+    status = run_program(main, ["demo", "--output", str(tmp_path), *option], has_commands=True)
+    assert status == 2
+    assert capsys.readouterr().err.strip().endswith(f"demo: error: {message}")
+    assert not (tmp_path / "seed-1").exists()

@@ -162,6 +162,9 @@ def check(args: argparse.Namespace):
 
 
 def demo(args: argparse.Namespace) -> None:
+    from training.cpu_threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before torch loads: OpenMP reads its wait policy once
     from training.pipeline.demo import run_demo
 
     run_demo(args)
@@ -196,14 +199,16 @@ def _add_demo_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--filter-per-relation", type=int, default=10, help="filter training images per relation")
     parser.add_argument("--filter-steps", type=int, help="filter SFT steps (default: filter-tiny-cpu.yaml's)")
-    parser.add_argument("--captioner-per-relation", type=int, default=10, help="seed-group images per relation")
-    parser.add_argument("--captioner-steps", type=int, help="captioner SFT steps (default: captioner-tiny-cpu.yaml's)")
+    parser.add_argument("--captioner-per-relation", type=int, default=20, help="seed-group images per relation")
+    parser.add_argument(
+        "--captioner-steps", type=int, default=3000, help="captioner SFT steps (the recipe's 900 serve eight captions)"
+    )
     parser.add_argument(
         "--heldout-per-relation", type=int, default=2, help="held-out-look images per relation (filter, captioner)"
     )
-    parser.add_argument("--pool-per-relation", type=int, default=2, help="pipeline input images per seen relation")
+    parser.add_argument("--pool-per-relation", type=int, default=4, help="pipeline input images per seen relation")
     parser.add_argument("--pool-negatives", type=int, default=120, help="pipeline input non-relational images")
-    parser.add_argument("--relsim-steps", type=int, default=700, help="relsim training steps (each of two runs)")
+    parser.add_argument("--relsim-steps", type=int, default=1500, help="relsim training steps (each of two runs)")
     parser.add_argument("--benchmark-per-relation", type=int, default=3, help="benchmark images per relation")
     parser.add_argument(
         "--max-relations", type=int, help="at most this many seen and this many unseen relations (quick runs, tests)"

@@ -1,7 +1,7 @@
 """The pipeline's offline demo: does the data half of the method *learn*, end to end, on 2 CPU cores, and does it
 carry over to relations it never saw?
 
-    python -m training.pipeline demo --output pipeline-demo                # one seed (~25 min on 2 quiet cores)
+    python -m training.pipeline demo --output pipeline-demo                # one seed (sized for <= 25 min, 2 cores)
     python -m training.pipeline demo --output pipeline-demo --seeds 0 1 2  # the whole demo per seed, mean ± std
 
 The world is the compositional one (`training.synthetic.factors`): 407 relations, each a layout, a change, an
@@ -335,8 +335,27 @@ def run_seed(args: argparse.Namespace, seed: int) -> DemoResult:
     return result
 
 
+# the demo's count options and the least each may be (None: the recipe's or all relations)
+LEAST = {
+    "filter_per_relation": 1, "captioner_per_relation": 1, "heldout_per_relation": 1, "pool_per_relation": 1,
+    "pool_negatives": 0, "benchmark_per_relation": 1, "relsim_steps": 1, "filter_steps": 1, "captioner_steps": 1,
+    "max_relations": 1, "torch_threads": 1, "image_size": 32,
+}  # fmt: skip
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """A ValueError naming the first option out of range, before minutes of training are spent."""
+    for name, least in LEAST.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds must differ from each other (each writes seed-<n>/), got {args.seeds}")
+
+
 def run_demo(args: argparse.Namespace) -> list[DemoResult]:
     """Runs the demo once per seed of `args.seeds`; writes the report over all of them."""
+    check_arguments(args)
     prefer_passive_waiting()
     args.output.mkdir(parents=True, exist_ok=True)
     results = []
