@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from training.synthetic.caption_factors import caption_factors, caption_relation, nearest_relation
+from training.synthetic.caption_factors import caption_factors, caption_relation
 from training.synthetic.factors import FACTORS, VALID_RELATIONS, Relation
 
 
@@ -45,23 +44,3 @@ def test_a_factor_named_twice_with_different_values_is_unknown():
 def test_a_caption_without_a_layout_phrase_has_no_layout_but_its_other_factors():
     text = "growing larger step by step, exactly one of them a different colour"
     assert caption_factors(text) == {"layout": None, "change": "growing", "exception": "colour", "structure": "none"}
-
-
-def test_nearest_relation_is_the_most_similar_row():
-    captions = np.array([[1.0, 0.0], [0.6, 0.8]])
-    relations = np.array([[0.0, 1.0], [1.0, 0.0], [0.8, 0.6]])
-    assert nearest_relation(captions, relations).tolist() == [1, 2]
-    with pytest.raises(ValueError, match="2-d"):
-        nearest_relation(captions[0], relations)
-
-
-def test_a_relation_subset_spreads_over_its_split():
-    from training.synthetic.relation_subset import relation_subset
-    from training.synthetic.relations import relation_split
-
-    assert relation_subset("heldout") == relation_split("heldout")
-    few = relation_subset("train", 4)
-    assert len(set(few)) == 4 and set(few) <= set(relation_split("train"))
-    assert (few[0], few[-1]) == (relation_split("train")[0], relation_split("train")[-1])
-    with pytest.raises(ValueError, match="at least 1"):
-        relation_subset("train", 0)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from training.synthetic.factors import FACTORS, Relation
 
 
@@ -69,15 +67,3 @@ def caption_relation(text: str) -> Relation | None:
     if any(value is None for value in values.values()):
         return None
     return Relation(**values)
-
-
-def nearest_relation(caption_embeddings: np.ndarray, relation_embeddings: np.ndarray) -> np.ndarray:
-    """`(captions,)` the index of the most similar relation caption for each caption.
-
-    Args:
-        caption_embeddings: `(captions, dim)` L2-normalised (e.g. `embed_captions` of MiniLM).
-        relation_embeddings: `(relations, dim)` L2-normalised, one row per relation caption.
-    """
-    if caption_embeddings.ndim != 2 or relation_embeddings.ndim != 2:
-        raise ValueError(f"need 2-d embeddings, got shapes {caption_embeddings.shape} and {relation_embeddings.shape}")
-    return (caption_embeddings @ relation_embeddings.T).argmax(-1)
