@@ -383,3 +383,47 @@ def test_recipe_trains_on_seed_group_json_and_measures_heldout_groups(tmp_path):
         fingerprint.startswith("sha256:")
         and len((tmp_path / "run" / "heldout_captions.jsonl").read_text().splitlines()) == 2
     )
+
+
+def test_composition_scores_count_exact_per_factor_and_nearest_with_their_chance():
+    from training.pipeline.captioning.composition import composition_scores
+    from training.synthetic.factors import Relation
+
+    row, column = Relation("row", "growing", "none", "none"), Relation("column", "none", "colour", "none")
+    captions = [
+        row.caption,  # exact
+        "{Object}s in a row, shrinking step by step.",  # layout right, change wrong
+        "{Object}s in a column, exactly one of them a different colour ",  # exact after trimming
+        "a spiral of things",  # nothing readable
+    ]
+    scores = composition_scores(captions, [row, row, column, column], [row.name, row.name, row.name, column.name])
+    assert (scores.count, scores.exact, scores.nearest) == (4, 0.5, 0.75)
+    assert scores.factors == {"layout": 0.75, "change": 0.5, "exception": 0.75, "structure": 0.75}
+    assert scores.chance == {
+        "exact": 1 / 407, "nearest": 1 / 407, "layout": 0.5, "change": 0.5, "exception": 0.5, "structure": 1.0
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="got 1 captions, 2 relations and 2 nearest names"):
+        composition_scores(captions[:1], [row, row], [row.name, row.name])
+
+
+def test_synthetic_captioner_on_the_compositional_world_scores_seen_and_unseen_relations(tmp_path):
+    from training.pipeline.captioning.recipe import load_captioner_recipe
+    from training.pipeline.captioning.synthetic import train_synthetic_captioner
+    from training.synthetic.factors import VALID_RELATIONS
+
+    overrides = {
+        "output_dir": str(tmp_path / "model"), "max_steps": 2, "warmup_steps": 0, "synthetic_world": "relations",
+        "synthetic_max_relations": 3, "synthetic_num_per_family": 2, "synthetic_eval_num_per_family": 1,
+        "synthetic_group_size": 2, "max_new_tokens": 8,
+    }  # fmt: skip
+    recipe = load_captioner_recipe("training/configs/captioner-tiny-cpu.yaml", overrides)
+    chat, quality = train_synthetic_captioner(tmp_path, recipe)
+    summary = json.loads((tmp_path / "quality.json").read_text())
+    assert summary["count"] == quality.count == 6 and summary["training_rows"] == 6
+    assert set(summary["composition"]) == {"seen_relations", "unseen_relations"}
+    unseen = summary["composition"]["unseen_relations"]
+    assert unseen["count"] == 3 and unseen["candidates"] == 407 and unseen["chance"]["nearest"] == 1 / 407
+    assert set(unseen["factors"]) == {"layout", "change", "exception", "structure"}
+    # every relation caption's words are whole tokens (a comma stays with its word), one token per word
+    longest = max((relation.caption for relation in VALID_RELATIONS), key=len)
+    assert len(chat.tokenizer.tokenize(longest)) == len(longest.split()) == 26

@@ -147,3 +147,32 @@ def test_a_short_synthetic_run_writes_both_reports_and_the_model(tmp_path):
     assert (tmp_path / "trained" / "pr_curve.png").is_file() and (tmp_path / "model" / "model.safetensors").is_file()
     assert run.trained.roc_auc == summary["trained"]["roc_auc"]
     assert not chat.model.training
+
+
+def test_a_short_run_on_the_compositional_world_reports_seen_and_unseen_relations_apart(tmp_path):
+    overrides = {
+        "max_steps": 1,
+        "per_device_train_batch_size": 4,
+        "synthetic_world": "relations",
+        "synthetic_max_relations": 6,
+        "synthetic_positives_per_family": 1,
+        "synthetic_negatives": 8,
+        "synthetic_eval_positives_per_family": 2,
+        "synthetic_eval_negatives": 10,
+        "warmup_steps": 0,
+        "logging_steps": 1,
+    }
+    _, run = train_synthetic_filter(tmp_path, TINY_FILTER_RECIPE, overrides)
+    assert (run.num_train_relational, run.num_train_not_relational) == (6, 8)
+    # each held-out set: two images of each of its 6 relations, beside as many negatives (at most 10)
+    assert (run.trained.num_images, run.trained.num_relational) == (12 + 10, 12)
+    assert (run.trained_unseen_relations.num_images, run.trained_unseen_relations.num_relational) == (22, 12)
+    assert run.untrained_unseen_relations.num_images == 22
+    summary = json.loads((tmp_path / "synthetic_filter.json").read_text())
+    assert summary["trained_unseen_relations"]["agreement"] == run.trained_unseen_relations.agreement
+    assert (tmp_path / "trained" / "unseen_relations" / "filter_report.json").is_file()
+
+
+def test_an_unknown_synthetic_world_is_refused_by_name():
+    with pytest.raises(ValueError, match="synthetic_world must be one of \\('families', 'relations'\\), got 'shapes'"):
+        load_filter_recipe(TINY_FILTER_RECIPE, {"synthetic_world": "shapes"})

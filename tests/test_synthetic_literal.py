@@ -59,7 +59,23 @@ def test_words_and_articles():
 
 
 def test_an_unknown_example_is_named():
-    with pytest.raises(ValueError, match="needs a 'family' or a 'kind' key, got keys"):
+    with pytest.raises(ValueError, match="needs a 'family', 'relation' or 'kind' key, got keys"):
         literal_description({"image": None})
     with pytest.raises(ValueError, match="no literal description for negative kind 'spiral'"):
         literal_description({"kind": "spiral", "metadata": {"textured_background": False}, "background": "white"})
+
+
+def test_relation_descriptions_count_the_shared_look_and_name_an_odd_shape():
+    from training.synthetic.factors import Relation
+    from training.synthetic.relations import relation_examples
+
+    odd_shape, plain = Relation("grid", "none", "shape", "none"), Relation("row", "none", "none", "none")
+    for example in relation_examples(3, "heldout", relations=[odd_shape, plain], seed=4):
+        shapes = [item["shape"] for item in example["metadata"]["objects"]]
+        description = literal_description(example)
+        main = f"{number_word(shapes.count(example['shape']))} {example['colour']} {plural(example['shape'])}"
+        assert description.replace("striped ", "").replace("outlined ", "").startswith(main), description
+        assert description.endswith(f"on a {example['background']} background"), description
+        others = set(shapes) - {example["shape"]}
+        assert len(others) == (example["exception"] == "shape"), shapes
+        assert all(f" and {with_article(odd)} on" in description for odd in others), description

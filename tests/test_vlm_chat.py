@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import random_image
 from training.vlm.chat import QwenVLChat
 from training.vlm.decoding import Decoding
-from training.vlm.tiny import build_tiny_chat, save_tiny_chat
+from training.vlm.tiny import add_word_tokens, build_tiny_chat, save_tiny_chat
 
 
 QUESTION = "Is this image relational?"
@@ -127,3 +127,18 @@ def test_a_saved_tiny_chat_reloads_with_the_same_answers(tmp_path, chat, convers
     torch.testing.assert_close(
         reloaded.answer_probabilities(conversations), chat.answer_probabilities(conversations), atol=1e-6, rtol=0
     )
+
+
+def test_added_words_become_single_tokens_with_embedding_rows_and_are_added_once():
+    chat = build_tiny_chat()
+    rows = chat.model.get_input_embeddings().num_embeddings
+    words = [f"zq{number}" for number in range(80)]  # more than the spare rows: the embeddings must grow
+    assert add_word_tokens(chat, [*words, " zq0", "zq0"]) == 81
+    assert [len(chat.tokenizer.tokenize(word)) for word in (*words, " zq0")] == [1] * 81
+    grown = chat.model.get_input_embeddings().num_embeddings
+    assert grown >= len(chat.tokenizer) > rows and grown % 64 == 0
+    assert chat.model.get_output_embeddings().weight.shape[0] == grown
+    assert add_word_tokens(chat, words) == 0
+    with torch.no_grad():
+        logits = chat.model(input_ids=torch.tensor([chat.tokenizer.convert_tokens_to_ids(words[:3])])).logits
+    assert logits.shape == (1, 3, grown)

@@ -13,7 +13,7 @@
   python -m training.pipeline caption generate --input IMAGES --output OUT --recipe PIPELINE.yaml
   python -m training.pipeline caption evaluate --captions OUT/caption.jsonl --references groups/group_captions.jsonl
   python -m training.pipeline check --captions OUT/handoff/captions.jsonl --output check-report
-  python -m training.pipeline demo --output pipeline-demo        # offline, CPU: the whole pipeline learns
+  python -m training.pipeline demo --output pipeline-demo --seeds 0 1 2  # offline, CPU: the pipeline learns
 
 Inputs (--input): a folder of images, a .jsonl/.csv list (`image` or `path`, `url`, optional `image_hash`), or a
 `datasets` dataset (saved folder or Hub id) with an image column. The hand-off (OUT/handoff/captions.jsonl and
@@ -162,6 +162,9 @@ def check(args: argparse.Namespace):
 
 
 def demo(args: argparse.Namespace) -> None:
+    from training.cpu_threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before torch loads: OpenMP reads its wait policy once
     from training.pipeline.demo import run_demo
 
     run_demo(args)
@@ -191,16 +194,27 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
 
 def _add_demo_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("pipeline-demo"), help="folder of the report and runs")
-    parser.add_argument("--filter-per-family", type=int, help="filter training images per family (default: recipe's)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="run the whole demo once per seed (e.g. 0 1 2): mean ± std"
+    )
+    parser.add_argument("--filter-per-relation", type=int, default=10, help="filter training images per relation")
     parser.add_argument("--filter-steps", type=int, help="filter SFT steps (default: filter-tiny-cpu.yaml's)")
-    parser.add_argument("--captioner-per-family", type=int, help="seed-group images per family (default: recipe's)")
-    parser.add_argument("--captioner-steps", type=int, help="captioner SFT steps (default: captioner-tiny-cpu.yaml's)")
-    parser.add_argument("--heldout-per-family", type=int, default=10, help="held-out images per family (bars)")
-    parser.add_argument("--pool-per-family", type=int, default=60, help="pipeline input images per family")
+    parser.add_argument("--captioner-per-relation", type=int, default=20, help="seed-group images per relation")
+    parser.add_argument(
+        "--captioner-steps", type=int, default=3000, help="captioner SFT steps (the recipe's 900 serve eight captions)"
+    )
+    parser.add_argument(
+        "--heldout-per-relation", type=int, default=2, help="held-out-look images per relation (filter, captioner)"
+    )
+    parser.add_argument("--pool-per-relation", type=int, default=4, help="pipeline input images per seen relation")
     parser.add_argument("--pool-negatives", type=int, default=120, help="pipeline input non-relational images")
-    parser.add_argument("--relsim-steps", type=int, default=700, help="relsim training steps (each of two runs)")
-    parser.add_argument("--benchmark-per-family", type=int, default=50, help="benchmark images per family")
+    parser.add_argument("--relsim-steps", type=int, default=1500, help="relsim training steps (each of two runs)")
+    parser.add_argument("--benchmark-per-relation", type=int, default=3, help="benchmark images per relation")
+    parser.add_argument(
+        "--max-relations", type=int, help="at most this many seen and this many unseen relations (quick runs, tests)"
+    )
     parser.add_argument("--image-size", type=int, default=112, help="side of the generated images")
+    parser.add_argument("--torch-threads", type=int, help="torch threads of every training (default: the recipes')")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -272,7 +286,11 @@ def parser() -> argparse.ArgumentParser:
     checking.add_argument("--output", type=Path, required=True, help="report folder")
     checking.set_defaults(run=check)
 
-    demo_parser = add_command(commands, "demo", "offline end to end: filter, captioner, relsim on pipeline captions")
+    demo_parser = add_command(
+        commands,
+        "demo",
+        "offline end to end, seen and unseen relations: filter, captioner, relsim on pipeline captions",
+    )
     _add_demo_options(demo_parser)
     demo_parser.set_defaults(run=demo)
     return top

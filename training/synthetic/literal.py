@@ -34,18 +34,20 @@ def literal_description(example: Mapping[str, Any]) -> str:
     """A literal, object-naming sentence for a synthetic example (a relation family's or a negative).
 
     Args:
-        example: a dict from `synthetic_examples` (with `family`) or `negative_examples` (with `kind`), carrying
-            `shape`, `colour`, `texture`, `background` and `metadata`.
+        example: a dict from `synthetic_examples` (with `family`), `relation_examples` (with `relation`) or
+            `negative_examples` (with `kind`), carrying `shape`, `colour`, `texture`, `background` and `metadata`.
 
     Raises:
-        ValueError: when the example names neither a known family nor a known negative kind.
+        ValueError: when the example names neither a known family, a relation nor a known negative kind.
     """
     if "family" in example:
         subject = _family_subject(example)
         return f"{subject} on a {example['background']} background"
+    if "relation" in example:
+        return f"{_relation_subject(example)} on a {example['background']} background"
     if "kind" in example:
         return _negative_description(example)
-    raise ValueError(f"a synthetic example needs a 'family' or a 'kind' key, got keys {sorted(example)}")
+    raise ValueError(f"a synthetic example needs a 'family', 'relation' or 'kind' key, got keys {sorted(example)}")
 
 
 def _objects(example: Mapping[str, Any], count: int, size: str = "") -> str:
@@ -78,6 +80,16 @@ def _family_subject(example: Mapping[str, Any]) -> str:
     if family == "counting":
         return f"three panels with one, two and three {example['colour']} {plural(example['shape'])}"
     raise ValueError(f"no literal description for family {family!r}")
+
+
+def _relation_subject(example: Mapping[str, Any]) -> str:
+    """`"six striped teal stars and a heart"`: the compositional world's objects by their shared look, and any other
+    shape an exception drew (what a leak check must catch; the arrangement itself is left to the caption)."""
+    shapes = [item["shape"] for item in example["metadata"]["objects"]]
+    look = f"{_TEXTURE_WORDS.get(example['texture'], '')}{example['colour']}"
+    others = [with_article(shape) for shape in dict.fromkeys(shapes) if shape != example["shape"]]
+    main = f"{number_word(shapes.count(example['shape']))} {look} {plural(example['shape'])}"
+    return " and ".join([main, *others])
 
 
 # families described as "<count> <look> <shapes><arrangement>": how many objects the metadata draws, and the words after

@@ -58,6 +58,17 @@ def save_tiny_chat(
     return build_tiny_chat(extra_tokens, seed, sizes, max_pixels).save_pretrained(directory)
 
 
+def add_word_tokens(chat: QwenVLChat, words: Sequence[str]) -> int:
+    """Adds the `words` the chat's tokenizer lacks as whole tokens, with embedding rows (mean-initialised) for them,
+    so text the tiny tokenizer never met (a new caption vocabulary) is not spelled byte by byte. Returns how many
+    tokens were added."""
+    missing = [word for word in dict.fromkeys(words) if word not in chat.tokenizer.get_vocab()]
+    added = chat.tokenizer.add_tokens(missing)
+    if len(chat.tokenizer) > chat.model.get_input_embeddings().num_embeddings:
+        chat.model.resize_token_embeddings(len(chat.tokenizer), pad_to_multiple_of=64)
+    return added
+
+
 def load_pretrained_tiny_chat(max_pixels: int = 112 * 112, directory: str | Path = PRETRAINED_TINY_CHAT) -> QwenVLChat:
     """The shipped tiny chat pretrained on literal descriptions of synthetic images (see
     training/vlm/tiny_pretraining.py and its `pretraining.json`), a fresh copy on every call."""

@@ -33,6 +33,8 @@ class CaptionerQuality:
         family_accuracy: share of captions whose MiniLM cosine is highest for their own family's caption.
         per_caption: one dict per caption (caption, reference, cosine, placeholders, leaked words, family and
             predicted family).
+        composition: on the compositional world, `CompositionScores.to_dict()` per held-out set (seen and unseen
+            relations).
     """
 
     count: int
@@ -41,6 +43,7 @@ class CaptionerQuality:
     leak_rate: float | None = None
     family_accuracy: float | None = None
     per_caption: list[dict[str, Any]] = field(default_factory=list)
+    composition: dict[str, dict[str, Any]] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {name: value for name, value in vars(self).items() if name != "per_caption"}

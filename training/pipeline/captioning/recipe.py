@@ -65,6 +65,17 @@ class CaptionerDataArguments:
         default=0.0, metadata={"help": "groups kept out of training for the quality check (official: 0, test=train)"}
     )
     split_seed: int = 0
+    synthetic_world: str = field(
+        default="families",
+        metadata={
+            "help": "synthetic seed groups: of the eight relation families, or of the compositional world's "
+            "training relations (then *_per_family means per relation, and held-out looks of seen and unseen "
+            "relations are scored apart)"
+        },
+    )
+    synthetic_max_relations: int | None = field(
+        default=None, metadata={"help": "relations world: at most this many of each relation split (quick runs)"}
+    )
     synthetic_num_per_family: int = field(default=0, metadata={"help": "synthetic training images per family"})
     synthetic_eval_num_per_family: int = field(default=0, metadata={"help": "held-out-attribute images per family"})
     synthetic_group_size: int = field(default=4, metadata={"help": "images per synthetic seed group"})
@@ -74,6 +85,8 @@ class CaptionerDataArguments:
     def __post_init__(self) -> None:
         if not 0 <= self.heldout_group_fraction < 1:
             raise ValueError(f"heldout_group_fraction must be in [0, 1), got {self.heldout_group_fraction}")
+        if self.synthetic_world not in ("families", "relations"):
+            raise ValueError(f"synthetic_world must be 'families' or 'relations', got {self.synthetic_world!r}")
         if self.synthetic_group_size < 2:
             raise ValueError(f"synthetic_group_size must be at least 2, got {self.synthetic_group_size}")
 

@@ -13,6 +13,9 @@ from training.vlm.chat_model import ChatModelArguments
 from training.vlm.sft_training import VLMSFTArguments, load_recipe
 
 
+SYNTHETIC_WORLDS = ("families", "relations")
+
+
 @dataclass
 class FilterArguments:
     """Where the filter's labels come from and how its scores are read."""
@@ -27,6 +30,17 @@ class FilterArguments:
         default=None, metadata={"help": "choose the lowest threshold reaching this precision (else best agreement)"}
     )
     score_batch_size: int = 16
+    synthetic_world: str = field(
+        default="families",
+        metadata={
+            "help": "generated positives: the eight relation families, or the compositional world's relations "
+            "(then every *_per_family means per relation; training sees the training relations only, evaluation "
+            "reports held-out looks of seen and of unseen relations apart)"
+        },
+    )
+    synthetic_max_relations: int | None = field(
+        default=None, metadata={"help": "relations world: at most this many of each relation split (quick runs)"}
+    )
     synthetic_positives_per_family: int | None = field(
         default=None, metadata={"help": "train on generated images: this many per relation family as positives"}
     )
@@ -39,6 +53,8 @@ class FilterArguments:
     def __post_init__(self) -> None:
         if self.balance not in BALANCES:
             raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+        if self.synthetic_world not in SYNTHETIC_WORLDS:
+            raise ValueError(f"synthetic_world must be one of {SYNTHETIC_WORLDS}, got {self.synthetic_world!r}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.labels and self.synthetic_positives_per_family:
