@@ -81,3 +81,20 @@ def test_a_run_from_a_hub_backbone_declares_it(tmp_path, model):
     assert "1,000 images with anonymous captions from the `train` split of `someone/relational-data`" in card.text
     assert "The model at step 100 was not evaluated on the held-out split (the `test` split of" in card.text
     assert "| metric |" not in card.text
+
+
+def test_a_card_of_the_relation_world_names_relations_and_the_unseen_ones():
+    from training.trainer.model_card import _held_out, _training_data
+
+    data = {"synthetic_world": "relations", "synthetic_num_per_family": 60, "synthetic_eval_num_per_family": 2}
+    data |= {"synthetic_image_size": 112, "synthetic_seed": 0}
+    trained_on, limit, _ = _training_data(data, 18300)
+    assert trained_on.startswith("18,300 synthetic images of the compositional relational world (60 per training")
+    assert "102 of them held out of training" in limit and "famil" not in trained_on + limit
+    held_out = _held_out(data, 814)
+    assert held_out == (
+        "synthetic images in held-out shapes and colours of all 407 relations, the 102 unseen in training included, "
+        "2 per relation (814 images)"
+    )
+    families = _training_data({**data, "synthetic_world": "families"}, 480)[0]
+    assert "60 per relation family" in families

@@ -86,6 +86,16 @@ def _dataset_name(name: str) -> str:
 def _training_data(data: dict[str, Any], examples: int | None) -> tuple[str, str, str]:
     """(what the model was trained on, the limit that puts on it, the licence)."""
     count = f"{examples:,} " if examples is not None else ""
+    if data.get("synthetic_num_per_family") and data.get("synthetic_world") == "relations":
+        return (
+            f"{count}synthetic images of the compositional relational world ({data['synthetic_num_per_family']} per "
+            f"training relation, the 305 of 407 that training sees; {data['synthetic_image_size']} px, seed "
+            f"{data['synthetic_seed']}) from `training.synthetic.relations`, each with its relation's anonymous "
+            "caption composed from layout, change, exception and structure phrases.",
+            "Trained only on synthetic images of simple shapes: it has not seen photographs, and the relations it "
+            "knows are combinations of the generator's factors (102 of them held out of training to test that).",
+            PROJECT_LICENSE,
+        )
     if data.get("synthetic_num_per_family"):
         return (
             f"{count}synthetic images ({data['synthetic_num_per_family']} per relation family, "
@@ -110,7 +120,12 @@ def _training_data(data: dict[str, Any], examples: int | None) -> tuple[str, str
 
 
 def _held_out(data: dict[str, Any], examples: int | None) -> str | None:
-    if data.get("synthetic_eval_num_per_family"):
+    if data.get("synthetic_eval_num_per_family") and data.get("synthetic_world") == "relations":
+        split = (
+            f"synthetic images in held-out shapes and colours of all 407 relations, the 102 unseen in training "
+            f"included, {data['synthetic_eval_num_per_family']} per relation"
+        )
+    elif data.get("synthetic_eval_num_per_family"):
         split = f"synthetic images with held-out attributes, {data['synthetic_eval_num_per_family']} per family"
     elif data.get("eval_captions_jsonl"):
         split = f"`{Path(data['eval_captions_jsonl']).name}`"
