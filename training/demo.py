@@ -178,7 +178,7 @@ def run_seed(args: argparse.Namespace, output: Path, seed: int, passive: bool) -
 def seeds_markdown(results: Sequence[dict[str, Any]]) -> str:
     """The figures of several seeds' `results.json`: each method's mean ± std, the targets judged on the means, and
     the search figures' mean ± std."""
-    from training.evaluation.relation_benchmark import SEEN_METRICS, UNSEEN_METRICS
+    from training.evaluation.relation_benchmark import FACTOR_METRICS, SEEN_METRICS, UNSEEN_METRICS
     from training.evaluation.relation_report import (
         mean_table,
         relation_verdict,
@@ -192,16 +192,23 @@ def seeds_markdown(results: Sequence[dict[str, Any]]) -> str:
     summary = seeds_summary([result["table"] for result in results])
     search = seeds_summary([{TRAINED: result["search"]} for result in results])
     chance = results[0]["chance"]
-    chance_row = {"method": "chance (random ranking)", **{c: f"{chance[c]:.3f}" for c in UNSEEN_METRICS if c in chance}}
+
+    def chance_row(columns: Sequence[str]) -> dict[str, str]:
+        return {"method": "chance (random ranking)", **{c: f"{chance[c]:.3f}" for c in columns if c in chance}}
+
     lines = [
         f"# relsim on relations it never saw: {len(results)} seeds ({seeds})",
         "",
         "Each figure is the mean ± the standard deviation over the seeds (each seed draws its own training images and "
         "initialises its own model; the benchmark pool is the same). Relations training never saw:",
         "",
-        markdown_table([*summary_rows(summary, UNSEEN_METRICS), chance_row], columns=UNSEEN_METRICS),
+        markdown_table([*summary_rows(summary, UNSEEN_METRICS), chance_row(UNSEEN_METRICS)], columns=UNSEEN_METRICS),
         "",
         verdict_markdown(relation_verdict(mean_table(summary), chance, TRAINED), f"{TRAINED}, mean of the seeds"),
+        "",
+        "Which factors carry over to unseen relations (a neighbour counted right when it shares that one factor):",
+        "",
+        markdown_table([*summary_rows(summary, FACTOR_METRICS), chance_row(FACTOR_METRICS)], columns=FACTOR_METRICS),
         "",
         "Relations seen in training (in held-out looks):",
         "",
