@@ -22,7 +22,7 @@ from training.evaluation.reporting.neighbour_grids import (
     GridRow,
     describe_grid,
     draw_neighbour_grid,
-    nearest_neighbours,
+    neighbour_rows,
     text_tile,
 )
 from training.evaluation.reporting.tables import markdown_table, rows_from_table
@@ -183,19 +183,8 @@ def grid_rows(run: RelationBenchmarkRun, method: str, queries: Sequence[int], k:
     """Each query's `k` nearest neighbours under `method`, marked by relation and labelled by the factors they
     differ in."""
     relations, images = list(run.pool["relation"]), list(run.pool["image"])
-    rows = []
-    for query in queries:
-        neighbours = nearest_neighbours(run.similarities[method], query, k)
-        rows.append(
-            GridRow(
-                label=relation_label(relations[query]),
-                query=images[query],
-                neighbours=[images[index] for index in neighbours],
-                relevant=[relations[index] == relations[query] for index in neighbours],
-                neighbour_labels=[differing_factors(relations[query], relations[index]) for index in neighbours],
-            )
-        )
-    return rows
+    similarity = run.similarities[method]
+    return neighbour_rows(similarity, images, relations, queries, k, relation_label, differing_factors)
 
 
 def text_query_row(run: RelationBenchmarkRun, method: str, relation: str, k: int = NEIGHBOURS) -> GridRow:

@@ -13,7 +13,7 @@ from training.evaluation.reporting.neighbour_grids import (
     GridRow,
     describe_grid,
     draw_neighbour_grid,
-    nearest_neighbours,
+    neighbour_rows,
 )
 from training.evaluation.reporting.similarity_space import SimilaritySpace, plot_similarity_space
 from training.evaluation.reporting.tables import markdown_table, rows_from_table
@@ -63,19 +63,8 @@ def query_indices(run: BenchmarkRun) -> list[int]:
 
 def grid_rows(run: BenchmarkRun, method: str, queries: Sequence[int], k: int = NEIGHBOURS) -> list[GridRow]:
     """Each query's `k` nearest neighbours under `method`, and which of them show the query's relation."""
-    families, images, names = run.pool["family"], run.pool["image"], run.family_names()
-    rows = []
-    for query in queries:
-        neighbours = nearest_neighbours(run.similarities[method], query, k)
-        rows.append(
-            GridRow(
-                label=family_label(names[query]),
-                query=images[query],
-                neighbours=[images[index] for index in neighbours],
-                relevant=[families[index] == families[query] for index in neighbours],
-            )
-        )
-    return rows
+    similarity, images = run.similarities[method], list(run.pool["image"])
+    return neighbour_rows(similarity, images, run.family_names(), queries, k, family_label)
 
 
 def similarity_space(run: BenchmarkRun, methods: Sequence[str], query: int) -> SimilaritySpace:

@@ -5,8 +5,9 @@ on its own; `describe_grid` says in words what it shows."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import PIL.Image
 import PIL.ImageDraw
@@ -52,6 +53,36 @@ def nearest_neighbours(similarity: torch.Tensor, query: int, k: int) -> list[int
     scores = similarity[query].clone().float()
     scores[query] = float("-inf")
     return scores.topk(min(k, scores.numel() - 1)).indices.tolist()
+
+
+def neighbour_rows(
+    similarity: torch.Tensor,
+    images: Sequence[PIL.Image.Image],
+    relations: Sequence[Any],
+    queries: Sequence[int],
+    k: int,
+    row_label: Callable[[Any], str],
+    neighbour_label: Callable[[Any, Any], str] | None = None,
+) -> list[GridRow]:
+    """A grid row per query: its `k` nearest neighbours in `similarity`, marked right when their relation is the
+    query's; `row_label(relation)` names the row, `neighbour_label(query relation, neighbour relation)` each
+    neighbour when given."""
+    rows = []
+    for query in queries:
+        neighbours = nearest_neighbours(similarity, query, k)
+        labels = None
+        if neighbour_label is not None:
+            labels = [neighbour_label(relations[query], relations[index]) for index in neighbours]
+        rows.append(
+            GridRow(
+                label=row_label(relations[query]),
+                query=images[query],
+                neighbours=[images[index] for index in neighbours],
+                relevant=[relations[index] == relations[query] for index in neighbours],
+                neighbour_labels=labels,
+            )
+        )
+    return rows
 
 
 def _font(size: int) -> PIL.ImageFont.ImageFont:
