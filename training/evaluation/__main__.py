@@ -7,7 +7,7 @@
   python -m training.evaluation judge --pool pool.jsonl --eval-dir eval --judge openai --methods relsim clip-i
   python -m training.evaluation report --pool pool.jsonl --eval-dir eval --similarity-query HASH
   python -m training.evaluation synthetic --model relsim-final --output benchmark-report
-  python -m training.evaluation ablate --output ablation-report [--seeds 3] [--steps 300]
+  python -m training.evaluation ablate --output ablation-report [--seeds 3] [--steps 1000]
   python -m training.evaluation analogy --triplets triplets.csv --model relsim-final --output analogy-report
 
 Console script: `relsim-eval`.

@@ -2,7 +2,7 @@
 objective option, all options, tuned CLIP and DINOv2 baselines) trained for the same reduced step count over
 several seeds, then a report with mean ± std and a bar chart.
 
-  python -m training.evaluation ablate --output ablation-report [--seeds 3] [--steps 300]
+  python -m training.evaluation ablate --output ablation-report [--seeds 3] [--steps 1000]
   python -m training.evaluation ablate --output ablation-report --variants relsim tuned-clip tuned-dinov2
 
 Finished runs are kept under OUTPUT/runs/ and skipped on a rerun with the same settings.
