@@ -336,8 +336,8 @@ def parser() -> argparse.ArgumentParser:
     why.add_argument(
         "--captions",
         default="synthetic",
-        help="caption bank: synthetic (the 8 family captions), a seed_group.json, a captions jsonl, or a text file "
-        "of one caption per line",
+        help="caption bank: synthetic (the 8 family captions), relations (the compositional world's 407), a "
+        "seed_group.json, a captions jsonl, or a text file of one caption per line",
     )
     why.add_argument("--top", type=int, default=5, help="labels shown")
     _verbose_option(why)
